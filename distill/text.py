@@ -1,0 +1,28 @@
+"""Text helpers shared by tasks and filters."""
+from __future__ import annotations
+
+import difflib
+import re
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_WORD = re.compile(r"\w+")
+
+
+def tokens(s: str) -> list[str]:
+    """Words and punctuation marks (GLEU and edit ratios are computed over these)."""
+    return _TOKEN.findall(s)
+
+
+def normalise(s: str) -> str:
+    """Whitespace folded: the form two answers are compared in."""
+    return " ".join(s.split())
+
+
+def dedup_key(s: str) -> str:
+    """Case, punctuation and spacing removed: the form exact duplicates are found in."""
+    return " ".join(_WORD.findall(s.lower()))
+
+
+def edit_ratio(a: str, b: str) -> float:
+    """Share of tokens changed between a and b (0 = identical, 1 = nothing shared)."""
+    return 1.0 - difflib.SequenceMatcher(None, tokens(a), tokens(b), autojunk=False).ratio()

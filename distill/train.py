@@ -1,0 +1,152 @@
+"""Student training with TRL's SFTTrainer on the filtered set.
+
+Rows become conversational prompt-completion pairs (the student's plain prompt -> the teacher's
+answer), so the loss falls on the completion only. LoRA by default (merged before saving); bf16 and
+padding-free batches on a GPU, fp32 on CPU. A killed run resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from distill.config import Config, Training
+from distill.io import read_jsonl, write_json
+from distill.models import base_student_dir, load_model, parameter_count, save_model_dir
+from distill.tasks import get_task
+
+
+def device_plan(t: Training, *, cuda: bool, bf16_ok: bool, flash_attn: bool) -> dict:
+    """Precision, padding-free and attention choices for this hardware (pure: unit-tested on CPU)."""
+    if t.precision == "auto":
+        precision = ("bf16" if bf16_ok else "fp16") if cuda else "fp32"
+    else:
+        precision = t.precision
+    if precision in ("bf16", "fp16") and not cuda:
+        raise ValueError(f"training.precision={precision} needs a GPU; use fp32 or auto on CPU")
+    # Padding-free batches concatenate sequences and rely on position ids to separate them, which
+    # only flash attention honours; elsewhere attention would leak across examples.
+    if t.padding_free == "auto":
+        padding_free = cuda and flash_attn
+    else:
+        padding_free = t.padding_free == "on"
+    attn = "flash_attention_2" if (padding_free or t.packing) and flash_attn else "sdpa"
+    if (padding_free or t.packing) and attn != "flash_attention_2":
+        raise ValueError("training.padding_free/packing need flash attention (a GPU with flash-attn installed)")
+    return {"precision": precision, "padding_free": padding_free, "packing": t.packing,
+            "attn_implementation": attn, "device": "cuda" if cuda else "cpu"}
+
+
+def to_prompt_completion(task, rows: list[dict]) -> list[dict]:
+    return [{"prompt": task.student_messages(r["input"]),
+             "completion": [{"role": "assistant", "content": r["output"]}]} for r in rows]
+
+
+def sft_config(t: Training, plan: dict, output_dir: Path, n_rows: int):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
+        logging_steps=t.logging_steps,
+        save_steps=t.save_steps,
+        save_total_limit=2,
+        max_length=t.max_length,
+        packing=plan["packing"],
+        padding_free=plan["padding_free"],
+        completion_only_loss=True,
+        bf16=plan["precision"] == "bf16",
+        fp16=plan["precision"] == "fp16",
+        use_cpu=plan["device"] == "cpu",
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to=[],
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        # similar lengths together, so padded CPU batches carry little padding
+        train_sampling_strategy="random" if plan["padding_free"] or plan["packing"] else "group_by_length",
+    )
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if output_dir.exists() else None
+
+
+def train_stage(cfg: Config, run_dir: Path) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTTrainer
+
+    t0 = time.perf_counter()
+    t = cfg.training
+    train_path = run_dir / "data" / "train.jsonl"
+    if not train_path.exists():
+        raise FileNotFoundError(f"{train_path}: not found (run `distill filter` first)")
+    rows = read_jsonl(train_path)
+    if not rows:
+        raise ValueError(f"{train_path}: no rows survived filtering; nothing to train on")
+    task = get_task(cfg.task)
+    cuda = torch.cuda.is_available()
+    plan = device_plan(t, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(),
+                       flash_attn=_has_flash_attn())
+    torch.manual_seed(t.seed)
+
+    base_dir = base_student_dir(cfg.student)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan["precision"], torch.float32)
+    model, tok = load_model(base_dir, trust_remote_code=cfg.student.trust_remote_code, dtype=dtype)
+    model.config._attn_implementation = plan["attn_implementation"]
+    ds = Dataset.from_list(to_prompt_completion(task, rows))
+
+    ckpt_dir = run_dir / "checkpoints"
+    args = sft_config(t, plan, ckpt_dir, len(rows))
+    peft_config = None
+    if t.lora:
+        peft_config = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
+                                 target_modules=t.lora_target_modules, task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
+    resume = last_checkpoint(ckpt_dir)
+    result = trainer.train(resume_from_checkpoint=resume)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+    out = run_dir / "student"
+    merged = trainer.model.merge_and_unload() if t.lora else trainer.model
+    merged = merged.to(torch.float32) if plan["device"] == "cpu" else merged
+    save_model_dir(merged, tok, out)
+
+    stats = {
+        "base": str(base_dir),
+        "output_dir": str(out),
+        "rows": len(rows),
+        "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0, 3),
+        "resumed_from": resume,
+        "plan": plan,
+        "lora": t.lora,
+        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "parameters": parameter_count(merged),
+        "first_loss": losses[0] if losses else math.nan,
+        "last_loss": losses[-1] if losses else math.nan,
+        "losses": losses,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "wall_seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_json(run_dir / "stats" / "train.json", stats)
+    return stats
+
+
+def _has_flash_attn() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+
+        return True
+    except ImportError:
+        return False

@@ -1,0 +1,29 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Small enough to run in seconds against the real 135M teacher, big enough to exercise every stage.
+TINY = [
+    "generation.input_requests=6", "generation.inputs_per_request=2", "teacher.max_tokens=40",
+    "training.max_steps=4", "training.batch_size=4", "training.logging_steps=1", "training.save_steps=2",
+    "eval.max_rows=8", "eval.batch_size=8", "eval.max_new_tokens=32",
+]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    # Prefect state per test; the converted student cache shared across the session.
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect")))
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("DISTILL_CACHE", os.environ.get("DISTILL_TEST_CACHE", str(ROOT / ".pytest_cache" / "distill")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+def distill_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "distill.cli", *args]

@@ -1,0 +1,91 @@
+"""Config validation, overrides, redaction; validated input files; the crash-safe append log."""
+import json
+
+import pytest
+import yaml
+
+from distill.config import ConfigError, load_config, save_config
+from distill.io import AppendLog, DataError, load_examples, write_text_atomic
+
+
+def test_default_config_loads_and_every_field_is_documented():
+    from distill.config import field_help
+
+    cfg = load_config()
+    assert cfg.task == "grammar" and cfg.filter_specs()[0] == ("exact_dedup", {})
+    undocumented = [name for name, _, help_ in field_help() if not help_]
+    assert undocumented == []
+
+
+def test_unknown_key_names_file_line_and_field(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("task: grammar\nteacher:\n  model: x\n  temprature: 0.5\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == f"{p}:4: field 'teacher.temprature': unknown key"
+
+
+def test_out_of_range_value(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("teacher:\n  max_concurrency: 0\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:2: field 'teacher.max_concurrency': Input should be greater"):
+        load_config(p)
+
+
+def test_unknown_filter_is_rejected_at_load(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("filters:\n  - exact_dedup\n  - nope\n")
+    with pytest.raises(ConfigError, match="unknown filter 'nope'"):
+        load_config(p)
+
+
+def test_set_overrides_nested_fields_with_yaml_types():
+    cfg = load_config(None, ["teacher.max_tokens=12", "generation.samples_per_input=3", "eval.path=x.jsonl",
+                             "student.base=null"])
+    assert cfg.teacher.max_tokens == 12 and cfg.generation.samples_per_input == 3
+    assert cfg.eval.path == "x.jsonl" and cfg.student.base is None
+    with pytest.raises(ConfigError, match="field 'teacher.max_tokens'"):
+        load_config(None, ["teacher.max_tokens=lots"])
+
+
+def test_saved_config_never_holds_the_api_key(tmp_path):
+    cfg = load_config(None, ["teacher.api_key=sk-SENTINEL-123"])
+    assert cfg.api_key() == "sk-SENTINEL-123"
+    save_config(cfg, tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert "SENTINEL" not in text
+    assert yaml.safe_load(text)["teacher"]["api_key"] is None
+    assert load_config(tmp_path / "config.yaml").teacher.model == cfg.teacher.model
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"", "seed file is empty"),
+    (b'{"id": "a", "input": "x", "output": "y"}\n{"id": "b", "input": "x"\n', ":2: malformed JSON"),
+    (b'{"id": "a", "input": "x", "output": "y"}\n{"id": "b", "input": "x"}\n', ":2: field 'output': missing"),
+    (b'{"id": "a", "input": "x", "output": ""}\n', ":1: field 'output': must be a non-empty string"),
+    (b'{"id": "a", "input": "x", "output": "y"}\n{"id": "a", "input": "z", "output": "y"}\n',
+     ":2: field 'id': duplicate id 'a' (first on line 1)"),
+    (b'{"id": "a", "input": "x", "output": "y"}\n{"id": "b", "input": "\xff", "output": "y"}\n', ":2: not UTF-8"),
+])
+def test_bad_input_files_get_one_line_errors(tmp_path, content, expected):
+    p = tmp_path / "seeds.jsonl"
+    p.write_bytes(content)
+    with pytest.raises(DataError) as e:
+        load_examples(p, what="seed file")
+    assert expected in str(e.value) and str(e.value).startswith(str(p)) and "\n" not in str(e.value)
+
+
+def test_append_log_discards_a_half_written_last_line(tmp_path):
+    p = tmp_path / "log.jsonl"
+    p.write_text('{"a": 1}\n{"a": 2}\n{"a": 3, "b"')
+    log = AppendLog(p)
+    assert log.discarded_partial
+    log.append({"a": 4})
+    log.close()
+    assert [r["a"] for r in AppendLog(p)] == [1, 2, 4]
+    assert p.read_text().count("\n") == 3
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    write_text_atomic(tmp_path / "x" / "f.json", json.dumps({"ok": True}))
+    assert [q.name for q in (tmp_path / "x").iterdir()] == ["f.json"]

@@ -1,0 +1,30 @@
+"""The data half of the distillation path as a Prefect flow on the ephemeral API (no server)."""
+import pytest
+
+from tests.conftest import TINY
+
+pytestmark = pytest.mark.slow
+
+
+def test_flow_runs_generate_and_filter_and_publishes_the_data_artifact(tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+
+    from distill.io import read_json
+    from flows.distill_flow import distill_flow
+
+    rd = tmp_path / "run"
+    state = distill_flow(run_dir=str(rd), overrides=TINY, stages=["generate", "filter"], return_state=True)
+    assert state.is_completed(), state
+    assert (rd / "data" / "train.jsonl").exists() and not (rd / "student").exists()
+    stats = read_json(rd / "stats" / "filter.json")
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+        assert run.state.is_completed()
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["distill-data"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    assert len(arts) == 1 and arts[0].type == "table"
+    table = arts[0].data if isinstance(arts[0].data, list) else __import__("json").loads(arts[0].data)
+    assert [r["stage"] for r in table] == [s["stage"] for s in stats["stages"]]

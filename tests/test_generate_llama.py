@@ -1,0 +1,91 @@
+"""Generation against the real llama.cpp server: resumable, never duplicating or losing a row."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from distill.config import load_config
+from distill.filtering import filter_stage
+from distill.io import read_json, read_jsonl
+from distill.stages import prepare_run, run_generate
+from tests.conftest import ROOT, TINY, distill_cmd
+
+pytestmark = pytest.mark.slow
+
+
+def _store_keys(run_dir):
+    recs = read_jsonl(run_dir / "data" / "requests.jsonl")
+    return [r["key"] for r in recs if r.get("error") is None]
+
+
+def test_generate_rerun_sends_no_request_and_filter_accounts_for_every_row(tmp_path):
+    cfg, rd = prepare_run(None, tmp_path / "run", TINY)
+    first = run_generate(cfg, rd)
+    assert first["last"]["requests_sent"] > 0 and first["last"]["completion_tokens"] > 0
+    rows1 = read_jsonl(rd / "data" / "generated.jsonl")
+    second = run_generate(cfg, rd)
+    assert second["last"]["requests_sent"] == 0
+    assert second["last"]["cache_hits"] == first["last"]["requests_sent"] - first["last"]["retries"]
+    assert read_jsonl(rd / "data" / "generated.jsonl") == rows1
+    assert len(second["invocations"]) == 2
+
+    stats = filter_stage(cfg, rd)
+    kept = read_jsonl(rd / "data" / "train.jsonl")
+    dropped = read_jsonl(rd / "data" / "dropped.jsonl")
+    assert len(kept) + len(dropped) == len(rows1) == stats["generated"]
+    assert sorted(r["id"] for r in kept + dropped) == sorted(r["id"] for r in rows1)
+    assert all(d["reason"] for d in dropped)
+    assert (rd / "dataset" / "README.md").exists()
+    from datasets import load_dataset
+    ds = load_dataset("parquet", data_files=str(rd / "dataset" / "data" / "*.parquet"), split="train")
+    assert ds.num_rows == len(kept) and ds[0]["completion"][0]["role"] == "assistant"
+
+
+def test_sigkill_during_generation_then_resume_loses_and_duplicates_nothing(tmp_path):
+    rd = tmp_path / "run"
+    args = [a for s in TINY + ["generation.input_requests=8"] for a in ("--set", s)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(distill_cmd("generate", "--run-dir", str(rd), *args), cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = rd / "data" / "requests.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if store.exists() and store.read_text().count("\n") >= 5:
+            break
+        assert proc.poll() is None, "generate finished before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (rd / "data" / "generated.jsonl").exists()
+    done_before = len(_store_keys(rd))
+
+    # the teacher server dies with its parent (no orphan holding the port or the CPU)
+    server_pid = int((rd / "logs" / "teacher_server.pid").read_text())
+    for _ in range(50):
+        if not os.path.exists(f"/proc/{server_pid}") or "zombie" in open(f"/proc/{server_pid}/status").read():
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the local teacher server outlived the killed generate process")
+
+    r = subprocess.run(distill_cmd("generate", "--run-dir", str(rd)), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    stats = read_json(rd / "stats" / "generate.json")
+    keys = _store_keys(rd)
+    assert len(keys) == len(set(keys)), "a finished request was sent twice"
+    assert stats["last"]["cache_hits"] >= done_before
+    rows = read_jsonl(rd / "data" / "generated.jsonl")
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids))
+
+    # a third, fully cached run reproduces the same rows: nothing was missing
+    cfg = load_config(rd / "config.yaml")
+    again = run_generate(cfg, rd)
+    assert again["last"]["requests_sent"] == 0
+    assert [r["id"] for r in read_jsonl(rd / "data" / "generated.jsonl")] == ids
+    backed = {k for r in rows if r["meta"].get("source") == "teacher" and r["status"] == "ok"
+              for k in r["meta"]["request_keys"]}
+    assert backed <= set(keys), "a row is not backed by a stored teacher reply"

@@ -1,0 +1,101 @@
+"""Real TRL training of a few steps, the saved student, and the evaluation harness."""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from distill.config import load_config
+from distill.io import read_json, read_jsonl, write_jsonl
+from distill.stages import prepare_run
+from distill.train import device_plan
+from tests.conftest import ROOT, TINY, distill_cmd
+
+
+def _seed_rows(n=24):
+    seeds = read_jsonl(ROOT / "data" / "seeds" / "grammar.jsonl")
+    return [{"id": s["id"], "input": s["input"], "output": s["output"], "reference": s["output"], "meta": {}}
+            for s in seeds[:n]]
+
+
+def test_device_plan_bf16_and_padding_free_on_gpu_fp32_on_cpu():
+    t = load_config().training
+    gpu = device_plan(t, cuda=True, bf16_ok=True, flash_attn=True)
+    assert gpu == {"precision": "bf16", "padding_free": True, "packing": False,
+                   "attn_implementation": "flash_attention_2", "device": "cuda"}
+    assert device_plan(t, cuda=True, bf16_ok=False, flash_attn=False)["precision"] == "fp16"
+    assert device_plan(t, cuda=True, bf16_ok=True, flash_attn=False)["padding_free"] is False
+    cpu = device_plan(t, cuda=False, bf16_ok=False, flash_attn=False)
+    assert cpu["precision"] == "fp32" and cpu["padding_free"] is False and cpu["device"] == "cpu"
+    with pytest.raises(ValueError, match="needs a GPU"):
+        device_plan(t.model_copy(update={"precision": "bf16"}), cuda=False, bf16_ok=False, flash_attn=False)
+    with pytest.raises(ValueError, match="flash attention"):
+        device_plan(t.model_copy(update={"packing": True}), cuda=False, bf16_ok=False, flash_attn=False)
+
+
+@pytest.mark.slow
+def test_training_changes_weights_lowers_loss_and_saves_a_loadable_model(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distill.models import base_student_dir
+    from distill.train import train_stage
+
+    cfg, rd = prepare_run(None, tmp_path / "run", ["training.max_steps=8", "training.batch_size=8",
+                                                   "training.logging_steps=1", "training.learning_rate=2e-3"])
+    write_jsonl(rd / "data" / "train.jsonl", _seed_rows(32))
+    stats = train_stage(cfg, rd)
+    assert stats["steps"] == 8
+    losses = stats["losses"]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
+
+    before = load_file(str(base_student_dir(cfg.student) / "model.safetensors"))
+    after = load_file(str(rd / "student" / "model.safetensors"))
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any("q_proj" in k for k in changed) and len(changed) >= 30
+    assert not any(k.startswith("base_model") or "lora" in k for k in after), "LoRA was not merged"
+
+    # a plain from_pretrained, as a user or `vllm serve` would load it
+    tok = AutoTokenizer.from_pretrained(rd / "student")
+    model = AutoModelForCausalLM.from_pretrained(rd / "student")
+    enc = tok.apply_chat_template([{"role": "user", "content": "Fix the grammar: She go to school."}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**enc, max_new_tokens=12, do_sample=False)
+    text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert text.strip()
+
+
+@pytest.mark.slow
+def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tmp_path):
+    rd = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [a for s in TINY for a in ("--set", s)]
+    r = subprocess.run(distill_cmd("run", "--run-dir", str(rd), *args), cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"report: {rd / 'report.md'}" in r.stdout
+    rep = read_json(rd / "report.json")
+    roles = [m["role"] for m in rep["models"]]
+    assert roles == ["teacher", "base student", "distilled student"]
+    for m in rep["models"]:
+        assert set(m["metrics"]) == {"exact_match", "gleu", "chrf"} and m["cost_per_1k_usd"] > 0
+        assert m["latency_p95_s"] >= m["latency_p50_s"] > 0
+    assert "self-hosted" in rep["models"][0]["cost_rule"]
+    assert rep["data"]["generated"] == rep["data"]["kept"] + rep["data"]["dropped"]
+    assert (rd / "frontier.png").stat().st_size > 10_000
+    md = (rd / "report.md").read_text()
+    assert "x cheaper" in md and "% of teacher gleu" in md
+
+    other = tmp_path / "other.jsonl"
+    evals = read_jsonl(ROOT / "data" / "eval" / "grammar_test.jsonl")[100:106]
+    write_jsonl(other, evals)
+    student_mtime = (rd / "student" / "model.safetensors").stat().st_mtime
+    r = subprocess.run(distill_cmd("evaluate", "--run-dir", str(rd), "--set", f"eval.path={other}",
+                                   "--set", "eval.max_rows=6"), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = read_json(rd / "eval" / "other" / "summary.json")
+    assert summary["n"] == 6 and set(summary["models"]) == {"teacher", "base_student", "student"}
+    assert (rd / "student" / "model.safetensors").stat().st_mtime == student_mtime
+    assert read_json(rd / "eval" / "grammar_test" / "summary.json")["n"] == 8  # the main eval is untouched
