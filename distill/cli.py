@@ -24,6 +24,7 @@ console = Console(stderr=True)
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default: the run's saved config, else configs/default.yaml).")]
 RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run directory (default: newest under runs/, or a new one).")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the planned teacher requests, tokens and cost; call nothing, write nothing.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config field: key.path=value (repeatable).")]
 
 
@@ -48,19 +49,21 @@ def _newest_run_dir() -> Path:
     return runs[-1]
 
 
-def _setup(config: Path | None, run_dir: Path | None, overrides: list[str] | None, *, new: bool):
+def _setup(config: Path | None, run_dir: Path | None, overrides: list[str] | None, *, new: bool,
+           stages: tuple[str, ...] = ()):
     """Resolve the run directory and config; save the resolved config (secrets redacted) there.
 
     `new` stages (generate, run) define the run and always save its config; later single stages
     save only an explicit --config, so `evaluate --set eval.path=...` leaves the run's config alone.
     """
     from distill.stages import prepare_run
+    from distill.teacher import TeacherError
 
     if run_dir is None:
         run_dir = _new_run_dir() if new else _newest_run_dir()
     try:
-        return prepare_run(config, run_dir, overrides or [], save=new or config is not None)
-    except (ConfigError, DataError) as e:
+        return prepare_run(config, run_dir, overrides or [], save=new or config is not None, stages=stages)
+    except (ConfigError, DataError, TeacherError, FileNotFoundError) as e:
         _fail(str(e))
 
 
@@ -73,16 +76,36 @@ def _guard(fn, *args):
         _fail(str(e))
 
 
+def _dry_run(config: Path | None, run_dir: Path | None, overrides: list[str] | None) -> None:
+    from distill.config import load_config
+    from distill.generate import plan_generation
+
+    saved = run_dir / "config.yaml" if run_dir else None
+    try:
+        cfg = load_config(config or (saved if saved and saved.exists() else None), overrides or [])
+        plan = plan_generation(cfg)
+    except (ConfigError, DataError) as e:
+        _fail(str(e))
+    t = Table("planned", "value", title="dry run: nothing was sent to the teacher")
+    for k, v in plan.items():
+        t.add_row(k, str(v))
+    Console().print(t)
+
+
 @app.command()
-def generate(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None):
+def generate(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None, dry_run: DryRunOpt = False):
     """Seed expansion + teacher answers -> data/generated.jsonl (resumable; finished requests are never re-sent)."""
     from distill.stages import run_generate
 
-    cfg, rd = _setup(config, run_dir, set, new=True)
+    if dry_run:
+        return _dry_run(config, run_dir, set)
+    cfg, rd = _setup(config, run_dir, set, new=True, stages=("generate",))
     stats = _guard(run_generate, cfg, rd)
     last = stats["last"]
     console.print(f"generated {stats['counts']['rows']} rows in {rd}: {last['requests_sent']} teacher requests sent, "
                   f"{last['cache_hits']} reused from the store, {last['failed']} failed")
+    if stats["counts"].get("cut_short"):
+        console.print(f"[yellow]cut short:[/yellow] {stats['counts']['cut_short']}; {last['skipped']} requests not sent")
 
 
 @app.command("filter")
@@ -105,7 +128,7 @@ def train(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = Non
     """Fine-tune the student on data/train.jsonl with TRL -> student/ (merged, safetensors)."""
     from distill.train import train_stage
 
-    cfg, rd = _setup(config, run_dir, set, new=False)
+    cfg, rd = _setup(config, run_dir, set, new=False, stages=("train",))
     stats = _guard(train_stage, cfg, rd)
     console.print(f"student saved to {stats['output_dir']} (loss {stats['first_loss']:.3f} -> {stats['last_loss']:.3f})")
 
@@ -115,7 +138,7 @@ def evaluate(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = 
     """Every model answers the eval set through the same harness -> eval/<model>.jsonl + stats/evaluate.json."""
     from distill.evaluate import evaluate_stage
 
-    cfg, rd = _setup(config, run_dir, set, new=False)
+    cfg, rd = _setup(config, run_dir, set, new=False, stages=("evaluate",))
     res = _guard(evaluate_stage, cfg, rd)
     for name, m in res["models"].items():
         console.print(f"{name}: {m['metrics']}")
@@ -133,12 +156,22 @@ def report(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = No
 
 
 @app.command()
-def run(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None):
+def run(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None, dry_run: DryRunOpt = False):
     """The whole distillation path as one Prefect flow: generate -> filter -> train -> evaluate -> report."""
-    cfg, rd = _setup(config, run_dir, set, new=True)
+    if dry_run:
+        return _dry_run(config, run_dir, set)
+    from distill.stages import ALL_STAGES
+
+    cfg, rd = _setup(config, run_dir, set, new=True, stages=ALL_STAGES)
+    if cfg.teacher.api_key is not None:
+        # the flow re-reads the saved config, which never holds the key; hand it over through the
+        # environment rather than as a flow parameter (Prefect stores parameters in its database)
+        os.environ[cfg.teacher.api_key_env] = cfg.teacher.api_key.get_secret_value()
     # A local run gets its own Prefect home (ephemeral API, no shared state); a configured server is used as is.
     if not os.environ.get("PREFECT_API_URL"):
         os.environ.setdefault("PREFECT_HOME", str((rd / ".prefect").resolve()))
+        # the temporary server's telemetry heartbeat only fails (offline) and locks its SQLite file
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.distill_flow import distill_flow
 
     try:

@@ -48,6 +48,9 @@ class Teacher(Strict):
     few_shot: int = Field(3, ge=0, le=50, description="Seed examples shown to the teacher before each input (the teacher's adaptation to the task).")
     hosted: bool = Field(False, description="Price the teacher per token from pricing.models (hosted API) instead of measured seconds x hardware price.")
     hardware: str = Field("cpu-2core", description="Key of pricing.hardware the teacher runs on (self-hosted pricing).")
+    max_requests: int | None = Field(None, ge=0, description="Stop generation cleanly before sending more than this many teacher requests over the whole run (null = no limit).")
+    max_cost_usd: float | None = Field(None, ge=0, description="Stop generation cleanly before the teacher's cost for the run would exceed this (null = no limit).")
+    expected_output_tokens_per_s: float = Field(60.0, gt=0, description="Assumed generation speed of a self-hosted teacher, for --dry-run cost estimates only.")
     parameters: int | None = Field(None, ge=1, description="Teacher size for the report; null = counted from the local GGUF (unknown for hosted models).")
 
 
@@ -92,6 +95,7 @@ class Training(Strict):
     padding_free: Literal["auto", "on", "off"] = Field("auto", description="Padding-free batches (sequences concatenated with position ids). auto = on with a GPU and flash attention, off on CPU.")
     packing: bool = Field(False, description="Pack several examples into each max_length row (GPU throughput; needs padding-free attention).")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto = bf16 on a GPU that supports it, fp32 on CPU.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about a third slower. Worth it only for models that do not fit.")
     seed: int = Field(0, description="Training seed.")
     logging_steps: int = Field(5, ge=1, description="Log the loss every N steps.")
     save_steps: int = Field(50, ge=1, description="Checkpoint every N steps (a killed run resumes from the last one).")
@@ -147,10 +151,13 @@ class Config(Strict):
     @field_validator("filters")
     @classmethod
     def _filters_known(cls, v):
-        from distill.filters import get_filter  # late: filters import tasks which import config
+        from distill.filters import check_filter  # late: filters import tasks which import config
 
         for spec in v:
-            get_filter(spec if isinstance(spec, str) else spec.name)
+            if isinstance(spec, str):
+                check_filter(spec, {})
+            else:
+                check_filter(spec.name, dict(spec.model_extra or {}))
         return v
 
     def filter_specs(self) -> list[tuple[str, dict[str, Any]]]:
@@ -203,7 +210,7 @@ def _format_error(err: ValidationError, source: str, text: str | None) -> str:
     line = ""
     if text is not None and e["loc"]:
         line = _yaml_line(text, [x for x in e["loc"] if isinstance(x, str)])
-    msg = e["msg"].replace("Extra inputs are not permitted", "unknown key")
+    msg = e["msg"].replace("Extra inputs are not permitted", "unknown key").removeprefix("Value error, ")
     return f"{source}{line}: field '{field}': {msg}"
 
 

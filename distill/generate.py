@@ -20,7 +20,8 @@ from distill.config import Config, resolve_path
 from distill.io import load_examples, read_json, write_json, write_jsonl
 from distill.progress import progress_bar
 from distill.tasks import Task, get_task
-from distill.teacher import Request, RequestStore, Usage, run_requests, teacher_cost
+from distill.teacher import (Budget, Request, RequestStore, Usage, cost_of, estimate_tokens, run_requests,
+                             teacher_cost, teacher_price_fn)
 from distill.text import normalise
 
 
@@ -77,25 +78,69 @@ def vote(task: Task, replies: list[dict]) -> tuple[str | None, dict[str, int], s
     return next(a for a in answers if normalise(a) == winner), dict(counts), None
 
 
+def input_plans(cfg: Config, task: Task, seeds: list[dict]) -> list[tuple[Request, list[str], str]]:
+    """The Self-Instruct requests of a run: (request, seed ids shown, topic), fixed by cfg.seed."""
+    g = cfg.generation
+    rng = random.Random(cfg.seed)
+    plans = []
+    for i in range(g.input_requests):
+        examples = rng.sample(seeds, min(g.seeds_per_prompt, len(seeds)))
+        topic = rng.choice(task.topics)
+        msgs = task.new_inputs_messages(examples, topic, g.inputs_per_request)
+        req = Request.make(cfg.teacher.model, msgs, temperature=g.input_temperature,
+                           max_tokens=g.input_max_tokens, seed=cfg.seed * 1_000_003 + i)
+        plans.append((req, [e["id"] for e in examples], topic))
+    return plans
+
+
+def plan_generation(cfg: Config) -> dict:
+    """What a generate run would ask of the teacher, without asking: for --dry-run.
+
+    Answer counts and completion tokens are upper bounds (every requested input parsed, every reply
+    at max_tokens); prompt tokens are estimated at ~4 characters a token.
+    """
+    task = get_task(cfg.task)
+    seeds = load_examples(resolve_path(cfg.seeds_path), what="seed file")
+    g, t = cfg.generation, cfg.teacher
+    plans = input_plans(cfg, task, seeds)
+    shots = few_shot_examples(cfg, seeds)
+    answers = g.input_requests * g.inputs_per_request * g.samples_per_input
+    if g.max_inputs:
+        answers = min(answers, g.max_inputs * g.samples_per_input)
+    avg_answer_prompt = sum(estimate_tokens(task.teacher_messages(s["input"], shots)) for s in seeds) / len(seeds)
+    prompt_tokens = sum(estimate_tokens(p[0].message_dicts()) for p in plans) + int(answers * avg_answer_prompt)
+    completion_tokens = g.input_requests * g.input_max_tokens + answers * t.max_tokens
+    seconds = completion_tokens / t.expected_output_tokens_per_s
+    cost = cost_of(cfg.pricing, hosted=t.hosted, model=t.model, hardware=t.hardware, prompt_tokens=prompt_tokens,
+                   completion_tokens=completion_tokens, seconds=seconds)
+    return {"teacher": t.model, "input_requests": g.input_requests, "answer_requests_at_most": answers,
+            "requests_at_most": g.input_requests + answers, "prompt_tokens_est": prompt_tokens,
+            "completion_tokens_at_most": completion_tokens, "cost_usd_at_most": cost["usd"], "cost_rule": cost["rule"],
+            "max_requests": t.max_requests, "max_cost_usd": t.max_cost_usd}
+
+
+def make_budget(cfg: Config, stats_path: Path) -> Budget | None:
+    t = cfg.teacher
+    if t.max_requests is None and t.max_cost_usd is None:
+        return None
+    prev = read_json(stats_path).get("totals", {}) if stats_path.exists() else {}
+    return Budget(t.max_requests, t.max_cost_usd, teacher_price_fn(cfg),
+                  sent_before=prev.get("requests_sent", 0) - prev.get("retries", 0),
+                  spent_before_usd=prev.get("cost_usd", 0.0))
+
+
 def generate(cfg: Config, run_dir: Path, base_url: str) -> dict:
     task = get_task(cfg.task)
     seeds = load_examples(resolve_path(cfg.seeds_path), what="seed file")
     g = cfg.generation
-    rng = random.Random(cfg.seed)
     store = RequestStore(run_dir / "data" / "requests.jsonl")
+    budget = make_budget(cfg, run_dir / "stats" / "generate.json")
     t_start = time.perf_counter()
     try:
         # 1. new inputs
-        plans = []
-        for i in range(g.input_requests):
-            examples = rng.sample(seeds, min(g.seeds_per_prompt, len(seeds)))
-            topic = rng.choice(task.topics)
-            msgs = task.new_inputs_messages(examples, topic, g.inputs_per_request)
-            req = Request.make(cfg.teacher.model, msgs, temperature=g.input_temperature,
-                               max_tokens=g.input_max_tokens, seed=cfg.seed * 1_000_003 + i)
-            plans.append((req, [e["id"] for e in examples], topic))
+        plans = input_plans(cfg, task, seeds)
         with progress_bar(len(plans), "teacher: new inputs") as advance:
-            replies, usage_in = run_requests(cfg, base_url, store, [p[0] for p in plans], advance)
+            replies, usage_in = run_requests(cfg, base_url, store, [p[0] for p in plans], advance, budget)
 
         candidates, failed_input_requests = [], 0
         for (req, seed_ids, topic), rep in zip(plans, replies):
@@ -126,7 +171,7 @@ def generate(cfg: Config, run_dir: Path, base_url: str) -> dict:
                                   "request_keys": [q.key for q in reqs]}})
         flat = [q for reqs in answer_reqs for q in reqs]
         with progress_bar(len(flat), "teacher: answers") as advance:
-            flat_replies, usage_ans = run_requests(cfg, base_url, store, flat, advance)
+            flat_replies, usage_ans = run_requests(cfg, base_url, store, flat, advance, budget)
         it = iter(flat_replies)
         for row, reqs in zip(rows, answer_reqs):
             answer, votes, err = vote(task, [next(it) for _ in reqs])
@@ -151,12 +196,13 @@ def generate(cfg: Config, run_dir: Path, base_url: str) -> dict:
         "teacher_rows_ok": sum(r["status"] == "ok" for r in rows),
         "teacher_rows_failed": sum(r["status"] == "failed" for r in rows),
         "few_shot_ids": [s["id"] for s in shots],
+        "cut_short": budget.exhausted if budget else None,
     })
 
 
 def _write_stats(cfg: Config, run_dir: Path, usage_in, usage_ans, wall: float, counts: dict) -> dict:
     u = {k: getattr(usage_in, k) + getattr(usage_ans, k)
-         for k in ("requests_sent", "cache_hits", "retries", "failed", "prompt_tokens", "completion_tokens")}
+         for k in ("requests_sent", "cache_hits", "retries", "failed", "skipped", "prompt_tokens", "completion_tokens")}
     u["errors"] = dict(Counter(usage_in.errors) + Counter(usage_ans.errors))
     # Only time spent waiting on requests that were actually sent costs money; a fully cached re-run is free.
     busy = wall if u["requests_sent"] else 0.0
@@ -166,8 +212,8 @@ def _write_stats(cfg: Config, run_dir: Path, usage_in, usage_ans, wall: float, c
     path = run_dir / "stats" / "generate.json"
     history = read_json(path).get("invocations", []) if path.exists() else []
     history.append(this)
-    totals = {k: sum(h[k] for h in history) for k in
-              ("requests_sent", "cache_hits", "retries", "failed", "prompt_tokens", "completion_tokens",
+    totals = {k: sum(h.get(k, 0) for h in history) for k in
+              ("requests_sent", "cache_hits", "retries", "failed", "skipped", "prompt_tokens", "completion_tokens",
                "wall_seconds", "cost_usd")}
     stats = {"teacher": cfg.teacher.model, "counts": counts, "last": this, "totals": totals, "invocations": history}
     write_json(path, stats)

@@ -5,6 +5,7 @@ state dict once and cached as a plain safetensors directory.
 """
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -43,7 +44,12 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    config = copy.deepcopy(loaded.config)
+    # the weights are dequantized to fp32 on load; a leftover GGUF quantization_config would make
+    # Trainer refuse to train and vLLM try to load GGUF kernels
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
     save_model_dir(model, tok, target)
@@ -68,9 +74,9 @@ def load_model(path: Path, *, trust_remote_code: bool = False, dtype=None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True,
                                                  trust_remote_code=trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok
@@ -78,3 +84,28 @@ def load_model(path: Path, *, trust_remote_code: bool = False, dtype=None):
 
 def parameter_count(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def student_parameters(cfg: Student) -> int:
+    """Parameter count of the base student without loading its weights (GGUF header or a meta-device model)."""
+    if not cfg.base or cfg.gguf_file:
+        from distill.teacher import default_gguf
+
+        return gguf_parameter_count(resolve_path(Path(cfg.base) / cfg.gguf_file) if cfg.base else default_gguf())
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = resolve_path(cfg.base)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"student.base: {path}: no config.json (a Hugging Face model directory is expected)")
+    config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
+    return parameter_count(model)
+
+
+def training_bytes(params: int, *, lora: bool) -> int:
+    """Rough peak memory of training: fp32 weights, plus gradients and two Adam moments when every
+    weight trains, plus a quarter again for activations and buffers."""
+    per_param = 4 if lora else 16
+    return int(params * per_param * 1.25) + 2**30

@@ -55,6 +55,7 @@ def build_report(cfg: Config, run_dir: Path) -> dict:
         },
         "teacher_usage": {"model": cfg.teacher.model, **gen.get("totals", {}),
                           "cost_rule": (gen.get("last") or {}).get("cost_rule")},
+        "cut_short": (gen.get("counts") or {}).get("cut_short"),
         "training": {k: train.get(k) for k in ("rows", "steps", "epochs", "lora", "first_loss", "last_loss", "plan")},
         "wall_seconds": {"generate": gen.get("totals", {}).get("wall_seconds"), "filter": filt.get("wall_seconds"),
                          "train": train.get("wall_seconds"), "evaluate": ev.get("wall_seconds")},
@@ -94,7 +95,7 @@ def render_markdown(rep: dict) -> str:
     return f"""# distill report: {rep['task']}
 
 Eval set: `{rep['eval']['path']}` ({rep['eval']['n']} held-out rows, never shown to the teacher).
-
+{f"{chr(10)}> **Generation was cut short:** {rep['cut_short']}. The student was trained on the data made before the stop.{chr(10)}" if rep.get("cut_short") else ""}
 {markdown_table(rep)}
 
 ![quality vs cost](frontier.png)

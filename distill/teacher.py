@@ -85,6 +85,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     request_seconds: float = 0.0
+    skipped: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -118,10 +119,63 @@ class TeacherError(RuntimeError):
     pass
 
 
+@dataclass
+class Budget:
+    """Admits a request only while the run stays within teacher.max_requests and teacher.max_cost_usd.
+
+    Counted over the whole run (earlier invocations included). Requests in flight are reserved at the
+    estimated price, so concurrency cannot push spending over the limit.
+    """
+
+    max_requests: int | None
+    max_cost_usd: float | None
+    price: Callable[[int, int, float], float]  # (prompt tokens, completion tokens, busy seconds) -> USD
+    sent_before: int = 0
+    spent_before_usd: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    admitted: int = 0
+    in_flight: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    exhausted: str | None = None
+
+    def spent_usd(self) -> float:
+        return self.spent_before_usd + self.price(self.prompt_tokens, self.completion_tokens,
+                                                  time.monotonic() - self.started)
+
+    def admit(self, est_prompt_tokens: int, est_completion_tokens: int, est_seconds: float) -> bool:
+        if self.exhausted is None and self.max_requests is not None \
+                and self.sent_before + self.admitted >= self.max_requests:
+            self.exhausted = f"teacher.max_requests={self.max_requests} reached"
+        if self.exhausted is None and self.max_cost_usd is not None:
+            nxt = self.price(est_prompt_tokens, est_completion_tokens, est_seconds)
+            if self.spent_usd() + nxt * (1 + self.in_flight) > self.max_cost_usd:
+                self.exhausted = (f"teacher.max_cost_usd={self.max_cost_usd} would be exceeded "
+                                  f"(spent ${self.spent_usd():.4f})")
+        if self.exhausted is not None:
+            return False
+        self.admitted += 1
+        self.in_flight += 1
+        return True
+
+    def settle(self, usage: dict | None) -> None:
+        self.in_flight -= 1
+        if usage:
+            self.prompt_tokens += usage.get("prompt_tokens", 0)
+            self.completion_tokens += usage.get("completion_tokens", 0)
+
+
+def estimate_tokens(messages: list[dict]) -> int:
+    """Rough prompt size without a tokenizer (about 4 characters a token in English), for budgets."""
+    return sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)
+
+
 class TeacherClient:
-    def __init__(self, cfg: Teacher, base_url: str, api_key: str | None, store: RequestStore | None = None):
+    def __init__(self, cfg: Teacher, base_url: str, api_key: str | None, store: RequestStore | None = None,
+                 budget: Budget | None = None):
         self.cfg = cfg
         self.store = store
+        self.budget = budget
         self.usage = Usage()
         # The SDK's own retries are off: ours count attempts and honour Retry-After past the SDK's 60 s cap.
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed",
@@ -154,16 +208,36 @@ class TeacherClient:
         if self.store is not None and (rec := self.store.get(req.key)) is not None:
             self.usage.cache_hits += 1
             return rec
+        if self.budget is not None:
+            done = self.usage.requests_sent - self.usage.retries
+            avg = self.usage.request_seconds / done if done else 1.0
+            params = dict(req.params)
+            if not self.budget.admit(estimate_tokens(req.message_dicts()), params.get("max_tokens", 256), avg):
+                self.usage.skipped += 1
+                # not stored: a later run with a larger budget sends it
+                return {"key": req.key, "model": req.model, "params": params, "text": None,
+                        "error": f"not sent: {self.budget.exhausted}", "skipped": True}
+            rec = None
+            try:
+                rec = await self._send(req)
+            finally:
+                self.budget.settle((rec or {}).get("usage"))
+            return rec
+        return await self._send(req)
+
+    async def _send(self, req: Request) -> dict:
         attempt = 0
         while True:
             self.usage.requests_sent += 1
             try:
                 rec = await self._once(req)
                 break
-            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError,
-                    openai.APITimeoutError, TeacherError, openai.APIStatusError) as e:
+            except (openai.APIError, TeacherError, ValueError, TypeError, AttributeError) as e:
+                # ValueError & co.: a reply that is not the JSON the protocol promises (a proxy's
+                # error page, a truncated body); transient like a 5xx, so retried like one
                 status = getattr(e, "status_code", None)
-                name = f"{type(e).__name__}" + (f"({status})" if status else "")
+                name = (f"{type(e).__name__}" if isinstance(e, (openai.APIError, TeacherError))
+                        else "MalformedReply") + (f"({status})" if status else "")
                 self.usage.errors[name] = self.usage.errors.get(name, 0) + 1
                 retryable = status is None or status == 429 or status >= 500 or status == 408
                 if not retryable or attempt >= self.cfg.max_retries:
@@ -210,11 +284,11 @@ def _short(e: Exception) -> str:
 
 
 def run_requests(cfg: Config, base_url: str, store: RequestStore, reqs: list[Request],
-                 on_done: Callable[[], None] | None = None) -> tuple[list[dict], Usage]:
+                 on_done: Callable[[], None] | None = None, budget: Budget | None = None) -> tuple[list[dict], Usage]:
     """Synchronous entry point for stages: send (or reuse) every request, return replies + usage."""
 
     async def go():
-        client = TeacherClient(cfg.teacher, base_url, cfg.api_key(), store)
+        client = TeacherClient(cfg.teacher, base_url, cfg.api_key(), store, budget)
         try:
             return await client.complete_all(reqs, on_done), client.usage
         finally:
@@ -224,6 +298,15 @@ def run_requests(cfg: Config, base_url: str, store: RequestStore, reqs: list[Req
 
 
 # --- cost --------------------------------------------------------------------------------------------
+def teacher_price_fn(cfg: Config) -> Callable[[int, int, float], float]:
+    """(prompt tokens, completion tokens, busy seconds) -> USD under the teacher's pricing rule."""
+    def price(pt: int, ct: int, seconds: float) -> float:
+        return cost_of(cfg.pricing, hosted=cfg.teacher.hosted, model=cfg.teacher.model,
+                       hardware=cfg.teacher.hardware, prompt_tokens=pt, completion_tokens=ct,
+                       seconds=seconds)["usd"]
+    return price
+
+
 def teacher_cost(cfg: Config, usage: Usage, wall_seconds: float) -> dict:
     """Hosted: tokens x price table. Self-hosted: seconds the hardware was busy x its hourly price."""
     return cost_of(cfg.pricing, hosted=cfg.teacher.hosted, model=cfg.teacher.model, hardware=cfg.teacher.hardware,
@@ -272,8 +355,9 @@ def local_server(cfg: Teacher, log_path: Path | None = None) -> Iterator[str]:
     port = free_port()
     cmd = [sys.executable, "-m", "distill.llama_server", "--model", str(gguf), "--model_alias", cfg.model,
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(cfg.local.n_ctx)]
-    if cfg.local.n_threads:
-        cmd += ["--n_threads", str(cfg.local.n_threads)]
+    # llama-cpp-python defaults to half the cores; a dedicated teacher should use them all
+    threads = str(cfg.local.n_threads or os.cpu_count() or 1)
+    cmd += ["--n_threads", threads, "--n_threads_batch", threads]
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "ab")

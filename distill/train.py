@@ -61,6 +61,7 @@ def sft_config(t: Training, plan: dict, output_dir: Path, n_rows: int):
         packing=plan["packing"],
         padding_free=plan["padding_free"],
         completion_only_loss=True,
+        gradient_checkpointing=t.gradient_checkpointing,
         bf16=plan["precision"] == "bf16",
         fp16=plan["precision"] == "fp16",
         use_cpu=plan["device"] == "cpu",
@@ -75,9 +76,11 @@ def sft_config(t: Training, plan: dict, output_dir: Path, n_rows: int):
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(output_dir)) if output_dir.exists() else None
+    """The newest complete checkpoint. Trainer writes trainer_state.json last, so a checkpoint that a
+    crash cut short has none and is skipped (the resumed run writes it again)."""
+    done = [p for p in Path(output_dir).glob("checkpoint-*")
+            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
 def train_stage(cfg: Config, run_dir: Path) -> dict:

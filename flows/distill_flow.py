@@ -82,7 +82,7 @@ def distill_flow(config_path: str | None = None, run_dir: str | None = None, ove
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
     rd = Path(run_dir) if run_dir else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    cfg, rd = prepare_run(config_path, rd, overrides or [])
+    cfg, rd = prepare_run(config_path, rd, overrides or [], stages=tuple(stages))
     steps = {"generate": generate_task, "filter": filter_task, "train": train_task,
              "evaluate": evaluate_task, "report": report_task}
     for name in STAGES:

@@ -14,15 +14,20 @@ TINY = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _offline_and_cached():
+    # The GGUF -> safetensors student conversion is shared by the whole session; no hub access at all.
+    os.environ["DISTILL_CACHE"] = os.environ.get("DISTILL_TEST_CACHE", str(ROOT / ".pytest_cache" / "distill"))
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+
+
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path_factory, monkeypatch):
-    # Prefect state per test; the converted student cache shared across the session.
+def _own_prefect_home(tmp_path_factory, monkeypatch):
+    # Prefect state per test, so runs never share a database by accident.
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect")))
-    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.setenv("DISTILL_CACHE", os.environ.get("DISTILL_TEST_CACHE", str(ROOT / ".pytest_cache" / "distill")))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
 def distill_cmd(*args: str) -> list[str]:

@@ -1,23 +1,51 @@
-"""A fake OpenAI-protocol server for fault injection (429 with Retry-After, 5xx, garbage).
+"""A fake OpenAI-protocol server for fault injection: 429 with Retry-After, 5xx, resets, timeouts,
+empty, truncated, malformed and off-format replies.
 
-Each POST to /v1/chat/completions takes the next scripted behaviour; when the script runs out it
-answers normally, echoing the last user message. Only for tests: the real servers run elsewhere.
+Each POST to /v1/chat/completions takes the next scripted step, else (with `fault_rate`) a random
+fault, else a normal reply from `reply(body)`. Only for tests: the real servers run elsewhere.
 """
 from __future__ import annotations
 
 import json
+import random
+import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+FAULTS = ["429", "500", "502", "503", "reset", "timeout", "empty", "truncated", "malformed", "chatter"]
+
+
+def plausible_reply(body: dict) -> str:
+    """Numbered sentences for a Self-Instruct request; the input echoed back for a correction."""
+    last = body["messages"][-1]["content"]
+    m = re.search(r"list of (\d+) .* about (.+?)\. Each", last)
+    if m:
+        n, topic = int(m.group(1)), m.group(2)
+        seed = sum(map(ord, last))
+        subjects = ["My neighbour", "The old teacher", "Our small team", "A quiet student", "His younger sister",
+                    "The local baker", "Every visitor", "Her best friend"]
+        verbs = ["talks about", "often thinks about", "writes a note on", "reads a book on", "enjoys",
+                 "asks questions about", "dreams about", "learns more on"]
+        return "\n".join(f"{i + 1}. {subjects[(seed + i) % 8]} {verbs[(seed // 8 + i) % 8]} {topic} "
+                         f"every {['morning', 'evening', 'weekend'][(seed + i) % 3]}." for i in range(n))
+    return last.split(":", 1)[-1].strip()
+
 
 class FakeOpenAI:
-    def __init__(self, script: list[dict] | None = None, reply=None):
+    def __init__(self, script: list[dict] | None = None, reply=plausible_reply, fault_rate: float = 0.0,
+                 faults: list[str] = FAULTS, seed: int = 0, models: list[str] = ("fake-model",),
+                 timeout_sleep_s: float = 1.5):
         self.script = list(script or [])
-        self.reply = reply or (lambda body: body["messages"][-1]["content"])
+        self.reply = reply
+        self.fault_rate, self.faults, self.rng = fault_rate, list(faults), random.Random(seed)
+        self.models = list(models)
+        self.timeout_sleep_s = timeout_sleep_s
         self.requests: list[dict] = []
         self.times: list[float] = []
         self.headers_seen: list[dict] = []
+        self.injected: dict[str, int] = {}
         self._lock = threading.Lock()
         outer = self
 
@@ -26,24 +54,66 @@ class FakeOpenAI:
                 pass
 
             def do_GET(self):
-                self._send(200, {"object": "list", "data": [{"id": "fake-model", "object": "model"}]})
+                outer.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
+                self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in outer.models]})
 
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                except (ValueError, TypeError):  # a client that gave up mid-request (after a reset)
+                    return
                 with outer._lock:
                     outer.requests.append(body)
                     outer.times.append(time.monotonic())
                     outer.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
-                    step = outer.script.pop(0) if outer.script else {"status": 200}
+                    if outer.script:
+                        step = outer.script.pop(0)
+                    elif outer.fault_rate and outer.rng.random() < outer.fault_rate:
+                        step = {"fault": outer.rng.choice(outer.faults)}
+                    else:
+                        step = {"status": 200}
+                    if "fault" in step:
+                        outer.injected[step["fault"]] = outer.injected.get(step["fault"], 0) + 1
+                try:
+                    self._respond(body, step)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def _respond(self, body, step):
+                fault = step.get("fault")
+                if fault in ("429", "500", "502", "503"):
+                    headers = {"Retry-After": "0"} if fault == "429" else {}
+                    return self._send(int(fault), {"error": {"message": f"injected {fault}"}}, headers)
+                if fault == "reset":
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault == "timeout":
+                    time.sleep(outer.timeout_sleep_s)
+                    return
+                if fault == "malformed":
+                    data = b'{"id": "chatcmpl-fake", "choices": [{"index": 0, "message": {"content": "He'
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 status = step.get("status", 200)
                 if status != 200:
-                    self._send(status, {"error": {"message": f"injected {status}", "type": "fake"}},
-                               headers=step.get("headers", {}))
-                    return
-                text = step.get("text", outer.reply(body))
+                    return self._send(status, {"error": {"message": f"injected {status}"}}, step.get("headers", {}))
+                text = step.get("text")
+                finish = step.get("finish_reason", "stop")
+                if fault == "empty":
+                    text = ""
+                elif fault == "truncated":
+                    text, finish = outer.reply(body)[:12], "length"
+                elif fault == "chatter":
+                    text = "Sure! Here is the corrected sentence for you:"
+                if text is None:
+                    text = outer.reply(body)
                 self._send(200, {
                     "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": step.get("finish_reason", "stop"),
+                    "choices": [{"index": 0, "finish_reason": finish,
                                  "message": {"role": "assistant", "content": text}}],
                     "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
                 })
@@ -59,6 +129,7 @@ class FakeOpenAI:
                 self.wfile.write(data)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

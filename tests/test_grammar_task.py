@@ -13,10 +13,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_parse_inputs_keeps_sentences_and_drops_chatter_and_numbering():
     reply = ("Here are three sentences about pets:\n1. My dog sleeps on the sofa all afternoon.\n"
              "2) Cats like to sit in warm sunny windows.\n- Short.\nSure, I can write more!\n"
-             '"Our rabbit eats fresh carrots every single morning."')
+             '"Our rabbit eats fresh carrots every single morning."\n'
+             "3. The hamster runs on its wheel all night,\n"
+             '4. He feeds the fish twice a day - "He" is the subject of the sentence.\n'
+             "5. This sentence uses the word pet in a new example.")
     assert task.parse_inputs(reply) == ["My dog sleeps on the sofa all afternoon.",
                                         "Cats like to sit in warm sunny windows.",
-                                        "Our rabbit eats fresh carrots every single morning."]
+                                        "Our rabbit eats fresh carrots every single morning.",
+                                        "The hamster runs on its wheel all night.",
+                                        "He feeds the fish twice a day."]
 
 
 def test_parse_answer_takes_the_first_line_without_labels_or_quotes():
@@ -40,6 +45,13 @@ def test_each_injector_changes_a_sentence_it_applies_to():
     for kind, sentence in cases.items():
         out = INJECTORS[kind](sentence, random.Random(1))
         assert out and out != sentence, kind
+
+
+def test_agreement_injector_does_not_treat_plural_nouns_after_determiners_as_verbs():
+    from distill.tasks.grammar import _drop_third_person_s
+
+    assert _drop_third_person_s("The mountains look lovely in spring.", random.Random(0)) is None
+    assert _drop_third_person_s("She likes the mountains.", random.Random(0)) == "She like the mountains."
 
 
 def test_corrupt_is_deterministic_per_seed_and_reports_the_kind():

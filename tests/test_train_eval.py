@@ -34,33 +34,47 @@ def test_device_plan_bf16_and_padding_free_on_gpu_fp32_on_cpu():
         device_plan(t.model_copy(update={"packing": True}), cuda=False, bf16_ok=False, flash_attn=False)
 
 
-@pytest.mark.slow
-def test_training_changes_weights_lowers_loss_and_saves_a_loadable_model(tmp_path):
-    import torch
-    from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from distill.models import base_student_dir
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
     from distill.train import train_stage
 
-    cfg, rd = prepare_run(None, tmp_path / "run", ["training.max_steps=8", "training.batch_size=8",
-                                                   "training.logging_steps=1", "training.learning_rate=2e-3"])
+    rd = tmp_path_factory.mktemp("train") / "run"
+    cfg, rd = prepare_run(None, rd, ["training.max_steps=8", "training.batch_size=8",
+                                     "training.logging_steps=1", "training.learning_rate=2e-3"])
     write_jsonl(rd / "data" / "train.jsonl", _seed_rows(32))
-    stats = train_stage(cfg, rd)
-    assert stats["steps"] == 8
+    return cfg, rd, train_stage(cfg, rd)
+
+
+@pytest.mark.slow
+def test_training_changes_weights_and_lowers_the_loss(trained):
+    import torch
+    from safetensors.torch import load_file
+
+    from distill.models import base_student_dir
+
+    cfg, rd, stats = trained
+    assert stats["steps"] == 8 and stats["lora"]
     losses = stats["losses"]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
-
     before = load_file(str(base_student_dir(cfg.student) / "model.safetensors"))
     after = load_file(str(rd / "student" / "model.safetensors"))
+    assert set(before) == set(after), "LoRA was not merged into plain weights"
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert any("q_proj" in k for k in changed) and len(changed) >= 30
-    assert not any(k.startswith("base_model") or "lora" in k for k in after), "LoRA was not merged"
+    assert not any("embed" in k for k in changed), "LoRA should leave the embeddings alone"
 
-    # a plain from_pretrained, as a user or `vllm serve` would load it
+
+@pytest.mark.slow
+def test_saved_student_loads_with_plain_from_pretrained_and_generates(trained):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, rd, _ = trained
+    assert (rd / "student" / "model.safetensors").exists()
+    assert not list((rd / "student").glob("*.bin")), "weights must be safetensors only"
     tok = AutoTokenizer.from_pretrained(rd / "student")
     model = AutoModelForCausalLM.from_pretrained(rd / "student")
-    enc = tok.apply_chat_template([{"role": "user", "content": "Fix the grammar: She go to school."}],
+    enc = tok.apply_chat_template([{"role": "system", "content": ""},
+                                   {"role": "user", "content": "Fix the grammar: She go to school."}],
                                   add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**enc, max_new_tokens=12, do_sample=False)
     text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)

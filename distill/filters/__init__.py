@@ -109,12 +109,19 @@ def registered_filters() -> dict[str, FilterFn]:
     return dict(_FILTERS)
 
 
-def apply_filter(name: str, params: dict, rows: list[Row], ctx: FilterContext) -> list[Verdict]:
+def check_filter(name: str, params: dict) -> FilterFn:
+    """The registered filter, after checking that it takes every given parameter."""
     fn = get_filter(name)
     sig = inspect.signature(fn)
     unknown = [p for p in params if p not in sig.parameters or p in ("rows", "ctx")]
     if unknown:
         raise UnknownFilter(f"filter '{name}' has no parameter '{unknown[0]}'")
+    return fn
+
+
+def apply_filter(name: str, params: dict, rows: list[Row], ctx: FilterContext) -> list[Verdict]:
+    fn = check_filter(name, params)
+    sig = inspect.signature(fn)
     kwargs = dict(params)
     if "ctx" in sig.parameters:
         kwargs["ctx"] = ctx

@@ -67,8 +67,12 @@ class Task:
 
     # --- prompts -----------------------------------------------------------------------------
     def student_messages(self, text: str) -> list[Message]:
-        """The student's plain prompt: no instructions beyond the user turn, no examples."""
-        return [{"role": "user", "content": self.render("user.j2", input=text)}]
+        """The student's plain prompt: the user turn only, no instructions, no examples.
+
+        The empty system turn stops chat templates from inserting their default system prompt
+        (about 20 tokens for SmolLM2), which would cost training and serving time on every request.
+        """
+        return [{"role": "system", "content": ""}, {"role": "user", "content": self.render("user.j2", input=text)}]
 
     def teacher_messages(self, text: str, shots: list[dict]) -> list[Message]:
         """The teacher adapted to the task by few-shot seeds, as alternating chat turns."""

@@ -190,12 +190,19 @@ class Grammar(Task):
     primary_metric = "gleu"
 
     def parse_inputs(self, text: str) -> list[str]:
-        """Single plain sentences of 5-20 words from a Self-Instruct reply; chatter, labels and lists dropped."""
+        """Single plain sentences of 5-20 words from a Self-Instruct reply; chatter, labels and lists dropped.
+
+        Salvages the two commonest near-misses of a small teacher: a list item ending in a comma, and
+        a sentence followed by " - an explanation".
+        """
         out = []
         for line in text.splitlines():
             line = _LIST_MARK.sub("", line).strip().strip('"').strip()
             if not line or CHATTER.match(line) or line.endswith(":"):
                 continue
+            head = line.split(" - ")[0].strip()
+            if head != line or head.endswith(","):
+                line = head.rstrip(",;") + ("" if head[-1:] in ".!?" else ".")
             for sent in _SENTENCE_SPLIT.split(line):
                 sent = sent.strip()
                 n = len(sent.split())

@@ -1,0 +1,138 @@
+"""Generation against a misbehaving teacher: every row is kept, dropped with a reason, or failed;
+nothing is lost or duplicated, budgets stop cleanly, and the API key never lands on disk."""
+import json
+from pathlib import Path
+
+import pytest
+
+from distill.filtering import filter_stage
+from distill.generate import generate
+from distill.io import read_json, read_jsonl
+from distill.stages import prepare_run
+from tests.fake_openai import FakeOpenAI
+
+
+def _prepare(fake, tmp_path, *extra):
+    return prepare_run(None, tmp_path / "run", [
+        "teacher.launch_local=false", f"teacher.base_url={fake.base_url}", "teacher.model=fake-model",
+        "teacher.backoff_base_s=0.01", "teacher.timeout_s=0.5", "teacher.max_concurrency=4",
+        "generation.input_requests=30", "generation.inputs_per_request=4", *extra], stages=("generate",))
+
+
+def _accounting(rd: Path, stats: dict) -> None:
+    rows = read_jsonl(rd / "data" / "generated.jsonl")
+    ids = [r["id"] for r in rows]
+    assert len(ids) == len(set(ids)), "duplicate row ids"
+    c = stats["counts"]
+    assert c["rows"] == len(rows) == c["seed_rows"] + c["parsed_inputs"]
+    assert c["teacher_rows_ok"] + c["teacher_rows_failed"] == c["parsed_inputs"]
+    # over the run's life, every attempt either landed in the store, was retried, or failed for good
+    store = read_jsonl(rd / "data" / "requests.jsonl")
+    landed = sum(1 for r in store if r.get("error") is None)
+    t = stats["totals"]
+    assert t["requests_sent"] == landed + t["retries"] + t["failed"]
+    return rows
+
+
+def test_twenty_percent_faults_lose_and_duplicate_nothing(tmp_path):
+    with FakeOpenAI(fault_rate=0.2, seed=3) as fake:
+        cfg, rd = _prepare(fake, tmp_path, "teacher.max_retries=1")
+        stats = generate(cfg, rd, fake.base_url)
+    assert len(fake.injected) >= 8, fake.injected  # most fault kinds were actually exercised
+    rows = _accounting(rd, stats)
+    assert stats["last"]["retries"] > 0 and stats["counts"]["teacher_rows_failed"] > 0
+
+    fstats = filter_stage(cfg, rd)
+    kept = read_jsonl(rd / "data" / "train.jsonl")
+    dropped = read_jsonl(rd / "data" / "dropped.jsonl")
+    assert sorted(r["id"] for r in kept + dropped) == sorted(r["id"] for r in rows)
+    assert all(d["reason"] for d in dropped)
+    failed = {r["id"] for r in rows if r["status"] == "failed"}
+    assert failed == {d["id"] for d in dropped if d["stage"] == "generate"}
+    assert fstats["kept"] + fstats["dropped"] == fstats["generated"] == len(rows)
+    # off-format replies (chatter, empty) are dropped with the reason, not kept
+    outputs = {r["output"] for r in kept}
+    assert "Sure! Here is the corrected sentence for you:" not in outputs and "" not in outputs
+
+
+def test_failed_requests_are_retried_by_the_next_run_and_rows_converge(tmp_path):
+    with FakeOpenAI(fault_rate=0.3, seed=5, faults=["500", "reset", "timeout"]) as fake:
+        cfg, rd = _prepare(fake, tmp_path, "teacher.max_retries=0")
+        first = generate(cfg, rd, fake.base_url)
+        assert first["last"]["failed"] > 0
+        fake.fault_rate = 0.0
+        second = generate(cfg, rd, fake.base_url)
+    assert second["last"]["requests_sent"] > 0 and second["last"]["failed"] == 0
+    rows = _accounting(rd, second)
+    assert all(r["status"] == "ok" for r in rows)
+    keys = [r["key"] for r in read_jsonl(rd / "data" / "requests.jsonl") if r.get("error") is None]
+    assert len(keys) == len(set(keys)), "a finished request was sent again"
+
+
+def test_max_requests_stops_cleanly_and_a_rerun_sends_nothing_more(tmp_path):
+    with FakeOpenAI() as fake:
+        cfg, rd = _prepare(fake, tmp_path, "teacher.max_requests=12")
+        stats = generate(cfg, rd, fake.base_url)
+        assert len(fake.requests) == 12
+        assert stats["counts"]["cut_short"] == "teacher.max_requests=12 reached"
+        rows = _accounting(rd, stats)
+        again = generate(cfg, rd, fake.base_url)
+        assert len(fake.requests) == 12 and again["last"]["requests_sent"] == 0
+    filter_stage(cfg, rd)
+    skipped = [d for d in read_jsonl(rd / "data" / "dropped.jsonl") if d["stage"] == "generate"]
+    assert skipped and all(d["reason"].startswith("not sent: teacher.max_requests") for d in skipped)
+
+
+def test_max_cost_stops_before_going_over(tmp_path):
+    price = "pricing.models={fake-model: {input_per_1m: 1000, output_per_1m: 1000}}"
+    with FakeOpenAI() as fake:
+        cfg, rd = _prepare(fake, tmp_path, "teacher.hosted=true", price, "teacher.max_cost_usd=0.5",
+                           "teacher.max_tokens=20")
+        stats = generate(cfg, rd, fake.base_url)
+    assert stats["counts"]["cut_short"].startswith("teacher.max_cost_usd=0.5 would be exceeded")
+    assert 0 < stats["totals"]["cost_usd"] <= 0.5
+    assert len(fake.requests) < 30
+
+
+def test_dry_run_calls_nothing_and_writes_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+
+    with FakeOpenAI() as fake:
+        rd = tmp_path / "run"
+        r = CliRunner().invoke(app, ["generate", "--dry-run", "--run-dir", str(rd), "--set", "teacher.launch_local=false",
+                                     "--set", f"teacher.base_url={fake.base_url}", "--set", "teacher.model=fake-model"])
+        assert r.exit_code == 0, r.output
+        assert fake.requests == [] and not rd.exists()
+    assert "requests_at_most" in r.output and "cost_usd_at_most" in r.output
+
+
+def test_api_key_reaches_the_server_but_no_file_or_log(tmp_path, monkeypatch, capfd):
+    import logging
+
+    sentinel = "sk-SENTINEL-7f3a9c"
+    monkeypatch.setenv("OPENAI_API_KEY", sentinel)
+    caplog_records = []
+    handler = logging.Handler()
+    handler.emit = lambda rec: caplog_records.append(rec.getMessage())
+    logging.getLogger().addHandler(handler)
+    try:
+        with FakeOpenAI() as fake:
+            from flows.distill_flow import distill_flow
+
+            rd = tmp_path / "run"
+            distill_flow(run_dir=str(rd), stages=["generate", "filter"], overrides=[
+                "teacher.launch_local=false", f"teacher.base_url={fake.base_url}", "teacher.model=fake-model",
+                "generation.input_requests=4"])
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert any(h.get("authorization") == f"Bearer {sentinel}" for h in fake.headers_seen)
+    out, err = capfd.readouterr()
+    assert sentinel not in out + err
+    assert not any(sentinel in m for m in caplog_records)
+    import os
+    for root in (rd, Path(os.environ["PREFECT_HOME"])):
+        for p in root.rglob("*"):
+            if p.is_file():
+                assert sentinel.encode() not in p.read_bytes(), f"API key found in {p}"
