@@ -181,6 +181,65 @@ def run(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None,
     print(f"report: {rd / 'report.md'}")
 
 
+def _deployment_params(config: Path | None, run_dir: Path | None, overrides: list[str] | None, name: str) -> dict:
+    from distill.config import load_config
+
+    try:
+        load_config(config, overrides or [])  # fail here, not at 3 a.m. in the worker
+    except ConfigError as e:
+        _fail(str(e))
+    return {"config_path": str(config.resolve()) if config else None,
+            "run_dir": str((run_dir or Path("runs") / name).resolve()), "overrides": overrides or []}
+
+
+@app.command()
+def deploy(name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
+           pool: Annotated[str, typer.Option(help="Process work pool (created if missing).")] = "distill",
+           cron: Annotated[str, typer.Option(help="Cron schedule (UTC).")] = "0 3 * * *",
+           active: Annotated[bool, typer.Option("--active", help="Activate the schedule (inactive by default).")] = False,
+           config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None):
+    """Create (or update) a deployment of the flow on the Prefect API in PREFECT_API_URL, for a process worker.
+
+    A fixed run directory (default runs/<name>) makes repeated runs reuse every finished stage.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.schedules import Cron
+
+    from distill.config import PROJECT_ROOT
+    from flows.distill_flow import distill_flow
+
+    if not os.environ.get("PREFECT_API_URL"):
+        _fail("PREFECT_API_URL is not set: start a server (`prefect server start`) and point PREFECT_API_URL at it")
+    params = _deployment_params(config, run_dir, set, name)
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        except ObjectAlreadyExists:
+            pass
+    dep_id = distill_flow.from_source(source=str(PROJECT_ROOT), entrypoint="flows/distill_flow.py:distill_flow").deploy(
+        name=name, work_pool_name=pool, parameters=params, schedules=[Cron(cron, timezone="UTC", active=active)],
+        build=False, push=False, print_next_steps=False, description="Seeds -> teacher -> filters -> student -> report")
+    print(f"deployment distill/{name} ({dep_id}) on pool '{pool}', schedule '{cron}' {'active' if active else 'inactive'}")
+    print(f"start a worker:  prefect worker start --pool {pool}")
+    print(f"run it now:      prefect deployment run distill/{name}")
+
+
+@app.command()
+def serve(name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
+          cron: Annotated[str, typer.Option(help="Cron schedule (UTC).")] = "0 3 * * *",
+          active: Annotated[bool, typer.Option("--active", help="Activate the schedule (inactive by default).")] = False,
+          config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None):
+    """Serve the flow from this process (no work pool or worker needed) until interrupted."""
+    from prefect.schedules import Cron
+
+    from flows.distill_flow import distill_flow
+
+    params = _deployment_params(config, run_dir, set, name)
+    distill_flow.serve(name=name, parameters=params, schedules=[Cron(cron, timezone="UTC", active=active)])
+
+
 @app.command("config")
 def show_config():
     """List every config field with its default and help text."""

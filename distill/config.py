@@ -48,6 +48,7 @@ class Teacher(Strict):
     few_shot: int = Field(3, ge=0, le=50, description="Seed examples shown to the teacher before each input (the teacher's adaptation to the task).")
     hosted: bool = Field(False, description="Price the teacher per token from pricing.models (hosted API) instead of measured seconds x hardware price.")
     hardware: str = Field("cpu-2core", description="Key of pricing.hardware the teacher runs on (self-hosted pricing).")
+    prefect_concurrency_limit: str | None = Field(None, description="Name of a Prefect global concurrency limit every teacher request occupies a slot of (`prefect gcl create NAME --limit N`), so runs sharing one teacher cannot overload it. Ignored if the server has no such limit.")
     max_requests: int | None = Field(None, ge=0, description="Stop generation cleanly before sending more than this many teacher requests over the whole run (null = no limit).")
     max_cost_usd: float | None = Field(None, ge=0, description="Stop generation cleanly before the teacher's cost for the run would exceed this (null = no limit).")
     expected_output_tokens_per_s: float = Field(60.0, gt=0, description="Assumed generation speed of a self-hosted teacher, for --dry-run cost estimates only.")
@@ -141,12 +142,25 @@ class Config(Strict):
     seeds_path: str = Field("data/seeds/grammar.jsonl", description="Seed set (JSONL with id, input, output).")
     teacher: Teacher = Field(default_factory=Teacher, description="The teacher model and how to reach it.")
     generation: Generation = Field(default_factory=Generation, description="Seed expansion and answering.")
+    plugins: list[str] = Field(default_factory=list, description="Python modules imported before anything else, e.g. ones that register your own filters or tasks.")
     filters: list[str | FilterSpec] = Field(default_factory=list, description="Filter stages in order: a name or {name: ..., param: value}.")
     student: Student = Field(default_factory=Student, description="The student model.")
     training: Training = Field(default_factory=Training, description="Student fine-tuning with TRL's SFTTrainer.")
     eval: Eval = Field(default_factory=Eval, description="The evaluation harness.")
     pricing: Pricing = Field(default_factory=Pricing, description="Price tables for the cost model.")
     export: Export = Field(default_factory=Export, description="Where the kept dataset goes besides the run directory.")
+
+    @field_validator("plugins")
+    @classmethod
+    def _import_plugins(cls, v):
+        import importlib
+
+        for mod in v:
+            try:
+                importlib.import_module(mod)
+            except ImportError as e:
+                raise ValueError(f"plugin '{mod}' cannot be imported ({e})") from None
+        return v
 
     @field_validator("filters")
     @classmethod

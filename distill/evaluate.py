@@ -18,7 +18,7 @@ from distill.io import load_examples, write_json, write_jsonl
 from distill.models import base_student_dir, gguf_parameter_count, load_model, parameter_count
 from distill.progress import progress_bar
 from distill.tasks import get_task
-from distill.teacher import Request, TeacherClient, cost_of, default_gguf, teacher_endpoint
+from distill.teacher import Request, TeacherClient, cost_of, default_gguf, teacher_cost, teacher_endpoint
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -134,15 +134,15 @@ def evaluate_stage(cfg: Config, run_dir: Path) -> dict:
         if params is None and cfg.teacher.launch_local:
             params = gguf_parameter_count(resolve_path(cfg.teacher.local.gguf) if cfg.teacher.local.gguf else default_gguf())
         pt, ct = sum(a["prompt_tokens"] for a in answers), sum(a["completion_tokens"] for a in answers)
-        cost = cost_of(cfg.pricing, hosted=cfg.teacher.hosted, model=cfg.teacher.model, hardware=cfg.teacher.hardware,
-                       prompt_tokens=pt, completion_tokens=ct, seconds=wall)
+        cost = teacher_cost(cfg, pt, ct, wall)
         engine = "llama.cpp server (local)" if cfg.teacher.launch_local else f"OpenAI protocol ({cfg.teacher.base_url})"
         record("teacher", cfg.teacher.model, "teacher", engine, params, answers, wall, cost,
                f"{len(shots)}-shot, system prompt")
 
     students = []
     if "base_student" in cfg.eval.models:
-        students.append(("base_student", "base student", base_student_dir(cfg.student), "base student"))
+        base = base_student_dir(cfg.student)
+        students.append(("base_student", f"{base.name.split('.')[0]} (base)", base, "base student"))
     if "student" in cfg.eval.models:
         sdir = run_dir / "student"
         if not (sdir / "config.json").exists():

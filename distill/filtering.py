@@ -37,7 +37,8 @@ def filter_stage(cfg: Config, run_dir: Path) -> dict:
 
     write_jsonl(run_dir / "data" / "train.jsonl", [r.to_dict() for r in kept])
     write_jsonl(run_dir / "data" / "dropped.jsonl", ledger)
-    assert len(kept) + len(ledger) == len(generated), "a row was lost or duplicated between stages"
+    if len(kept) + len(ledger) != len(generated):
+        raise RuntimeError(f"{len(generated)} rows in, {len(kept)} kept + {len(ledger)} dropped out: a filter lost or duplicated rows")
 
     by_source = {}
     for r in kept:
@@ -106,7 +107,7 @@ configs:
 ---
 # {cfg.task}: distilled training set
 
-Synthetic data made by [distill](https://github.com/) from a seed set and a teacher model, then filtered.
+Synthetic data made by `distill` from a seed set and a teacher model, then filtered.
 
 - **Seeds:** `{cfg.seeds_path}`
 - **Teacher:** `{cfg.teacher.model}` ({cfg.teacher.few_shot}-shot, temperature {cfg.teacher.temperature}, {g.samples_per_input} sample(s) per input)

@@ -20,8 +20,7 @@ from distill.config import Config, resolve_path
 from distill.io import load_examples, read_json, write_json, write_jsonl
 from distill.progress import progress_bar
 from distill.tasks import Task, get_task
-from distill.teacher import (Budget, Request, RequestStore, Usage, cost_of, estimate_tokens, run_requests,
-                             teacher_cost, teacher_price_fn)
+from distill.teacher import Budget, Request, RequestStore, estimate_tokens, run_requests, teacher_cost
 from distill.text import normalise
 
 
@@ -111,8 +110,7 @@ def plan_generation(cfg: Config) -> dict:
     prompt_tokens = sum(estimate_tokens(p[0].message_dicts()) for p in plans) + int(answers * avg_answer_prompt)
     completion_tokens = g.input_requests * g.input_max_tokens + answers * t.max_tokens
     seconds = completion_tokens / t.expected_output_tokens_per_s
-    cost = cost_of(cfg.pricing, hosted=t.hosted, model=t.model, hardware=t.hardware, prompt_tokens=prompt_tokens,
-                   completion_tokens=completion_tokens, seconds=seconds)
+    cost = teacher_cost(cfg, prompt_tokens, completion_tokens, seconds)
     return {"teacher": t.model, "input_requests": g.input_requests, "answer_requests_at_most": answers,
             "requests_at_most": g.input_requests + answers, "prompt_tokens_est": prompt_tokens,
             "completion_tokens_at_most": completion_tokens, "cost_usd_at_most": cost["usd"], "cost_rule": cost["rule"],
@@ -124,7 +122,7 @@ def make_budget(cfg: Config, stats_path: Path) -> Budget | None:
     if t.max_requests is None and t.max_cost_usd is None:
         return None
     prev = read_json(stats_path).get("totals", {}) if stats_path.exists() else {}
-    return Budget(t.max_requests, t.max_cost_usd, teacher_price_fn(cfg),
+    return Budget(t.max_requests, t.max_cost_usd, lambda pt, ct, secs: teacher_cost(cfg, pt, ct, secs)["usd"],
                   sent_before=prev.get("requests_sent", 0) - prev.get("retries", 0),
                   spent_before_usd=prev.get("cost_usd", 0.0))
 
@@ -206,7 +204,7 @@ def _write_stats(cfg: Config, run_dir: Path, usage_in, usage_ans, wall: float, c
     u["errors"] = dict(Counter(usage_in.errors) + Counter(usage_ans.errors))
     # Only time spent waiting on requests that were actually sent costs money; a fully cached re-run is free.
     busy = wall if u["requests_sent"] else 0.0
-    cost = teacher_cost(cfg, Usage(prompt_tokens=u["prompt_tokens"], completion_tokens=u["completion_tokens"]), busy)
+    cost = teacher_cost(cfg, u["prompt_tokens"], u["completion_tokens"], busy)
     this = {**u, "wall_seconds": round(wall, 2), "cost_usd": cost["usd"], "cost_rule": cost["rule"],
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     path = run_dir / "stats" / "generate.json"

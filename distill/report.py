@@ -85,8 +85,32 @@ def _x(v) -> str:
     return f"{v:.1f}x" if v else "-"
 
 
+def _num(v) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) else "?"
+
+
+def verdict(rep: dict) -> str:
+    """One sentence a reader can act on: quality kept and money saved by the distilled student."""
+    metric = rep["eval"]["primary_metric"]
+    by_role = {r["role"]: r for r in rep["models"]}
+    s, t, b = by_role.get("distilled student"), by_role.get("teacher"), by_role.get("base student")
+    if not (s and t):
+        return ""
+    text = (f"**The distilled student reaches {s['pct_of_teacher_quality']}% of the teacher's {metric} "
+            f"({s['metrics'][metric]} vs {t['metrics'][metric]}) at {_x(s.get('x_cheaper'))} lower cost per 1k requests")
+    if b:
+        text += f", up from {b['metrics'][metric]} for the base student before distillation"
+    text += ".**"
+    if s.get("x_smaller") and s["x_smaller"] <= 1.0:
+        text += (" Teacher and student have the same size here (the offline default distils a model into "
+                 "itself): the saving comes from the student's short plain prompt and batched serving, "
+                 "not from a smaller model.")
+    return text
+
+
 def render_markdown(rep: dict) -> str:
     d, u = rep["data"], rep["teacher_usage"]
+    tr = rep["training"]
     stages = "\n".join(f"| {s['stage']} | {s['in']} | {s['kept']} | {s['dropped']} | "
                        + "; ".join(f"{k}: {v}" for k, v in s["top_reasons"].items()) + " |" for s in d["by_stage"])
     rules = "\n".join(f"- **{r['name']}** ({r['engine']}, {r['prompt']}): {r['cost_rule']} for "
@@ -96,6 +120,8 @@ def render_markdown(rep: dict) -> str:
 
 Eval set: `{rep['eval']['path']}` ({rep['eval']['n']} held-out rows, never shown to the teacher).
 {f"{chr(10)}> **Generation was cut short:** {rep['cut_short']}. The student was trained on the data made before the stop.{chr(10)}" if rep.get("cut_short") else ""}
+{verdict(rep)}
+
 {markdown_table(rep)}
 
 ![quality vs cost](frontier.png)
@@ -114,7 +140,7 @@ Eval set: `{rep['eval']['path']}` ({rep['eval']['n']} held-out rows, never shown
 {u.get('requests_sent', 0)} requests sent ({u.get('cache_hits', 0)} reused from the store, {u.get('failed', 0)} failed), {u.get('prompt_tokens', 0)} prompt + {u.get('completion_tokens', 0)} completion tokens, ${u.get('cost_usd', 0):.4f} ({u.get('cost_rule')}).
 
 ## Training
-{rep['training']}
+{tr.get('rows')} rows, {tr.get('steps')} steps ({tr.get('epochs')} epochs), {'LoRA (merged)' if tr.get('lora') else 'full fine-tuning'}, {(tr.get('plan') or {}).get('precision')} on {(tr.get('plan') or {}).get('device')}; loss {_num(tr.get('first_loss'))} -> {_num(tr.get('last_loss'))}.
 
 ## Wall time per stage
 {wall}
@@ -126,6 +152,7 @@ def plot_frontier(rep: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     metric = rep["eval"]["primary_metric"]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
@@ -135,7 +162,7 @@ def plot_frontier(rep: dict, path: Path) -> None:
         y = r["metrics"][metric]
         ax.scatter([x], [y], s=80, color=colors.get(r["role"], "tab:green"), zorder=3)
         ax.annotate(f"{r['name']}\n({_fmt_params(r['parameters'])})", (x, y), textcoords="offset points",
-                    xytext=(8, 4), fontsize=8)
+                    xytext=(8, -14), fontsize=8)
     copy = rep["eval"]["copy_baseline"][metric]
     ax.axhline(copy, color="lightgray", linestyle="--", linewidth=1)
     ax.text(ax.get_xlim()[0], copy, " copy-the-input baseline", va="bottom", fontsize=7, color="gray")
@@ -143,6 +170,12 @@ def plot_frontier(rep: dict, path: Path) -> None:
     xs = [max(r["cost_per_1k_usd"], 1e-9) for r in rep["models"]]
     if xs:
         ax.set_xlim(min(xs) / 2.5, max(xs) * 4)
+    ys = [r["metrics"][metric] for r in rep["models"]] + [copy]
+    span = max(ys) - min(ys) or 1
+    ax.set_ylim(min(ys) - 0.1 * span, max(ys) + 0.12 * span)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:g}"))
+    # label the 2s and 5s between decades too: runs rarely span more than one or two decades
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"${v:g}" if f"{v:.0e}"[0] in "25" else ""))
     ax.set_xlabel("cost per 1k requests (USD, log scale)")
     ax.set_ylabel(metric.upper() if len(metric) <= 5 else metric)
     ax.set_title(f"{rep['task']}: quality vs cost")

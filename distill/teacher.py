@@ -230,7 +230,13 @@ class TeacherClient:
         while True:
             self.usage.requests_sent += 1
             try:
-                rec = await self._once(req)
+                if self.cfg.prefect_concurrency_limit:
+                    from prefect.concurrency.asyncio import concurrency
+
+                    async with concurrency(self.cfg.prefect_concurrency_limit, occupy=1, strict=False):
+                        rec = await self._once(req)
+                else:
+                    rec = await self._once(req)
                 break
             except (openai.APIError, TeacherError, ValueError, TypeError, AttributeError) as e:
                 # ValueError & co.: a reply that is not the JSON the protocol promises (a proxy's
@@ -298,20 +304,11 @@ def run_requests(cfg: Config, base_url: str, store: RequestStore, reqs: list[Req
 
 
 # --- cost --------------------------------------------------------------------------------------------
-def teacher_price_fn(cfg: Config) -> Callable[[int, int, float], float]:
-    """(prompt tokens, completion tokens, busy seconds) -> USD under the teacher's pricing rule."""
-    def price(pt: int, ct: int, seconds: float) -> float:
-        return cost_of(cfg.pricing, hosted=cfg.teacher.hosted, model=cfg.teacher.model,
-                       hardware=cfg.teacher.hardware, prompt_tokens=pt, completion_tokens=ct,
-                       seconds=seconds)["usd"]
-    return price
-
-
-def teacher_cost(cfg: Config, usage: Usage, wall_seconds: float) -> dict:
-    """Hosted: tokens x price table. Self-hosted: seconds the hardware was busy x its hourly price."""
-    return cost_of(cfg.pricing, hosted=cfg.teacher.hosted, model=cfg.teacher.model, hardware=cfg.teacher.hardware,
-                   prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                   seconds=wall_seconds)
+def teacher_cost(cfg: Config, prompt_tokens: int, completion_tokens: int, seconds: float) -> dict:
+    """The teacher's cost under its pricing rule: {"usd": ..., "rule": "..."}."""
+    t = cfg.teacher
+    return cost_of(cfg.pricing, hosted=t.hosted, model=t.model, hardware=t.hardware, prompt_tokens=prompt_tokens,
+                   completion_tokens=completion_tokens, seconds=seconds)
 
 
 def cost_of(pricing: Pricing, *, hosted: bool, model: str, hardware: str, prompt_tokens: int,

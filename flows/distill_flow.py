@@ -1,25 +1,33 @@
 """The distillation path as one Prefect flow: seeds -> generate -> filter -> train -> evaluate -> report.
 
 Each task calls one stage function of the `distill` library and nothing else. Runs with no Prefect
-server (ephemeral API) or as a deployment on a real one.
+server (ephemeral API) or as a scheduled deployment on a real one (see prefect.yaml, `distill deploy`).
+
+Stages are cached across flow runs: the key is the task's inputs (config, run directory, the
+fingerprint of the seed/eval data and of the library code, and the upstream stage's result) plus the
+task's source, and results persist in the run directory. Triggering a deployment again with the same
+parameters therefore re-executes no finished stage; a changed seed file re-runs generation (whose
+request store still spares every request already answered) and everything after it.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.filesystems import LocalFileSystem
 
-from distill.config import Config
-from distill.stages import prepare_run
+from distill.config import PROJECT_ROOT, Config, resolve_path
+from distill.stages import ALL_STAGES, prepare_run
 
-STAGES = ("generate", "filter", "train", "evaluate", "report")
+CACHE = INPUTS + TASK_SOURCE
 
 
-@task(name="generate", cache_policy=NO_CACHE)
-def generate_task(cfg: Config, run_dir: Path) -> dict:
+@task(name="generate", cache_policy=CACHE, retries=2, retry_delay_seconds=10)
+def generate_task(cfg: Config, run_dir: Path, fingerprint: str) -> dict:
     from distill.stages import run_generate
 
     stats = run_generate(cfg, run_dir)
@@ -27,23 +35,17 @@ def generate_task(cfg: Config, run_dir: Path) -> dict:
     return stats
 
 
-@task(name="filter", cache_policy=NO_CACHE)
-def filter_task(cfg: Config, run_dir: Path) -> dict:
+@task(name="filter", cache_policy=CACHE, retries=1)
+def filter_task(cfg: Config, run_dir: Path, fingerprint: str, upstream: dict | None) -> dict:
     from distill.filtering import filter_stage
 
     stats = filter_stage(cfg, run_dir)
     get_run_logger().info("filter: kept %d of %d rows", stats["kept"], stats["generated"])
-    create_table_artifact(
-        key="distill-data",
-        table=[{"stage": s["stage"], "in": s["in"], "kept": s["kept"], "dropped": s["dropped"],
-                "top reasons": "; ".join(f"{k}: {v}" for k, v in s["top_reasons"].items())} for s in stats["stages"]],
-        description=f"Filter stages for {run_dir}: {stats['kept']} of {stats['generated']} rows kept",
-    )
     return stats
 
 
-@task(name="train", cache_policy=NO_CACHE)
-def train_task(cfg: Config, run_dir: Path) -> dict:
+@task(name="train", cache_policy=CACHE)
+def train_task(cfg: Config, run_dir: Path, fingerprint: str, upstream: dict | None) -> dict:
     from distill.train import train_stage
 
     stats = train_stage(cfg, run_dir)
@@ -51,8 +53,8 @@ def train_task(cfg: Config, run_dir: Path) -> dict:
     return stats
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(cfg: Config, run_dir: Path) -> dict:
+@task(name="evaluate", cache_policy=CACHE, retries=1, retry_delay_seconds=10)
+def evaluate_task(cfg: Config, run_dir: Path, fingerprint: str, upstream: dict | None) -> dict:
     from distill.evaluate import evaluate_stage
 
     res = evaluate_stage(cfg, run_dir)
@@ -61,31 +63,65 @@ def evaluate_task(cfg: Config, run_dir: Path) -> dict:
     return res
 
 
-@task(name="report", cache_policy=NO_CACHE)
-def report_task(cfg: Config, run_dir: Path) -> dict:
+@task(name="report", cache_policy=CACHE, retries=1)
+def report_task(cfg: Config, run_dir: Path, fingerprint: str, upstream: dict | None) -> dict:
     from distill.report import report_stage
 
-    rep = report_stage(cfg, run_dir)
-    table = [{"model": r["name"], "role": r["role"], "parameters": r["parameters"], **r["metrics"],
-              "% of teacher": r.get("pct_of_teacher_quality"), "cost per 1k (USD)": r["cost_per_1k_usd"],
-              "x cheaper": r.get("x_cheaper"), "latency p50 (s)": r["latency_p50_s"]} for r in rep["models"]]
-    create_table_artifact(key="distill-comparison", table=table, description=f"Price-performance table for {run_dir}")
-    create_markdown_artifact(key="distill-report", markdown=rep["markdown"], description=f"Report for {run_dir}")
-    return rep
+    return report_stage(cfg, run_dir)
+
+
+def fingerprint(cfg: Config) -> str:
+    """Hash of what a stage's output depends on beyond the config: seed and eval data, prompts, library code."""
+    h = hashlib.sha256()
+    files = [resolve_path(cfg.seeds_path), resolve_path(cfg.eval.path)]
+    files += sorted((PROJECT_ROOT / "prompts" / cfg.task).glob("*"))
+    files += sorted((PROJECT_ROOT / "distill").rglob("*.py"))
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def publish(run_dir: Path, filt: dict | None, rep: dict | None) -> None:
+    """Artifacts belong to every flow run, cached or not, so they are made here and not in the tasks."""
+    if filt:
+        create_table_artifact(
+            key="distill-data",
+            table=[{"stage": s["stage"], "in": s["in"], "kept": s["kept"], "dropped": s["dropped"],
+                    "top reasons": "; ".join(f"{k}: {v}" for k, v in s["top_reasons"].items())} for s in filt["stages"]],
+            description=f"Filter stages for {run_dir}: {filt['kept']} of {filt['generated']} rows kept",
+        )
+    if rep:
+        table = [{"model": r["name"], "role": r["role"], "parameters": r["parameters"], **r["metrics"],
+                  "% of teacher": r.get("pct_of_teacher_quality"), "cost per 1k (USD)": r["cost_per_1k_usd"],
+                  "x cheaper": r.get("x_cheaper"), "latency p50 (s)": r["latency_p50_s"]} for r in rep["models"]]
+        create_table_artifact(key="distill-comparison", table=table, description=f"Price-performance table for {run_dir}")
+        create_markdown_artifact(key="distill-report", markdown=rep["markdown"], description=f"Report for {run_dir}")
 
 
 @flow(name="distill", log_prints=True)
 def distill_flow(config_path: str | None = None, run_dir: str | None = None, overrides: list[str] | None = None,
-                 stages: list[str] = list(STAGES)) -> str:
-    """Run the chosen stages (all by default) on one run directory; returns the run directory."""
-    unknown = set(stages) - set(STAGES)
+                 stages: list[str] = list(ALL_STAGES)) -> str:
+    """Run the chosen stages (all by default) on one run directory; returns the run directory.
+
+    A fixed run_dir (as deployments use) makes repeated runs with the same parameters reuse every
+    finished stage; without one, each run gets a new runs/<timestamp>/.
+    """
+    unknown = set(stages) - set(ALL_STAGES)
     if unknown:
-        raise ValueError(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
+        raise ValueError(f"unknown stages {sorted(unknown)}; choose from {ALL_STAGES}")
     rd = Path(run_dir) if run_dir else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     cfg, rd = prepare_run(config_path, rd, overrides or [], stages=tuple(stages))
+    fp = fingerprint(cfg)
+    storage = LocalFileSystem(basepath=str((rd / ".prefect-results").resolve()))
+    opts = {"result_storage": storage, "persist_result": True, "result_serializer": "json"}
     steps = {"generate": generate_task, "filter": filter_task, "train": train_task,
              "evaluate": evaluate_task, "report": report_task}
-    for name in STAGES:
+    results: dict[str, dict] = {}
+    upstream = None
+    for name in ALL_STAGES:
         if name in stages:
-            steps[name](cfg, rd)
+            fn = steps[name].with_options(**opts)
+            upstream = results[name] = fn(cfg, rd, fp) if name == "generate" else fn(cfg, rd, fp, upstream)
+    publish(rd, results.get("filter"), results.get("report"))
     return str(rd)

@@ -1,5 +1,5 @@
-"""SIGKILL at random points in filtering and training, then a re-run: the outputs equal an
-uninterrupted run's (filtering), and training resumes from its last complete checkpoint."""
+"""SIGKILL at random points in generation, filtering and training, then a re-run: the outputs equal an
+uninterrupted run's, and training resumes from its last complete checkpoint."""
 import os
 import random
 import shutil
@@ -82,3 +82,30 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint(tmp_path):
     a = load_file(str(runs["straight"] / "student" / "model.safetensors"))
     b = load_file(str(rd / "student" / "model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), "resumed training diverged from a straight run"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sigkill_during_generation_at_random_points_then_rerun_equals_an_uninterrupted_run(tmp_path, seed):
+    with FakeOpenAI() as fake:
+        sets = ["teacher.launch_local=false", f"teacher.base_url={fake.base_url}", "teacher.model=fake-model",
+                "generation.input_requests=60", "teacher.max_concurrency=4"]
+        cfg, straight = prepare_run(None, tmp_path / "straight", sets)
+        generate(cfg, straight, fake.base_url)
+        reference = (straight / "data" / "generated.jsonl").read_bytes()
+        straight_sent = len(fake.requests)
+
+        rd = tmp_path / "killed"
+        args = ["generate", "--run-dir", str(rd), *[a for s in sets for a in ("--set", s)]]
+        store = rd / "data" / "requests.jsonl"
+        point = random.Random(seed).randint(10, 200)  # of ~300 requests: in the inputs or the answers phase
+        code = _kill_after(args, 120, until=lambda: store.exists() and store.read_bytes().count(b"\n") >= point)
+        assert code == -signal.SIGKILL, "generation finished before the kill"
+        before = len(fake.requests)
+        r = subprocess.run(distill_cmd("generate", "--run-dir", str(rd)), cwd=ROOT, env=ENV, capture_output=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert (rd / "data" / "generated.jsonl").read_bytes() == reference
+    keys = [r["key"] for r in read_jsonl(rd / "data" / "requests.jsonl") if r.get("error") is None]
+    assert len(keys) == len(set(keys)), "a finished request was sent twice"
+    # killed + resumed sent no more than one straight run, give or take the requests in flight at the kill
+    killed_sent, resumed_sent = before - straight_sent, len(fake.requests) - before
+    assert killed_sent + resumed_sent <= straight_sent + 4

@@ -112,3 +112,20 @@ def test_a_user_filter_is_one_function_and_one_yaml_entry(tmp_path):
     kept, ledger, _ = run_filters(cfg.filter_specs(), rs, ctx())
     assert [r.id for r in kept] == ["r0"]
     assert ledger == [{"id": "r1", "stage": "no_digits_test", "reason": "has digits"}]
+
+
+def test_a_plugin_module_named_in_the_config_registers_its_filter(tmp_path, monkeypatch):
+    (tmp_path / "my_team_filters.py").write_text(textwrap.dedent("""
+        from distill.filters import Verdict, register_filter
+
+        @register_filter("shorter_than_input")
+        def shorter_than_input(rows):
+            return [Verdict.drop("output shorter than input") if len(r.output) < len(r.input) else Verdict.keep()
+                    for r in rows]
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("plugins: [my_team_filters]\nfilters: [shorter_than_input]\n")
+    cfg = load_config(cfg_file)
+    kept, ledger, _ = run_filters(cfg.filter_specs(), rows(("She go home.", "She goes home."), ("abcdef", "abc")), ctx())
+    assert [r.id for r in kept] == ["r0"] and ledger[0]["reason"] == "output shorter than input"

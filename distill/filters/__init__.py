@@ -14,8 +14,8 @@ Add one by writing a function and naming it in the config:
       - {name: no_digits, field: output}
 
 A filter that needs the task, the seeds or the eval set takes a `ctx: FilterContext` argument.
-Filters in other packages register through the `distill.filters` entry point group (or by being
-imported: `distill --plugin mypkg.filters`).
+The module holding it is named under `plugins:` in the config (imported before the filters are
+checked), or registered by an installed package through the `distill.filters` entry point group.
 """
 from __future__ import annotations
 

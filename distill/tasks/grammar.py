@@ -70,16 +70,21 @@ def _swap_word(text: str, table: dict[str, str], rng: random.Random) -> str | No
     return text[: m.start()] + new + text[m.end():]
 
 
+def _strip_s(text: str, spots: list[re.Match], rng: random.Random, group: int) -> str | None:
+    """Drop the -s/-es/-ies ending of one matched word: walks -> walk, boxes -> box, cries -> cry."""
+    if not spots:
+        return None
+    m = rng.choice(spots)
+    w = m.group(group)
+    base = w[:-3] + "y" if w.endswith("ies") else w[:-2] if re.search(r"(sh|ch|x)es$", w) or w == "goes" else w[:-1]
+    return text[: m.start(group)] + base + text[m.end(group):]
+
+
 def _drop_third_person_s(text: str, rng: random.Random) -> str | None:
     spots = [m for m in re.finditer(r"\b([Hh]e|[Ss]he|[Ii]t|[A-Z][a-z]+)\s+([a-z]{3,}s)\b", text)
              if m.group(2) not in _NOT_VERBS_S and not m.group(2).endswith("ss")
              and m.group(1).lower() not in _DETERMINERS]
-    if not spots:
-        return None
-    m = rng.choice(spots)
-    v = m.group(2)
-    base = v[:-3] + "y" if v.endswith("ies") else v[:-2] if re.search(r"(sh|ch|x|o)es$", v) else v[:-1]
-    return text[: m.start(2)] + base + text[m.end(2):]
+    return _strip_s(text, spots, rng, 2)
 
 
 def _past_to_base(text: str, rng: random.Random) -> str | None:
@@ -123,12 +128,7 @@ def _article(text: str, rng: random.Random) -> str | None:
 def _plural(text: str, rng: random.Random) -> str | None:
     spots = [m for m in re.finditer(rf"\b(?:{_NUMBER_WORDS})\s+(?:[a-z]+\s+)?([a-z]{{3,}}s)\b", text, re.I)
              if not m.group(1).endswith("ss")]
-    if not spots:
-        return None
-    m = rng.choice(spots)
-    n = m.group(1)
-    base = n[:-3] + "y" if n.endswith("ies") else n[:-2] if re.search(r"(sh|ch|x)es$", n) else n[:-1]
-    return text[: m.start(1)] + base + text[m.end(1):]
+    return _strip_s(text, spots, rng, 1)
 
 
 def _spelling(text: str, rng: random.Random) -> str | None:

@@ -1,0 +1,104 @@
+"""The flow as a deployment on a real `prefect server`, run by a process worker; a second trigger
+with the same parameters re-executes no finished stage and sends no teacher request."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from distill.io import read_json, read_jsonl
+from distill.teacher import free_port
+from tests.conftest import ROOT, TINY, distill_cmd
+
+pytestmark = pytest.mark.slow
+PREFECT = str(Path(sys.executable).parent / "prefect")
+
+
+def _start(cmd, env, log):
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _stop(proc):
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _wait_final(client, flow_run_id, timeout=900):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.read_flow_run(flow_run_id)
+        if run.state and run.state.is_final():
+            return run
+        time.sleep(2)
+    pytest.fail(f"flow run {flow_run_id} did not finish in {timeout} s")
+
+
+def test_deployment_runs_on_a_real_server_and_a_second_trigger_reuses_every_stage(tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowRunFilter,
+                                                FlowRunFilterId)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "prefect-home"),
+           "PREFECT_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "false"}
+    rd = tmp_path / "nightly"
+    server = _start([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path / "server.log")
+    worker = None
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(api + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "prefect server did not start"
+            time.sleep(0.5)
+
+        sets = [a for s in TINY for a in ("--set", s)]
+        r = subprocess.run(distill_cmd("deploy", "--name", "ci", "--pool", "ci-pool", "--run-dir", str(rd), *sets),
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "deployment distill/ci" in r.stdout and "inactive" in r.stdout
+        worker = _start([PREFECT, "worker", "start", "--pool", "ci-pool"], env, tmp_path / "worker.log")
+
+        with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            dep = client.read_deployment_by_name("distill/ci")
+            assert dep.schedules and not dep.schedules[0].active
+
+            first = _wait_final(client, client.create_flow_run_from_deployment(dep.id).id)
+            assert first.state.is_completed(), (tmp_path / "worker.log").read_text()[-5000:]
+            arts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["distill-comparison"])),
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[first.id])))
+            assert len(arts) == 1 and "distilled student" in str(arts[0].data)
+            assert (rd / "report.json").exists()
+            sent_after_first = read_json(rd / "stats" / "generate.json")["totals"]["requests_sent"]
+
+            second = _wait_final(client, client.create_flow_run_from_deployment(dep.id).id)
+            assert second.state.is_completed()
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[second.id])))
+            states = {t.name.rsplit("-", 1)[0]: t.state.name for t in tasks}
+            assert states == {s: "Cached" for s in ("generate", "filter", "train", "evaluate", "report")}, states
+    finally:
+        for p in (worker, server):
+            if p is not None:
+                _stop(p)
+    stats = read_json(rd / "stats" / "generate.json")
+    assert len(stats["invocations"]) == 1 and stats["totals"]["requests_sent"] == sent_after_first
+    keys = [r["key"] for r in read_jsonl(rd / "data" / "requests.jsonl") if r.get("error") is None]
+    assert len(keys) == len(set(keys))
