@@ -113,7 +113,10 @@ def distill_flow(config_path: str | None = None, run_dir: str | None = None, ove
     rd = Path(run_dir) if run_dir else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     cfg, rd = prepare_run(config_path, rd, overrides or [], stages=tuple(stages))
     fp = fingerprint(cfg)
-    storage = LocalFileSystem(basepath=str((rd / ".prefect-results").resolve()))
+    # results live in the run directory; Prefect wants the storage block saved server-side first
+    results_dir = (rd / ".prefect-results").resolve()
+    storage = LocalFileSystem(basepath=str(results_dir))
+    storage.save(f"distill-results-{hashlib.sha256(str(results_dir).encode()).hexdigest()[:16]}", overwrite=True)
     opts = {"result_storage": storage, "persist_result": True, "result_serializer": "json"}
     steps = {"generate": generate_task, "filter": filter_task, "train": train_task,
              "evaluate": evaluate_task, "report": report_task}

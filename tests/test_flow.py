@@ -1,7 +1,7 @@
 """The data half of the distillation path as a Prefect flow on the ephemeral API (no server)."""
 import pytest
 
-from tests.conftest import TINY
+from tests.conftest import ROOT, TINY
 
 pytestmark = pytest.mark.slow
 
@@ -28,3 +28,30 @@ def test_flow_runs_generate_and_filter_and_publishes_the_data_artifact(tmp_path)
     assert len(arts) == 1 and arts[0].type == "table"
     table = arts[0].data if isinstance(arts[0].data, list) else __import__("json").loads(arts[0].data)
     assert [r["stage"] for r in table] == [s["stage"] for s in stats["stages"]]
+
+
+def test_a_second_flow_run_with_the_same_parameters_reuses_every_stage(tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from distill.io import read_json
+    from flows.distill_flow import distill_flow
+
+    rd = tmp_path / "run"
+    params = dict(run_dir=str(rd), overrides=TINY, stages=["generate", "filter"])
+    assert distill_flow(**params, return_state=True).is_completed()
+    sent = read_json(rd / "stats" / "generate.json")["totals"]["requests_sent"]
+    second = distill_flow(**params, return_state=True)
+    assert second.is_completed()
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[second.state_details.flow_run_id])))
+    assert sorted(t.state.name for t in tasks) == ["Cached", "Cached"]
+    stats = read_json(rd / "stats" / "generate.json")
+    assert len(stats["invocations"]) == 1 and stats["totals"]["requests_sent"] == sent
+
+    # another seed file is new input: generation runs again (its request store still spares old requests)
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text((ROOT / "data" / "seeds" / "grammar.jsonl").read_text())
+    third = distill_flow(**{**params, "overrides": TINY + [f"seeds_path={seeds}"]}, return_state=True)
+    assert third.is_completed()
+    assert len(read_json(rd / "stats" / "generate.json")["invocations"]) == 2
