@@ -6,6 +6,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Prefect binds its console log handler to the stream of the first test that logs; pytest closes
+# that stream, and the temporary server's INFO goodbye at exit would then print a traceback after
+# the test summary. Flow runs still log to their own database at WARNING and above.
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
 # Small enough to run in seconds against the real 135M teacher, big enough to exercise every stage.
 TINY = [
     "generation.input_requests=6", "generation.inputs_per_request=2", "teacher.max_tokens=40",
