@@ -110,7 +110,6 @@ def evaluate_stage(cfg: Config, run_dir: Path) -> dict:
         rows = rows[: cfg.eval.max_rows]
     seeds = load_examples(resolve_path(cfg.seeds_path), what="seed file")
     out_dir = eval_dir(cfg, run_dir)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     results: dict[str, dict] = {}
     t_stage = time.perf_counter()
 
