@@ -53,7 +53,7 @@ def preflight(cfg: Config, stages: tuple[str, ...]) -> None:
 def check_no_overlap(seeds_path: Path, seeds: list[dict], eval_path: Path, evals: list[dict]) -> None:
     """The eval set must be held out: no eval input may also be a seed's input or output."""
     seen = {}
-    for n, s in enumerate(seeds, 1):
+    for s in seeds:
         for f in ("input", "output"):
             seen.setdefault(dedup_key(s[f]), s["id"])
     for e in evals:

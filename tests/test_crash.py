@@ -2,7 +2,6 @@
 uninterrupted run's, and training resumes from its last complete checkpoint."""
 import os
 import random
-import shutil
 import signal
 import subprocess
 import time

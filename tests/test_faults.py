@@ -1,13 +1,12 @@
 """Generation against a misbehaving teacher: every row is kept, dropped with a reason, or failed;
 nothing is lost or duplicated, budgets stop cleanly, and the API key never lands on disk."""
-import json
 from pathlib import Path
 
 import pytest
 
 from distill.filtering import filter_stage
 from distill.generate import generate
-from distill.io import read_json, read_jsonl
+from distill.io import read_jsonl
 from distill.stages import prepare_run
 from tests.fake_openai import FakeOpenAI
 
@@ -75,7 +74,7 @@ def test_max_requests_stops_cleanly_and_a_rerun_sends_nothing_more(tmp_path):
         stats = generate(cfg, rd, fake.base_url)
         assert len(fake.requests) == 12
         assert stats["counts"]["cut_short"] == "teacher.max_requests=12 reached"
-        rows = _accounting(rd, stats)
+        _accounting(rd, stats)
         again = generate(cfg, rd, fake.base_url)
         assert len(fake.requests) == 12 and again["last"]["requests_sent"] == 0
     filter_stage(cfg, rd)

@@ -1,5 +1,4 @@
 """Generation against the real llama.cpp server: resumable, never duplicating or losing a row."""
-import json
 import os
 import signal
 import subprocess

@@ -1,7 +1,6 @@
 """The teacher client against a fake server that injects faults: retries, Retry-After, the store."""
 import time
 
-import pytest
 
 from distill.config import Teacher
 from distill.teacher import Request, RequestStore, TeacherClient, retry_after_seconds

@@ -1,7 +1,5 @@
 """Real TRL training of a few steps, the saved student, and the evaluation harness."""
-import json
 import os
-import shutil
 import subprocess
 
 import pytest
