@@ -172,6 +172,8 @@ def run(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None,
         os.environ.setdefault("PREFECT_HOME", str((rd / ".prefect").resolve()))
         # the temporary server's telemetry heartbeat only fails (offline) and locks its SQLite file
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        # a new database is migrated at first start; Prefect's default 20 s is too short on 2 cold cores
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from flows.distill_flow import distill_flow
 
     try:

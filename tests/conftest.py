@@ -10,6 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # that stream, and the temporary server's INFO goodbye at exit would then print a traceback after
 # the test summary. Flow runs still log to their own database at WARNING and above.
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# A fresh CI venv compiles Prefect's server modules and migrates a new database on the first
+# temporary server start; on 2 cores that once took more than Prefect's default 20 s.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 # Small enough to run in seconds against the real 135M teacher, big enough to exercise every stage.
 TINY = [
