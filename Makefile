@@ -4,7 +4,9 @@ PY := $(VENV)/bin/python
 # llama-cpp-python ships only an sdist: let its CMake build use both cores.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: install run test test-fast clean
+.PHONY: install browser run test test-fast clean
+# apt needs root; as another user it goes through sudo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,8 +20,13 @@ install: $(VENV)/.installed
 run: install
 	$(VENV)/bin/distill run $(ARGS)
 
-# Everything, the slow end-to-end tests (real llama.cpp server, TRL, Prefect) included.
-test: install
+# The Prefect UI test drives Debian's Chromium headless (through Playwright); installed once if missing.
+browser:
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+# Everything, the slow end-to-end tests (real llama.cpp server, TRL, Prefect, Dask, Chromium) included.
+test: install browser
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 test-fast: install

@@ -65,6 +65,10 @@ class Generation(Strict):
     sample_temperature: float = Field(0.7, ge=0, le=2, description="Temperature used for the k samples when samples_per_input > 1.")
     unchanged_fraction: float = Field(0.1, ge=0, le=1, description="Share of new inputs left as written (for tasks with an error injector) so the student also learns to leave correct text alone.")
     max_inputs: int | None = Field(None, ge=1, description="Cap on candidate inputs answered by the teacher (null = all parsed inputs).")
+    shards: int = Field(1, ge=1, le=1024, description="Split both generation phases into this many shards, each its own Prefect task (and request-store file). Same rows whatever the count.")
+    task_runner: Literal["sequential", "dask"] = Field("sequential", description="Where the flow runs the shards: one after another in the flow's process, or on a Dask cluster through prefect-dask's DaskTaskRunner.")
+    dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster (e.g. tcp://scheduler:8786); null = a LocalCluster of dask_workers processes for the run.")
+    dask_workers: int = Field(2, ge=1, description="Worker processes of the LocalCluster (ignored with dask_address). Shards wait on the teacher, so more workers than cores is fine.")
 
 
 class FilterSpec(Strict):

@@ -11,16 +11,19 @@ ids (hashes of the requests that made them) come out identical.
 """
 from __future__ import annotations
 
+import os
 import random
+import socket
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 from distill.config import Config, resolve_path
 from distill.io import load_examples, read_json, write_json, write_jsonl
 from distill.progress import progress_bar
 from distill.tasks import Task, get_task
-from distill.teacher import Budget, Request, RequestStore, estimate_tokens, run_requests, teacher_cost
+from distill.teacher import Budget, Request, RequestStore, Usage, estimate_tokens, run_requests, teacher_cost
 from distill.text import normalise
 
 
@@ -117,69 +120,131 @@ def plan_generation(cfg: Config) -> dict:
             "max_requests": t.max_requests, "max_cost_usd": t.max_cost_usd}
 
 
-def make_budget(cfg: Config, stats_path: Path) -> Budget | None:
+def make_budget(cfg: Config, spent_requests: int, spent_usd: float, shard: int = 0, shards: int = 1) -> Budget | None:
+    """This shard's share of what the run may still spend (the whole remainder with one shard)."""
     t = cfg.teacher
     if t.max_requests is None and t.max_cost_usd is None:
         return None
-    prev = read_json(stats_path).get("totals", {}) if stats_path.exists() else {}
-    return Budget(t.max_requests, t.max_cost_usd, lambda pt, ct, secs: teacher_cost(cfg, pt, ct, secs)["usd"],
-                  sent_before=prev.get("requests_sent", 0) - prev.get("retries", 0),
-                  spent_before_usd=prev.get("cost_usd", 0.0))
+    max_requests = None
+    if t.max_requests is not None:
+        left = max(0, t.max_requests - spent_requests)
+        max_requests = left // shards + (shard < left % shards)
+    max_cost = None if t.max_cost_usd is None else max(0.0, t.max_cost_usd - spent_usd) / shards
+    return Budget(max_requests, max_cost, lambda pt, ct, secs: teacher_cost(cfg, pt, ct, secs)["usd"])
 
 
-def generate(cfg: Config, run_dir: Path, base_url: str) -> dict:
+# Shards of both phases are plain functions of picklable arguments, so the flow can run them on any
+# task runner (Dask workers included); `map_shards` is how it hands them out.
+MapShards = Callable[[Callable[..., dict], list[tuple]], list[dict]]
+
+
+def sequential(fn: Callable[..., dict], calls: list[tuple]) -> list[dict]:
+    return [fn(*args) for args in calls]
+
+
+def _store(run_dir: Path, shard: int, shards: int) -> RequestStore:
+    return RequestStore(run_dir / "data" / "requests.jsonl", writer=f"shard{shard}" if shards > 1 else None)
+
+
+def _worker() -> str:
+    """Where a shard ran (host:pid), recorded in the stats of a fanned-out run."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _label(what: str, shard: int, shards: int) -> str:
+    return f"teacher: {what}" + (f" [shard {shard + 1}/{shards}]" if shards > 1 else "")
+
+
+def input_shard(cfg: Config, run_dir: Path, base_url: str, shard: int, shards: int, spent: tuple[int, float]) -> dict:
+    """Phase 1 for the Self-Instruct requests shard, shard+shards, ...: candidates keyed by plan index."""
+    task = get_task(cfg.task)
+    seeds = load_examples(resolve_path(cfg.seeds_path), what="seed file")
+    plans = list(enumerate(input_plans(cfg, task, seeds)))[shard::shards]
+    budget = make_budget(cfg, *spent, shard, shards)
+    store = _store(run_dir, shard, shards)
+    try:
+        with progress_bar(len(plans), _label("new inputs", shard, shards)) as advance:
+            replies, usage = run_requests(cfg, base_url, store, [p[1][0] for p in plans], advance, budget)
+    finally:
+        store.close()
+    found, failed = [], 0
+    for (idx, (req, seed_ids, topic)), rep in zip(plans, replies):
+        if rep.get("error") is not None:
+            failed += 1
+            continue
+        for j, text in enumerate(task.parse_inputs(rep["text"])):
+            found.append([idx, {"id": f"{req.key[:16]}-{j}", "text": text, "seed_ids": seed_ids, "topic": topic}])
+    return {"candidates": found, "failed": failed, "usage": usage.as_dict(), "worker": _worker(),
+            "cut_short": budget.exhausted if budget else None}
+
+
+def answer_shard(cfg: Config, run_dir: Path, base_url: str, shard: int, shards: int, spent: tuple[int, float],
+                 candidates: list[list]) -> dict:
+    """Phase 2: the few-shot teacher answers this shard's [index, candidate] pairs; rows keep the index."""
     task = get_task(cfg.task)
     seeds = load_examples(resolve_path(cfg.seeds_path), what="seed file")
     g = cfg.generation
-    store = RequestStore(run_dir / "data" / "requests.jsonl")
-    budget = make_budget(cfg, run_dir / "stats" / "generate.json")
-    t_start = time.perf_counter()
+    shots = few_shot_examples(cfg, seeds)
+    rows, answer_reqs = [], []
+    for idx, c in candidates:
+        r = random.Random(f"{cfg.seed}:{c['id']}")
+        reference, error_type, text = None, None, c["text"]
+        if r.random() >= g.unchanged_fraction and (hit := task.corrupt(c["text"], r)) is not None:
+            text, error_type = hit
+            reference = c["text"]
+        elif task.has_injector:
+            reference, error_type = c["text"], "none"
+        reqs = answer_requests(cfg, task, text, shots)
+        answer_reqs.append(reqs)
+        rows.append([idx, {"id": c["id"], "input": text, "output": None, "reference": reference,
+                           "meta": {"source": "teacher", "error_type": error_type, "seed_ids": c["seed_ids"],
+                                    "topic": c["topic"], "teacher": cfg.teacher.model,
+                                    "request_keys": [q.key for q in reqs]}}])
+    flat = [q for reqs in answer_reqs for q in reqs]
+    budget = make_budget(cfg, *spent, shard, shards)
+    store = _store(run_dir, shard, shards)
     try:
-        # 1. new inputs
-        plans = input_plans(cfg, task, seeds)
-        with progress_bar(len(plans), "teacher: new inputs") as advance:
-            replies, usage_in = run_requests(cfg, base_url, store, [p[0] for p in plans], advance, budget)
-
-        candidates, failed_input_requests = [], 0
-        for (req, seed_ids, topic), rep in zip(plans, replies):
-            if rep.get("error") is not None:
-                failed_input_requests += 1
-                continue
-            for j, text in enumerate(task.parse_inputs(rep["text"])):
-                candidates.append({"id": f"{req.key[:16]}-{j}", "text": text, "seed_ids": seed_ids, "topic": topic})
-        if g.max_inputs:
-            candidates = candidates[: g.max_inputs]
-
-        # 2. answers by the few-shot teacher
-        shots = few_shot_examples(cfg, seeds)
-        rows, answer_reqs = [], []
-        for c in candidates:
-            r = random.Random(f"{cfg.seed}:{c['id']}")
-            reference, error_type, text = None, None, c["text"]
-            if r.random() >= g.unchanged_fraction and (hit := task.corrupt(c["text"], r)) is not None:
-                text, error_type = hit
-                reference = c["text"]
-            elif task.has_injector:
-                reference, error_type = c["text"], "none"
-            reqs = answer_requests(cfg, task, text, shots)
-            answer_reqs.append(reqs)
-            rows.append({"id": c["id"], "input": text, "output": None, "reference": reference,
-                         "meta": {"source": "teacher", "error_type": error_type, "seed_ids": c["seed_ids"],
-                                  "topic": c["topic"], "teacher": cfg.teacher.model,
-                                  "request_keys": [q.key for q in reqs]}})
-        flat = [q for reqs in answer_reqs for q in reqs]
-        with progress_bar(len(flat), "teacher: answers") as advance:
-            flat_replies, usage_ans = run_requests(cfg, base_url, store, flat, advance, budget)
-        it = iter(flat_replies)
-        for row, reqs in zip(rows, answer_reqs):
-            answer, votes, err = vote(task, [next(it) for _ in reqs])
-            row["output"] = answer
-            row["status"] = "ok" if answer is not None and err is None else "failed"
-            row["error"] = err
-            if len(reqs) > 1:
-                row["meta"]["votes"] = votes
+        with progress_bar(len(flat), _label("answers", shard, shards)) as advance:
+            flat_replies, usage = run_requests(cfg, base_url, store, flat, advance, budget)
     finally:
         store.close()
+    it = iter(flat_replies)
+    for (_, row), reqs in zip(rows, answer_reqs):
+        answer, votes, err = vote(task, [next(it) for _ in reqs])
+        row["output"] = answer
+        row["status"] = "ok" if answer is not None and err is None else "failed"
+        row["error"] = err
+        if len(reqs) > 1:
+            row["meta"]["votes"] = votes
+    return {"rows": rows, "usage": usage.as_dict(), "worker": _worker(), "cut_short": budget.exhausted if budget else None}
+
+
+def generate(cfg: Config, run_dir: Path, base_url: str, map_shards: MapShards = sequential) -> dict:
+    """Both phases over cfg.generation.shards shards (handed out by map_shards), then one generated.jsonl.
+
+    Rows come out in the same order, with the same ids and texts, whatever the shard count or runner.
+    """
+    seeds = load_examples(resolve_path(cfg.seeds_path), what="seed file")
+    g, n = cfg.generation, cfg.generation.shards
+    stats_path = run_dir / "stats" / "generate.json"
+    prev = read_json(stats_path).get("totals", {}) if stats_path.exists() else {}
+    spent = (prev.get("requests_sent", 0) - prev.get("retries", 0), prev.get("cost_usd", 0.0))
+    t_start = time.perf_counter()
+
+    parts_in = map_shards(input_shard, [(cfg, run_dir, base_url, i, n, spent) for i in range(n)])
+    usage_in = merge_usage([p["usage"] for p in parts_in])
+    candidates = [c for _, c in sorted((c for p in parts_in for c in p["candidates"]), key=lambda ic: ic[0])]
+    if g.max_inputs:
+        candidates = candidates[: g.max_inputs]
+
+    sent_in = usage_in.requests_sent - usage_in.retries
+    cost_in = teacher_cost(cfg, usage_in.prompt_tokens, usage_in.completion_tokens,
+                           time.perf_counter() - t_start if sent_in else 0.0)["usd"]
+    spent = (spent[0] + sent_in, spent[1] + cost_in)
+    indexed = list(enumerate(candidates))
+    parts_ans = map_shards(answer_shard, [(cfg, run_dir, base_url, i, n, spent, indexed[i::n]) for i in range(n)])
+    usage_ans = merge_usage([p["usage"] for p in parts_ans])
+    rows = [r for _, r in sorted((r for p in parts_ans for r in p["rows"]), key=lambda ir: ir[0])]
 
     seed_rows = [{"id": s["id"], "input": s["input"], "output": s["output"], "reference": s["output"],
                   "status": "ok", "error": None,
@@ -188,14 +253,27 @@ def generate(cfg: Config, run_dir: Path, base_url: str) -> dict:
     write_jsonl(run_dir / "data" / "generated.jsonl", all_rows)
 
     wall = time.perf_counter() - t_start
+    cut = [p["cut_short"] for p in parts_in + parts_ans if p["cut_short"]]
     return _write_stats(cfg, run_dir, usage_in, usage_ans, wall, {
-        "input_requests": len(plans), "failed_input_requests": failed_input_requests,
+        "input_requests": g.input_requests, "failed_input_requests": sum(p["failed"] for p in parts_in),
         "parsed_inputs": len(candidates), "rows": len(all_rows), "seed_rows": len(seed_rows),
         "teacher_rows_ok": sum(r["status"] == "ok" for r in rows),
         "teacher_rows_failed": sum(r["status"] == "failed" for r in rows),
-        "few_shot_ids": [s["id"] for s in shots],
-        "cut_short": budget.exhausted if budget else None,
+        "few_shot_ids": [s["id"] for s in few_shot_examples(cfg, seeds)],
+        "shards": n, "shard_workers": sorted({p["worker"] for p in parts_in + parts_ans}),
+        "cut_short": cut[0] if cut else None,
     })
+
+
+def merge_usage(parts: list[dict]) -> Usage:
+    total = Usage()
+    for p in parts:
+        for k, v in p.items():
+            if k == "errors":
+                total.errors = dict(Counter(total.errors) + Counter(v))
+            else:
+                setattr(total, k, getattr(total, k) + v)
+    return total
 
 
 def _write_stats(cfg: Config, run_dir: Path, usage_in, usage_ans, wall: float, counts: dict) -> dict:

@@ -89,6 +89,18 @@ class AppendLog:
                 if line.strip():
                     yield json.loads(line)
 
+    @staticmethod
+    def read(path: Path) -> Iterator[dict]:
+        """Records of a log another process may be appending to: a torn last line is skipped, not repaired."""
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if not line.endswith("\n"):
+                    break
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    continue
+
     def append(self, obj: dict) -> None:
         self._f.write(json.dumps(obj, ensure_ascii=False) + "\n")
         self._f.flush()

@@ -30,12 +30,17 @@ def prepare_run(config: str | Path | None, run_dir: Path, overrides: list[str], 
     return cfg, run_dir
 
 
-def run_generate(cfg: Config, run_dir: Path) -> dict:
-    from distill.generate import generate
+def run_generate(cfg: Config, run_dir: Path, map_shards=None) -> dict:
+    """Generation against the configured teacher (a local server lives as long as this call).
+
+    map_shards runs the shards (default: one after another, here); the flow passes one that submits
+    them as Prefect tasks to its task runner.
+    """
+    from distill.generate import generate, sequential
     from distill.teacher import teacher_endpoint
 
     with teacher_endpoint(cfg, run_dir / "logs" / "teacher_server.log") as url:
-        return generate(cfg, run_dir, url)
+        return generate(cfg, run_dir, url, map_shards or sequential)
 
 
 def preflight(cfg: Config, stages: tuple[str, ...]) -> None:

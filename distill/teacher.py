@@ -57,10 +57,20 @@ class RequestStore:
     again on the next run.
     """
 
-    def __init__(self, path: Path):
-        self.log = AppendLog(path)
+    def __init__(self, path: Path, writer: str | None = None):
+        # Shards running in parallel processes each append to their own file
+        # (requests.<writer>.jsonl); every store reads all of them, so re-sharding never resends.
+        path = Path(path)
+        own = path.with_name(f"{path.stem}.{writer}{path.suffix}") if writer else path
         self.done: dict[str, dict] = {}
-        for rec in self.log:
+        for other in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")) + [path]:
+            if other != own and other.exists():
+                self._index(AppendLog.read(other))
+        self.log = AppendLog(own)
+        self._index(self.log)
+
+    def _index(self, records) -> None:
+        for rec in records:
             if rec.get("error") is None:
                 self.done[rec["key"]] = rec
 

@@ -12,25 +12,66 @@ request store still spares every request already answered) and everything after 
 from __future__ import annotations
 
 import hashlib
+import inspect
+import logging
 import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.filesystems import LocalFileSystem
 
 from distill.config import PROJECT_ROOT, Config, resolve_path
+from distill.generate import answer_shard, input_shard
 from distill.stages import ALL_STAGES, prepare_run
 
 CACHE = INPUTS + TASK_SOURCE
+
+
+# Shards are not cached by Prefect: the request store already answers every finished request, and
+# the teacher's address (a part of their inputs) changes from run to run.
+input_shard_task = task(name="generate-inputs-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)(input_shard)
+answer_shard_task = task(name="generate-answers-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)(answer_shard)
+SHARD_TASKS = {input_shard: input_shard_task, answer_shard: answer_shard_task}
+
+
+def task_runner(cfg: Config):
+    """The runner generation shards go to; None = run them in this process, one after another."""
+    g = cfg.generation
+    if g.task_runner == "sequential":
+        return None
+    from prefect_dask import DaskTaskRunner
+
+    if g.dask_address:
+        return DaskTaskRunner(address=g.dask_address)
+    # Shards mostly wait on the teacher: one thread per worker process keeps each shard's event loop alone.
+    return DaskTaskRunner(cluster_kwargs={"n_workers": g.dask_workers, "threads_per_worker": 1,
+                                          "processes": True, "dashboard_address": None,
+                                          "silence_logs": logging.WARNING})
+
+
+def prefect_map_shards(cfg: Config):
+    """map_shards for the library: every shard is a Prefect task run, on the configured task runner."""
+
+    def run(fn, calls):
+        tsk = SHARD_TASKS[fn]
+        runner = task_runner(cfg)
+        if runner is None:
+            return [tsk(*args) for args in calls]
+        params = [inspect.signature(fn).bind(*args).arguments for args in calls]
+        with runner:
+            futures = [runner.submit(tsk, parameters=p) for p in params]
+            return [f.result() for f in futures]
+
+    return run
 
 
 @task(name="generate", cache_policy=CACHE, retries=2, retry_delay_seconds=10)
 def generate_task(cfg: Config, run_dir: Path, fingerprint: str) -> dict:
     from distill.stages import run_generate
 
-    stats = run_generate(cfg, run_dir)
+    stats = run_generate(cfg, run_dir, prefect_map_shards(cfg) if cfg.generation.shards > 1 else None)
     get_run_logger().info("generate: %s", {k: stats["last"][k] for k in ("requests_sent", "cache_hits", "failed", "cost_usd")})
     return stats
 
@@ -96,7 +137,10 @@ def publish(run_dir: Path, filt: dict | None, rep: dict | None) -> None:
                   "% of teacher": r.get("pct_of_teacher_quality"), "cost per 1k (USD)": r["cost_per_1k_usd"],
                   "x cheaper": r.get("x_cheaper"), "latency p50 (s)": r["latency_p50_s"]} for r in rep["models"]]
         create_table_artifact(key="distill-comparison", table=table, description=f"Price-performance table for {run_dir}")
-        create_markdown_artifact(key="distill-report", markdown=rep["markdown"], description=f"Report for {run_dir}")
+        # the UI cannot load a file from the run directory: name the plot instead of a broken image
+        markdown = rep["markdown"].replace("![quality vs cost](frontier.png)",
+                                           f"Quality vs cost plot: `{run_dir / 'frontier.png'}`")
+        create_markdown_artifact(key="distill-report", markdown=markdown, description=f"Report for {run_dir}")
 
 
 @flow(name="distill", log_prints=True)

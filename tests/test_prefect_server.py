@@ -43,6 +43,38 @@ def _wait_final(client, flow_run_id, timeout=900):
     pytest.fail(f"flow run {flow_run_id} did not finish in {timeout} s")
 
 
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking flags Chromium keeps dialling out, and this network refuses it.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def _check_rendered_in_ui(ui: str, table_id, report_id, tmp_path: Path) -> None:
+    """Open the run's artifacts in the Prefect UI with headless Chromium and read the rendered tables."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (`make test` does)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            # the comparison table artifact: one rendered row per model
+            page.goto(f"{ui}/artifacts/artifact/{table_id}", wait_until="domcontentloaded", timeout=120_000)
+            page.locator("table td", has_text="distilled student").first.wait_for(timeout=120_000)
+            rows = page.locator("table tbody tr")
+            texts = rows.all_inner_texts()
+            assert any("teacher" in t for t in texts) and any("base student" in t for t in texts), texts
+            # the markdown report: its comparison table is rendered as HTML, not shown as pipes
+            page.goto(f"{ui}/artifacts/artifact/{report_id}", wait_until="domcontentloaded", timeout=120_000)
+            page.locator("table th", has_text="model").first.wait_for(timeout=120_000)
+            body = page.locator("table").first.inner_text()
+            assert "distilled student" in body and "|" not in body, body
+            page.screenshot(path=str(tmp_path / "report-artifact.png"), full_page=True)
+        finally:
+            browser.close()
+
+
 def test_deployment_runs_on_a_real_server_and_a_second_trigger_reuses_every_stage(tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowRunFilter,
@@ -52,8 +84,7 @@ def test_deployment_runs_on_a_real_server_and_a_second_trigger_reuses_every_stag
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "prefect-home"),
-           "PREFECT_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_ENABLED": "false"}
+           "PREFECT_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     rd = tmp_path / "nightly"
     server = _start([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path / "server.log")
     worker = None
@@ -86,6 +117,10 @@ def test_deployment_runs_on_a_real_server_and_a_second_trigger_reuses_every_stag
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["distill-comparison"])),
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[first.id])))
             assert len(arts) == 1 and "distilled student" in str(arts[0].data)
+            report_art = client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["distill-report"])),
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[first.id])))[0]
+            _check_rendered_in_ui(f"http://127.0.0.1:{port}", arts[0].id, report_art.id, tmp_path)
             assert (rd / "report.json").exists()
             sent_after_first = read_json(rd / "stats" / "generate.json")["totals"]["requests_sent"]
 
