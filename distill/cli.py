@@ -130,6 +130,8 @@ def train(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = Non
 
     cfg, rd = _setup(config, run_dir, set, new=False, stages=("train",))
     stats = _guard(train_stage, cfg, rd)
+    if "rank" in stats:  # another process of `accelerate launch` writes the student
+        return
     console.print(f"student saved to {stats['output_dir']} (loss {stats['first_loss']:.3f} -> {stats['last_loss']:.3f})")
 
 

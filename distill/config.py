@@ -101,6 +101,7 @@ class Training(Strict):
     packing: bool = Field(False, description="Pack several examples into each max_length row (GPU throughput; needs padding-free attention).")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto = bf16 on a GPU that supports it, fp32 on CPU.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about a third slower. Worth it only for models that do not fit.")
+    deepspeed: str | None = Field(None, description="DeepSpeed JSON config (e.g. deploy/deepspeed/zero2.json) for multi-GPU runs under `accelerate launch`; null = plain DDP or a single device.")
     seed: int = Field(0, description="Training seed.")
     logging_steps: int = Field(5, ge=1, description="Log the loss every N steps.")
     save_steps: int = Field(50, ge=1, description="Checkpoint every N steps (a killed run resumes from the last one).")

@@ -52,19 +52,29 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
-    save_model_dir(model, tok, target)
+    save_model_dir(model, tok, target, replace=False)
 
 
-def save_model_dir(model, tok, target: Path) -> None:
-    """save_pretrained (safetensors) into a temp dir, then rename: never a half-written model dir."""
+def save_model_dir(model, tok, target: Path, replace: bool = True) -> None:
+    """save_pretrained (safetensors) into a temp dir, then rename: never a half-written model dir.
+
+    replace=False keeps a target that another process finished first (a shared conversion cache
+    filled by several training ranks at once) instead of pulling it from under its readers.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         if target.exists():
+            if not replace:
+                return
             shutil.rmtree(target)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if replace or not (target / "config.json").exists():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -10,7 +10,7 @@ import math
 import time
 from pathlib import Path
 
-from distill.config import Config, Training
+from distill.config import Config, Training, resolve_path
 from distill.io import read_jsonl, write_json
 from distill.models import base_student_dir, load_model, parameter_count, save_model_dir
 from distill.tasks import get_task
@@ -62,6 +62,9 @@ def sft_config(t: Training, plan: dict, output_dir: Path, n_rows: int):
         padding_free=plan["padding_free"],
         completion_only_loss=True,
         gradient_checkpointing=t.gradient_checkpointing,
+        deepspeed=str(resolve_path(t.deepspeed)) if t.deepspeed else None,
+        # under `accelerate launch` on CPU (gloo), DDP must not look for unused LoRA-frozen parameters
+        ddp_find_unused_parameters=False,
         bf16=plan["precision"] == "bf16",
         fp16=plan["precision"] == "fp16",
         use_cpu=plan["device"] == "cpu",
@@ -121,7 +124,13 @@ def train_stage(cfg: Config, run_dir: Path) -> dict:
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
     out = run_dir / "student"
-    merged = trainer.model.merge_and_unload() if t.lora else trainer.model
+    # Under `accelerate launch` every process trains; one writes the student. (ZeRO-2 keeps full
+    # weights on every rank, so merging there is safe.)
+    if not trainer.accelerator.is_main_process:
+        trainer.accelerator.wait_for_everyone()
+        return {"output_dir": str(out), "rank": trainer.accelerator.process_index}
+    merged = trainer.accelerator.unwrap_model(trainer.model)
+    merged = merged.merge_and_unload() if t.lora else merged
     merged = merged.to(torch.float32) if plan["device"] == "cpu" else merged
     save_model_dir(merged, tok, out)
 
@@ -133,6 +142,7 @@ def train_stage(cfg: Config, run_dir: Path) -> dict:
         "epochs": round(trainer.state.epoch or 0, 3),
         "resumed_from": resume,
         "plan": plan,
+        "processes": trainer.accelerator.num_processes,
         "lora": t.lora,
         "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "parameters": parameter_count(merged),
@@ -143,6 +153,7 @@ def train_stage(cfg: Config, run_dir: Path) -> dict:
         "wall_seconds": round(time.perf_counter() - t0, 2),
     }
     write_json(run_dir / "stats" / "train.json", stats)
+    trainer.accelerator.wait_for_everyone()
     return stats
 
 

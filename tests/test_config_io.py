@@ -6,6 +6,7 @@ import yaml
 
 from distill.config import ConfigError, load_config, save_config
 from distill.io import AppendLog, DataError, load_examples, write_text_atomic
+from tests.conftest import ROOT
 
 
 def test_default_config_loads_and_every_field_is_documented():
@@ -89,3 +90,19 @@ def test_append_log_discards_a_half_written_last_line(tmp_path):
 def test_atomic_write_leaves_no_temp_files(tmp_path):
     write_text_atomic(tmp_path / "x" / "f.json", json.dumps({"ok": True}))
     assert [q.name for q in (tmp_path / "x").iterdir()] == ["f.json"]
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_validates(path):
+    cfg = load_config(ROOT / "configs" / path)
+    assert cfg.teacher.hardware in cfg.pricing.hardware and cfg.student.hardware in cfg.pricing.hardware
+
+
+def test_gpu_config_trains_bf16_padding_free_and_fans_generation_out_on_dask():
+    from distill.train import device_plan
+
+    cfg = load_config(ROOT / "configs" / "gpu.yaml")
+    plan = device_plan(cfg.training, cuda=True, bf16_ok=True, flash_attn=True)
+    assert plan["precision"] == "bf16" and plan["padding_free"] and plan["attn_implementation"] == "flash_attention_2"
+    assert cfg.generation.task_runner == "dask" and cfg.generation.shards > 1
+    assert not cfg.teacher.launch_local and cfg.teacher.base_url.endswith("/v1")

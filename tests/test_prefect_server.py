@@ -75,19 +75,15 @@ def _check_rendered_in_ui(ui: str, table_id, report_id, tmp_path: Path) -> None:
             browser.close()
 
 
-def test_deployment_runs_on_a_real_server_and_a_second_trigger_reuses_every_stage(tmp_path):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowRunFilter,
-                                                FlowRunFilterId)
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A real `prefect server` on 127.0.0.1 (UI on) for this module; stopped at the end."""
+    home = tmp_path_factory.mktemp("prefect-server")
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "prefect-home"),
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(home / "prefect-home"),
            "PREFECT_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    rd = tmp_path / "nightly"
-    server = _start([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, tmp_path / "server.log")
-    worker = None
+    server = _start([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, home / "server.log")
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -96,10 +92,24 @@ def test_deployment_runs_on_a_real_server_and_a_second_trigger_reuses_every_stag
                     break
             except httpx.HTTPError:
                 pass
-            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert server.poll() is None, (home / "server.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "prefect server did not start"
             time.sleep(0.5)
+        yield port, api, env
+    finally:
+        _stop(server)
 
+
+def test_deployment_runs_on_a_real_server_and_a_second_trigger_reuses_every_stage(prefect_server, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowRunFilter,
+                                                FlowRunFilterId)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    port, api, env = prefect_server
+    rd = tmp_path / "nightly"
+    worker = None
+    try:
         sets = [a for s in TINY for a in ("--set", s)]
         r = subprocess.run(distill_cmd("deploy", "--name", "ci", "--pool", "ci-pool", "--run-dir", str(rd), *sets),
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -130,10 +140,31 @@ def test_deployment_runs_on_a_real_server_and_a_second_trigger_reuses_every_stag
             states = {t.name.rsplit("-", 1)[0]: t.state.name for t in tasks}
             assert states == {s: "Cached" for s in ("generate", "filter", "train", "evaluate", "report")}, states
     finally:
-        for p in (worker, server):
-            if p is not None:
-                _stop(p)
+        if worker is not None:
+            _stop(worker)
     stats = read_json(rd / "stats" / "generate.json")
     assert len(stats["invocations"]) == 1 and stats["totals"]["requests_sent"] == sent_after_first
     keys = [r["key"] for r in read_jsonl(rd / "data" / "requests.jsonl") if r.get("error") is None]
     assert len(keys) == len(set(keys))
+
+
+def test_kubernetes_gpu_deployment_example_is_accepted_by_a_real_server(prefect_server, tmp_path):
+    """The GPU job template and the weekly-gpu-k8s deployment of prefect.yaml, as a user would create them."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    _, api, env = prefect_server
+    env = {**env, "DISTILL_IMAGE": "registry.example.com/distill:test"}
+    for cmd in (["work-pool", "create", "distill-k8s", "--type", "kubernetes",
+                 "--base-job-template", "deploy/k8s/gpu-job-template.json"],
+                ["--no-prompt", "deploy", "--name", "weekly-gpu-k8s"]):
+        r = subprocess.run([PREFECT, *cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        pool = client.read_work_pool("distill-k8s")
+        dep = client.read_deployment_by_name("distill/weekly-gpu-k8s")
+    container = pool.base_job_template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpu_count }}"
+    assert dep.job_variables["image"] == "registry.example.com/distill:test"
+    assert dep.job_variables["gpu_count"] == 1 and dep.parameters["config_path"] == "configs/gpu.yaml"
+    assert dep.schedules and not dep.schedules[0].active

@@ -111,3 +111,26 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     assert summary["n"] == 6 and set(summary["models"]) == {"teacher", "base_student", "student"}
     assert (rd / "student" / "model.safetensors").stat().st_mtime == student_mtime
     assert read_json(rd / "eval" / "grammar_test" / "summary.json")["n"] == 8  # the main eval is untouched
+
+
+@pytest.mark.slow
+def test_two_training_processes_share_the_batches_and_one_writes_the_student(tmp_path):
+    """The multi-process path (`accelerate launch` on GPUs) checked with two CPU processes over gloo."""
+    import sys
+    from pathlib import Path
+
+    rd = tmp_path / "run"
+    prepare_run(None, rd, [])
+    write_jsonl(rd / "data" / "train.jsonl", _seed_rows(32))
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "distill.cli", "train",
+                        "--run-dir", str(rd), "--set", "training.max_steps=2", "--set", "training.batch_size=4",
+                        "--set", "training.logging_steps=1"],
+                       cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-4000:]
+    stats = read_json(rd / "stats" / "train.json")
+    # each optimizer step took a batch from each process: 2 steps x 2 processes x 4 rows of 32
+    assert stats["processes"] == 2 and stats["steps"] == 2 and stats["epochs"] == 0.5
+    assert " ".join((r.stdout + r.stderr).split()).count("student saved to") == 1  # rich wraps long lines
+    assert (rd / "student" / "model.safetensors").exists()
+    assert not [p for p in rd.iterdir() if p.name.startswith(".student")], "a half-written student was left behind"
