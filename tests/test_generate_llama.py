@@ -63,7 +63,7 @@ def test_sigkill_during_generation_then_resume_loses_and_duplicates_nothing(tmp_
 
     # the teacher server dies with its parent (no orphan holding the port or the CPU)
     server_pid = int((rd / "logs" / "teacher_server.pid").read_text())
-    for _ in range(50):
+    for _ in range(200):
         if not os.path.exists(f"/proc/{server_pid}") or "zombie" in open(f"/proc/{server_pid}/status").read():
             break
         time.sleep(0.1)
