@@ -55,7 +55,7 @@ def bench(n: int) -> dict:
     rows, near, exact = make_rows(n)
     ctx = FilterContext(task=get_task("grammar"), seeds=[], eval_rows=[
         {"id": "e0", "input": "The teacher explains the lesson slowly.", "output": "The teacher explains the lesson slowly."}])
-    specs = [("exact_dedup", {}), ("minhash_dedup", {"threshold": 0.7}), ("decontaminate", {"ngram": 6})]
+    specs = [("exact_dedup", {}), ("minhash_dedup", {}), ("decontaminate", {"ngram": 6})]  # built-in defaults
     t0 = time.perf_counter()
     kept, ledger, stages = run_filters(specs, rows, ctx)
     secs = time.perf_counter() - t0
