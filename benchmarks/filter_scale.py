@@ -8,8 +8,6 @@ benchmarks/results/filter_scale.jsonl.
 """
 from __future__ import annotations
 
-import json
-import platform
 import random
 import resource
 import sys
@@ -18,6 +16,9 @@ from pathlib import Path
 
 from distill.filters import FilterContext, Row, run_filters
 from distill.tasks import get_task
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _record import record  # noqa: E402
 
 WORDS = ("time year people way day man thing woman life child world school state family student group country "
          "problem hand part place case week company system program question work government number night point "
@@ -75,17 +76,11 @@ def bench(n: int) -> dict:
 
 def main(sizes: list[int]) -> None:
     results = [bench(n) for n in sizes]
-    out = {"benchmark": "filter_scale", "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, "
-           f"{__import__('os').cpu_count()} cores", "results": results}
+    out = {"results": results}
     if len(results) > 1:
         out["growth"] = round(results[-1]["seconds"] / results[0]["seconds"], 2)
         out["size_ratio"] = round(results[-1]["rows"] / results[0]["rows"], 2)
-    print(json.dumps(out))
-    path = Path(__file__).parent / "results" / "filter_scale.jsonl"
-    path.parent.mkdir(exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(out) + "\n")
-
+    record("filter_scale", out)
 
 if __name__ == "__main__":
     main([int(a) for a in sys.argv[1:]] or [10_000])

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import statistics
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -30,6 +28,9 @@ from distill.generate import answer_requests, few_shot_examples
 from distill.io import load_examples
 from distill.tasks import get_task
 from distill.teacher import RequestStore, local_server, run_requests
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _record import record  # noqa: E402
 
 
 def requests_for(cfg, n: int):
@@ -125,21 +126,15 @@ def main() -> None:
             ceiling.append(asyncio.run(bare(url, key, reqs, best_c)))
     best = max(ceiling, key=lambda c: c["output_tokens_per_s"])
     ours = max(runs, key=lambda c: c["output_tokens_per_s"])
-    out = {"benchmark": "teacher_saturation", "date": time.strftime("%Y-%m-%d"),
-           "machine": f"{platform.machine()}, {os.cpu_count()} cores", "teacher": cfg.teacher.model,
-           "server": "llama-cpp-python (local)" if cfg.teacher.launch_local else cfg.teacher.base_url,
-           "requests": len(reqs), "ceiling": best, "ceiling_runs": ceiling, "project": ours, "project_runs": runs,
-           "saturation_ratio": round(ours["output_tokens_per_s"] / best["output_tokens_per_s"], 3),
-           # the same comparison by medians of the alternating rounds, less at the mercy of one fast round
-           "median_ratio": round(statistics.median(r["output_tokens_per_s"] for r in runs)
-                                 / statistics.median(c["output_tokens_per_s"] for c in ceiling[len(args.concurrency):]), 3),
-           "client_overhead": client_overhead(cfg)}
-    print(json.dumps(out))
-    path = Path(__file__).parent / "results" / "teacher_saturation.jsonl"
-    path.parent.mkdir(exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(out) + "\n")
-
+    record("teacher_saturation", {
+        "teacher": cfg.teacher.model,
+        "server": "llama-cpp-python (local)" if cfg.teacher.launch_local else cfg.teacher.base_url,
+        "requests": len(reqs), "ceiling": best, "ceiling_runs": ceiling, "project": ours, "project_runs": runs,
+        "saturation_ratio": round(ours["output_tokens_per_s"] / best["output_tokens_per_s"], 3),
+        # the same comparison by medians of the alternating rounds, less at the mercy of one fast round
+        "median_ratio": round(statistics.median(r["output_tokens_per_s"] for r in runs)
+                              / statistics.median(c["output_tokens_per_s"] for c in ceiling[len(args.concurrency):]), 3),
+        "client_overhead": client_overhead(cfg)})
 
 if __name__ == "__main__":
     main()
