@@ -63,7 +63,7 @@ def sft_config(t: Training, plan: dict, output_dir: Path, n_rows: int):
         completion_only_loss=True,
         gradient_checkpointing=t.gradient_checkpointing,
         deepspeed=str(resolve_path(t.deepspeed)) if t.deepspeed else None,
-        # under `accelerate launch` on CPU (gloo), DDP must not look for unused LoRA-frozen parameters
+        # multi-process runs (DDP): LoRA freezes most weights, so skip the search for unused parameters
         ddp_find_unused_parameters=False,
         bf16=plan["precision"] == "bf16",
         fp16=plan["precision"] == "fp16",

@@ -117,7 +117,7 @@ def minhash_dedup(rows: list[Row], *, field: str = "input", threshold: float = 0
     bands, rows_per_band = lsh.b, lsh.r
     pairs = _candidate_pairs(sigs, bands, rows_per_band, per_bucket)
     # One shared band is weak evidence in a small vocabulary; the share of equal signature values
-    # estimates the Jaccard, and discarding pairs far below it is cheap next to difflib.
+    # estimates the Jaccard, and discarding pairs far below it is cheap next to the edit distance.
     est = (sigs[pairs[:, 0]] == sigs[pairs[:, 1]]).mean(axis=1)
     pairs = pairs[est >= min_jaccard]
     dropped_by: dict[int, int] = {}
