@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import logging
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -51,27 +52,30 @@ def task_runner(cfg: Config):
                                           "silence_logs": logging.WARNING})
 
 
-def prefect_map_shards(cfg: Config):
-    """map_shards for the library: every shard is a Prefect task run, on the configured task runner."""
+@contextmanager
+def shard_mapper(cfg: Config):
+    """map_shards for the library: every shard is a Prefect task run on the configured task runner,
+    which is started once for both generation phases (a LocalCluster takes seconds to start)."""
+    runner = task_runner(cfg)
+    if runner is None:
+        yield lambda fn, calls: [SHARD_TASKS[fn](*args) for args in calls]
+        return
 
     def run(fn, calls):
-        tsk = SHARD_TASKS[fn]
-        runner = task_runner(cfg)
-        if runner is None:
-            return [tsk(*args) for args in calls]
-        params = [inspect.signature(fn).bind(*args).arguments for args in calls]
-        with runner:
-            futures = [runner.submit(tsk, parameters=p) for p in params]
-            return [f.result() for f in futures]
+        futures = [runner.submit(SHARD_TASKS[fn], parameters=inspect.signature(fn).bind(*args).arguments)
+                   for args in calls]
+        return [f.result() for f in futures]
 
-    return run
+    with runner:
+        yield run
 
 
 @task(name="generate", cache_policy=CACHE, retries=2, retry_delay_seconds=10)
 def generate_task(cfg: Config, run_dir: Path, fingerprint: str) -> dict:
     from distill.stages import run_generate
 
-    stats = run_generate(cfg, run_dir, prefect_map_shards(cfg) if cfg.generation.shards > 1 else None)
+    with shard_mapper(cfg) if cfg.generation.shards > 1 else nullcontext() as map_shards:
+        stats = run_generate(cfg, run_dir, map_shards)
     get_run_logger().info("generate: %s", {k: stats["last"][k] for k in ("requests_sent", "cache_hits", "failed", "cost_usd")})
     return stats
 

@@ -33,10 +33,9 @@ def exact_dedup(rows: list[Row], *, field: str = "input") -> list[Verdict]:
     return out
 
 
-def _word_shingles(text: str) -> list[str]:
+def _word_shingles(w: list[str]) -> list[str]:
     """Words and word pairs: one changed word in n leaves a word-set Jaccard near (n-1)/(n+1), where
     character 5-grams fall below 0.3 in a six-word sentence and word 3-grams below 0.2."""
-    w = dedup_key(text).split()
     return list({*w, *(f"{a} {b}" for a, b in zip(w, w[1:]))}) or [""]
 
 
@@ -112,7 +111,7 @@ def minhash_dedup(rows: list[Row], *, field: str = "input", threshold: float = 0
     toks = [dedup_key(_field(r, field)).split() for r in rows]
     if len(rows) < 2:
         return [Verdict.keep() for _ in rows]
-    sigs = minhash_signatures([_word_shingles(_field(r, field)) for r in rows], num_perm=num_perm, seed=seed)
+    sigs = minhash_signatures([_word_shingles(t) for t in toks], num_perm=num_perm, seed=seed)
     lsh = MinHashLSH(threshold=candidate_threshold, num_perm=num_perm)  # only for its choice of bands x rows
     bands, rows_per_band = lsh.b, lsh.r
     pairs = _candidate_pairs(sigs, bands, rows_per_band, per_bucket)
