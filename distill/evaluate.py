@@ -32,19 +32,23 @@ def _percentile(xs: list[float], q: float) -> float:
 def answer_with_server(cfg: Config, base_url: str, messages: list[list[dict]], concurrency: int):
     """Teacher answers through the OpenAI protocol, no request store: the eval set never enters it."""
     t = cfg.teacher
+    reqs = [Request.make(t.model, m, temperature=t.temperature, max_tokens=cfg.eval.max_new_tokens) for m in messages]
 
     async def go():
         client = TeacherClient(t.model_copy(update={"max_concurrency": concurrency}), base_url, cfg.api_key())
         try:
-            reqs = [Request.make(t.model, m, temperature=t.temperature, max_tokens=cfg.eval.max_new_tokens)
-                    for m in messages]
             with progress_bar(len(reqs), f"eval: {t.model}") as advance:
                 return await client.complete_all(reqs, advance)
         finally:
             await client.aclose()
 
     t0 = time.perf_counter()
-    recs = asyncio.run(go())
+    if t.backend == "vllm_offline":
+        from distill.vllm_offline import run_offline
+
+        recs, _ = run_offline(cfg, None, reqs)
+    else:
+        recs = asyncio.run(go())
     wall = time.perf_counter() - t0
     out = [{"raw": r.get("text") or "", "error": r.get("error"), "latency_s": r.get("latency_s", 0.0),
             "prompt_tokens": (r.get("usage") or {}).get("prompt_tokens", 0),
@@ -130,11 +134,12 @@ def evaluate_stage(cfg: Config, run_dir: Path) -> dict:
         with teacher_endpoint(cfg, run_dir / "logs" / "teacher_server.log") as url:
             answers, wall = answer_with_server(cfg, url, msgs, concurrency=1)
         params = cfg.teacher.parameters
-        if params is None and cfg.teacher.launch_local:
+        if params is None and cfg.teacher.launch_local and cfg.teacher.backend != "vllm_offline":
             params = gguf_parameter_count(resolve_path(cfg.teacher.local.gguf) if cfg.teacher.local.gguf else default_gguf())
         pt, ct = sum(a["prompt_tokens"] for a in answers), sum(a["completion_tokens"] for a in answers)
-        cost = teacher_cost(cfg, pt, ct, wall)
-        engine = "llama.cpp server (local)" if cfg.teacher.launch_local else f"OpenAI protocol ({cfg.teacher.base_url})"
+        cost = teacher_cost(cfg, pt, ct, wall, batch=False)
+        engine = ("vLLM in-process" if cfg.teacher.backend == "vllm_offline" else "llama.cpp server (local)"
+                  if cfg.teacher.launch_local else f"OpenAI protocol ({cfg.teacher.base_url})")
         record("teacher", cfg.teacher.model, "teacher", engine, params, answers, wall, cost,
                f"{len(shots)}-shot, system prompt")
 

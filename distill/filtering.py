@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from distill.config import Config, resolve_path
@@ -27,12 +28,17 @@ def filter_stage(cfg: Config, run_dir: Path) -> dict:
     generated = read_jsonl(generated_path)
     seeds = load_examples(resolve_path(cfg.seeds_path), what="seed file")
     eval_rows = load_examples(resolve_path(cfg.eval.path), what="eval set")
-    ctx = FilterContext(task=task, seeds=seeds, eval_rows=eval_rows)
+    teacher = FilterTeacher(cfg, run_dir)
+    ctx = FilterContext(task=task, seeds=seeds, eval_rows=eval_rows, teacher=teacher)
 
-    ledger = [{"id": g["id"], "stage": "generate", "reason": g.get("error") or "failed"}
+    ledger = [{"id": g["id"], "stage": "generate", "reason": g.get("error") or "failed",
+               **({"raw": g["raw"]} if g.get("raw") is not None else {})}
               for g in generated if g.get("status") != "ok"]
     rows = [Row.from_dict(g) for g in generated if g.get("status") == "ok"]
-    kept, dropped, stages = run_filters(cfg.filter_specs(), rows, ctx)
+    try:
+        kept, dropped, stages = run_filters(cfg.filter_specs(), rows, ctx)
+    finally:
+        teacher.close()
     ledger += dropped
 
     write_jsonl(run_dir / "data" / "train.jsonl", [r.to_dict() for r in kept])
@@ -54,9 +60,58 @@ def filter_stage(cfg: Config, run_dir: Path) -> dict:
         "stages": stages,
         "wall_seconds": round(time.perf_counter() - t0, 2),
     }
+    if teacher.used:
+        stats["teacher"] = teacher.stats()
     export_dataset(cfg, run_dir, kept, stats)
     write_json(run_dir / "stats" / "filter.json", stats)
     return stats
+
+
+class FilterTeacher:
+    """The teacher as filters see it: the endpoint is started on the first request only, replies go
+    through the run's request store (requests.filters.jsonl), so a re-run asks nothing twice, and
+    usage and cost add up for the report like generation's."""
+
+    def __init__(self, cfg: Config, run_dir: Path):
+        self.cfg, self.run_dir = cfg, run_dir
+        self._stack = ExitStack()
+        self._url: str | None = None
+        self.usage: list[dict] = []
+        self.busy_s = 0.0
+        self.used = False
+
+    def structured(self, reqs: list, schema: dict, label: str) -> list[dict]:
+        """Validated structured replies (see distill.structured.run_structured), in request order."""
+        from distill.progress import progress_bar
+        from distill.structured import run_structured
+        from distill.teacher import RequestStore, teacher_endpoint
+
+        self.used = True
+        if self._url is None:
+            self._url = self._stack.enter_context(teacher_endpoint(self.cfg, self.run_dir / "logs" / "teacher_server.log"))
+        store = RequestStore(self.run_dir / "data" / "requests.jsonl", writer="filters")
+        t0 = time.perf_counter()
+        try:
+            with progress_bar(len(reqs), label) as advance:
+                replies, usage = run_structured(self.cfg, self._url, store, reqs, schema, advance)
+        finally:
+            store.close()
+        if usage.requests_sent:
+            self.busy_s += time.perf_counter() - t0
+        self.usage.append(usage.as_dict())
+        return replies
+
+    def stats(self) -> dict:
+        from distill.generate import merge_usage
+        from distill.teacher import teacher_cost
+
+        u = merge_usage(self.usage).as_dict()
+        cost = teacher_cost(self.cfg, u["prompt_tokens"], u["completion_tokens"], self.busy_s)
+        return {"model": self.cfg.teacher.model, **u, "busy_seconds": round(self.busy_s, 2),
+                "cost_usd": cost["usd"], "cost_rule": cost["rule"]}
+
+    def close(self) -> None:
+        self._stack.close()
 
 
 def export_dataset(cfg: Config, run_dir: Path, kept: list[Row], stats: dict) -> Path:

@@ -22,6 +22,7 @@ from typing import Callable
 from distill.config import Config, resolve_path
 from distill.io import load_examples, read_json, write_json, write_jsonl
 from distill.progress import progress_bar
+from distill.structured import response_format, run_structured
 from distill.tasks import Task, get_task
 from distill.teacher import Budget, Request, RequestStore, Usage, estimate_tokens, run_requests, teacher_cost
 from distill.text import normalise
@@ -53,11 +54,14 @@ def few_shot_examples(cfg: Config, seeds: list[dict]) -> list[dict]:
 def answer_requests(cfg: Config, task: Task, text: str, shots: list[dict]) -> list[Request]:
     msgs = task.teacher_messages(text, shots)
     k = cfg.generation.samples_per_input
+    extra = {}
+    if task.answer_schema is not None and (fmt := response_format(cfg, task.answer_schema, f"{task.name}_answer")):
+        extra["response_format"] = fmt
     if k == 1:
         return [Request.make(cfg.teacher.model, msgs, temperature=cfg.teacher.temperature,
-                             max_tokens=cfg.teacher.max_tokens)]
+                             max_tokens=cfg.teacher.max_tokens, **extra)]
     return [Request.make(cfg.teacher.model, msgs, temperature=cfg.generation.sample_temperature,
-                         max_tokens=cfg.teacher.max_tokens, seed=i) for i in range(k)]
+                         max_tokens=cfg.teacher.max_tokens, seed=i, **extra) for i in range(k)]
 
 
 def vote(task: Task, replies: list[dict]) -> tuple[str | None, dict[str, int], str | None]:
@@ -205,15 +209,21 @@ def answer_shard(cfg: Config, run_dir: Path, base_url: str, shard: int, shards: 
     store = _store(run_dir, shard, shards)
     try:
         with progress_bar(len(flat), _label("answers", shard, shards)) as advance:
-            flat_replies, usage = run_requests(cfg, base_url, store, flat, advance, budget)
+            if task.answer_schema is not None:
+                flat_replies, usage = run_structured(cfg, base_url, store, flat, task.answer_schema, advance, budget)
+            else:
+                flat_replies, usage = run_requests(cfg, base_url, store, flat, advance, budget)
     finally:
         store.close()
     it = iter(flat_replies)
     for (_, row), reqs in zip(rows, answer_reqs):
-        answer, votes, err = vote(task, [next(it) for _ in reqs])
+        replies = [next(it) for _ in reqs]
+        answer, votes, err = vote(task, replies)
         row["output"] = answer
         row["status"] = "ok" if answer is not None and err is None else "failed"
         row["error"] = err
+        if row["status"] == "failed" and (raw := [r["raw"] for r in replies if r.get("raw") is not None]):
+            row["raw"] = raw[0]  # the invalid structured reply, kept for the ledger
         if len(reqs) > 1:
             row["meta"]["votes"] = votes
     return {"rows": rows, "usage": usage.as_dict(), "worker": _worker(), "cut_short": budget.exhausted if budget else None}

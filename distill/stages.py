@@ -84,6 +84,12 @@ def check_teacher(cfg: Config) -> None:
     from distill.teacher import TeacherError, default_gguf
 
     t = cfg.teacher
+    if t.backend == "vllm_offline":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise ConfigError("teacher.backend: vllm_offline needs vLLM in this environment (pip install '.[vllm]')")
+        return
     if t.launch_local:
         gguf = resolve_path(t.local.gguf) if t.local.gguf else default_gguf()
         if not gguf.exists():

@@ -180,6 +180,27 @@ def estimate_tokens(messages: list[dict]) -> int:
     return sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)
 
 
+def reply_record(req: Request, text: str | None, finish_reason: str | None, prompt_tokens: int | None,
+                 completion_tokens: int | None, latency_s: float | None, **extra) -> dict:
+    """The stored record of one finished request: the same schema from every backend."""
+    return {
+        "key": req.key,
+        "model": req.model,
+        "params": dict(req.params),
+        "messages": req.message_dicts(),
+        "text": text or "",
+        "finish_reason": finish_reason,
+        "usage": {"prompt_tokens": prompt_tokens or 0, "completion_tokens": completion_tokens or 0},
+        "latency_s": round(latency_s, 4) if latency_s is not None else None,
+        "error": None,
+        **extra,
+    }
+
+
+def failed_record(req: Request, error: str, **extra) -> dict:
+    return {"key": req.key, "model": req.model, "params": dict(req.params), "text": None, "error": error, **extra}
+
+
 class TeacherClient:
     def __init__(self, cfg: Teacher, base_url: str, api_key: str | None, store: RequestStore | None = None,
                  budget: Budget | None = None):
@@ -200,18 +221,8 @@ class TeacherClient:
             raise TeacherError("reply has no choices")
         ch = resp.choices[0]
         u = resp.usage
-        return {
-            "key": req.key,
-            "model": req.model,
-            "params": dict(req.params),
-            "messages": req.message_dicts(),
-            "text": ch.message.content or "",
-            "finish_reason": ch.finish_reason,
-            "usage": {"prompt_tokens": getattr(u, "prompt_tokens", 0) or 0,
-                      "completion_tokens": getattr(u, "completion_tokens", 0) or 0},
-            "latency_s": round(latency, 4),
-            "error": None,
-        }
+        return reply_record(req, ch.message.content, ch.finish_reason, getattr(u, "prompt_tokens", 0),
+                            getattr(u, "completion_tokens", 0), latency)
 
     async def complete(self, req: Request) -> dict:
         """Reply record for req: from the store if finished before, else sent (with retries) and stored."""
@@ -258,8 +269,7 @@ class TeacherClient:
                 retryable = status is None or status == 429 or status >= 500 or status == 408
                 if not retryable or attempt >= self.cfg.max_retries:
                     self.usage.failed += 1
-                    rec = {"key": req.key, "model": req.model, "params": dict(req.params), "text": None,
-                           "error": f"{name}: {_short(e)}", "attempts": attempt + 1}
+                    rec = failed_record(req, f"{name}: {_short(e)}", attempts=attempt + 1)
                     if self.store is not None:
                         self.store.put(rec)
                     return rec
@@ -272,7 +282,7 @@ class TeacherClient:
                 await asyncio.sleep(wait)
         self.usage.prompt_tokens += rec["usage"]["prompt_tokens"]
         self.usage.completion_tokens += rec["usage"]["completion_tokens"]
-        self.usage.request_seconds += rec["latency_s"]
+        self.usage.request_seconds += rec["latency_s"] or 0.0
         if self.store is not None:
             self.store.put(rec)
         return rec
@@ -302,6 +312,14 @@ def _short(e: Exception) -> str:
 def run_requests(cfg: Config, base_url: str, store: RequestStore, reqs: list[Request],
                  on_done: Callable[[], None] | None = None, budget: Budget | None = None) -> tuple[list[dict], Usage]:
     """Synchronous entry point for stages: send (or reuse) every request, return replies + usage."""
+    if cfg.teacher.backend == "openai_batch":
+        from distill.batch import run_batch
+
+        return run_batch(cfg, base_url, store, reqs, on_done, budget)
+    if cfg.teacher.backend == "vllm_offline":
+        from distill.vllm_offline import run_offline
+
+        return run_offline(cfg, store, reqs, on_done, budget)
 
     async def go():
         client = TeacherClient(cfg.teacher, base_url, cfg.api_key(), store, budget)
@@ -314,11 +332,18 @@ def run_requests(cfg: Config, base_url: str, store: RequestStore, reqs: list[Req
 
 
 # --- cost --------------------------------------------------------------------------------------------
-def teacher_cost(cfg: Config, prompt_tokens: int, completion_tokens: int, seconds: float) -> dict:
-    """The teacher's cost under its pricing rule: {"usd": ..., "rule": "..."}."""
+def teacher_cost(cfg: Config, prompt_tokens: int, completion_tokens: int, seconds: float,
+                 batch: bool | None = None) -> dict:
+    """The teacher's cost under its pricing rule: {"usd": ..., "rule": "..."}.
+
+    Generation through the Batch API is priced at the batch discount (batch=None: per the backend);
+    the evaluation harness asks the real-time API and passes batch=False.
+    """
     t = cfg.teacher
+    if batch is None:
+        batch = t.backend == "openai_batch"
     return cost_of(cfg.pricing, hosted=t.hosted, model=t.model, hardware=t.hardware, prompt_tokens=prompt_tokens,
-                   completion_tokens=completion_tokens, seconds=seconds)
+                   completion_tokens=completion_tokens, seconds=seconds, batch=batch)
 
 
 def cost_of(pricing: Pricing, *, hosted: bool, model: str, hardware: str, prompt_tokens: int,
@@ -425,7 +450,9 @@ def _stop(proc: subprocess.Popen) -> None:
 @contextmanager
 def teacher_endpoint(cfg: Config, log_path: Path | None = None) -> Iterator[str]:
     """The teacher's base URL: a local server started for the duration, or the configured one."""
-    if cfg.teacher.launch_local:
+    if cfg.teacher.backend == "vllm_offline":
+        yield "vllm-offline://in-process"  # no server: distill.vllm_offline runs the model here
+    elif cfg.teacher.launch_local:
         with local_server(cfg.teacher, log_path) as url:
             yield url
     else:

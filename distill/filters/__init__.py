@@ -69,6 +69,9 @@ class FilterContext:
     task: Task
     seeds: list[dict]
     eval_rows: list[dict]
+    # For filters that ask a model (the judge): started on first use, its requests cached in the
+    # run's request store and costed in stats/filter.json. None outside a filter stage.
+    teacher: Any = None
 
 
 FilterFn = Callable[..., list[Verdict]]

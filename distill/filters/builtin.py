@@ -211,3 +211,43 @@ def decontaminate(rows: list[Row], *, ctx: FilterContext, ngram: int = 8,
                 break
         out.append(verdict)
     return out
+
+
+JUDGE_SCHEMA = {
+    "type": "object",
+    "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 5}},
+    "required": ["score"],
+    "additionalProperties": False,
+}
+
+
+@register_filter("judge")
+def judge(rows: list[Row], *, ctx: FilterContext, min_score: int = 3, max_tokens: int = 16,
+          model: str | None = None) -> list[Verdict]:
+    """LLM-as-judge: a model (the teacher unless `model` names another one the same endpoint serves)
+    rates each row 1-5 against the task's rubric (prompts/<task>/judge.j2) through structured output.
+    Rows under min_score are dropped with the score as the reason; a reply still invalid after
+    teacher.structured_retries is dropped with its raw text. Kept rows carry meta.judge_score."""
+    from distill.teacher import Request
+
+    if ctx.teacher is None:
+        raise RuntimeError("filter 'judge' needs a teacher (it runs inside the filter stage)")
+    if not rows:
+        return []
+    cfg = ctx.teacher.cfg
+    from distill.structured import response_format
+
+    fmt = response_format(cfg, JUDGE_SCHEMA, "judge_score")
+    params = {"temperature": 0.0, "max_tokens": max_tokens, **({"response_format": fmt} if fmt else {})}
+    reqs = [Request.make(model or cfg.teacher.model, ctx.task.judge_messages(r.input, r.output), **params)
+            for r in rows]
+    out = []
+    for r, rep in zip(rows, ctx.teacher.structured(reqs, JUDGE_SCHEMA, "judge")):
+        if rep.get("parsed") is None:
+            raw = (rep.get("raw") or "")[:80]
+            out.append(Verdict.drop(f"judge gave no valid score: {rep.get('error')}" + (f" (raw: {raw!r})" if raw else "")))
+            continue
+        score = rep["parsed"]["score"]
+        r.meta["judge_score"] = score
+        out.append(Verdict.keep() if score >= min_score else Verdict.drop(f"judge score {score} < {min_score}"))
+    return out

@@ -42,6 +42,10 @@ def get_task(name: str) -> "Task":
 class Task:
     name = "base"
     primary_metric = "exact_match"
+    # A JSON schema for the teacher's answer (structured output), with the field holding the output;
+    # None = free text parsed by parse_answer.
+    answer_schema: dict | None = None
+    answer_field: str = "answer"
 
     @cached_property
     def prompt_dir(self) -> Path:
@@ -83,6 +87,13 @@ class Task:
         msgs.append({"role": "user", "content": self.render("user.j2", input=text)})
         return msgs
 
+    def judge_messages(self, text: str, output: str) -> list[Message]:
+        """The judge's prompt for one row: the rubric (prompts/<task>/judge.j2) and the row."""
+        if not (self.prompt_dir / "judge.j2").exists():
+            raise ValueError(f"task '{self.name}' has no judge rubric ({self.prompt_dir / 'judge.j2'})")
+        return [{"role": "system", "content": self.render("judge.j2", part="system", input=text, output=output)},
+                {"role": "user", "content": self.render("judge.j2", part="user", input=text, output=output)}]
+
     def new_inputs_messages(self, examples: list[dict], topic: str, n: int) -> list[Message]:
         return [{"role": "user", "content": self.render("new_inputs.j2", examples=examples, topic=topic, n=n)}]
 
@@ -93,6 +104,15 @@ class Task:
 
     def parse_answer(self, text: str) -> str:
         """A model's reply -> the task output (used identically for every model in the harness)."""
+        if self.answer_schema is not None:
+            import json
+
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                return text.strip()
+            if isinstance(obj, dict) and isinstance(obj.get(self.answer_field), (str, int, float)):
+                return str(obj[self.answer_field]).strip()
         return text.strip()
 
     def corrupt(self, text: str, rng: random.Random) -> tuple[str, str] | None:

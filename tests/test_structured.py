@@ -1,0 +1,189 @@
+"""Structured output: the schema reaches the server in its dialect, invalid replies are retried with
+new requests and then recorded as failed with their raw text (in the row and the ledger), and the
+judge filter drops rows with its score as the reason, through the same cache and cost accounting."""
+import json
+import re
+
+import pytest
+
+from distill.config import load_config
+from distill.filtering import filter_stage
+from distill.generate import generate
+from distill.io import read_json, read_jsonl, write_jsonl
+from distill.stages import prepare_run
+from distill.structured import response_format, validate
+from distill.tasks import register_task
+from distill.tasks.grammar import Grammar
+from tests.conftest import ROOT
+from tests.fake_openai import FakeOpenAI, plausible_reply
+
+SCHEMA = {"type": "object", "properties": {"corrected": {"type": "string", "minLength": 1}},
+          "required": ["corrected"], "additionalProperties": False}
+
+
+@register_task("grammar_json")
+class GrammarJSON(Grammar):
+    """Grammar correction whose teacher answers {"corrected": "..."} (loaded through `plugins:`)."""
+    answer_schema = SCHEMA
+    answer_field = "corrected"
+
+    @property
+    def prompt_dir(self):
+        return ROOT / "prompts" / "grammar"
+
+
+def test_response_format_per_server_dialect():
+    local = load_config(None, [])
+    remote = load_config(None, ["teacher.launch_local=false", "teacher.base_url=http://x/v1"])
+    assert response_format(local, SCHEMA, "a") == {"type": "json_object", "schema": SCHEMA}
+    assert response_format(remote, SCHEMA, "a") == {
+        "type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA, "strict": True}}
+    assert response_format(load_config(None, ["teacher.structured_output=none"]), SCHEMA, "a") is None
+
+
+@pytest.mark.parametrize("text,why", [
+    ('{"corrected": "Fine."}', None),
+    ("", "empty reply"),
+    ('{"corrected": ', "not JSON"),
+    ('{"corrected": ""}', "schema: corrected: '' should be non-empty"),
+    ('{"fixed": "x"}', "schema: 'corrected' is a required property"),
+    ('["x"]', "schema: ['x'] is not of type 'object'"),
+])
+def test_validate_names_the_problem(text, why):
+    obj, err = validate(text, SCHEMA)
+    assert (obj is None) == (why is not None)
+    if why:
+        assert err.startswith(why), err
+
+
+def _json_teacher(body: dict) -> str:
+    """Self-Instruct replies as usual; answers: 'Tom' rows never valid, 'Anna' rows valid only on a retry."""
+    text = plausible_reply(body)
+    if body["messages"][0]["role"] != "system":
+        return text
+    if "Tom" in text:
+        return "Sure! Here is the corrected sentence."
+    if "Anna" in text and body.get("temperature", 0) < 0.7:
+        return '{"corrected": '
+    return json.dumps({"corrected": text})
+
+
+def test_invalid_structured_replies_are_retried_then_recorded_with_raw_text(tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    rows = read_jsonl(ROOT / "data" / "seeds" / "grammar.jsonl")[:6]
+    rows[0]["input"], rows[0]["output"] = "Tom go to school.", "Tom goes to school."
+    rows[1]["input"], rows[1]["output"] = "Anna like tea.", "Anna likes tea."
+    write_jsonl(seeds, rows)
+    with FakeOpenAI(reply=_json_teacher) as fake:
+        cfg, rd = prepare_run(None, tmp_path / "run", [
+            "plugins=[tests.test_structured]", "task=grammar_json", f"seeds_path={seeds}",
+            "teacher.launch_local=false", f"teacher.base_url={fake.base_url}", "teacher.model=fake-model",
+            "teacher.structured_retries=2", "generation.input_requests=8", "generation.inputs_per_request=2",
+            "generation.seeds_per_prompt=2", "teacher.few_shot=0"], stages=("generate",))
+        stats = generate(cfg, rd, fake.base_url)
+        answers = [b for b in fake.requests if b["messages"][0]["role"] == "system"]
+        n_sent = len(fake.requests)
+        assert answers and all(b["response_format"]["type"] == "json_schema" for b in answers)
+        assert all(b["response_format"]["json_schema"]["schema"] == SCHEMA for b in answers)
+        again = generate(cfg, rd, fake.base_url)
+        assert len(fake.requests) == n_sent, "a re-run sent requests again"
+    gen = read_jsonl(rd / "data" / "generated.jsonl")
+    teacher_rows = [r for r in gen if r["meta"]["source"] == "teacher"]
+    assert teacher_rows and all(r["status"] == "ok" for r in teacher_rows)  # the fake's sentences are valid JSON
+    assert again["counts"] == stats["counts"]
+
+    # now the seeds as inputs: Tom never valid, Anna valid on the first retry
+    from distill.structured import run_structured
+    from distill.generate import answer_requests
+    from distill.teacher import RequestStore
+    task = GrammarJSON()
+    with FakeOpenAI(reply=_json_teacher) as fake:
+        cfg2 = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"base_url": fake.base_url})})
+        reqs = [answer_requests(cfg2, task, r["input"], [])[0] for r in rows[:3]]
+        store = RequestStore(tmp_path / "store" / "requests.jsonl")
+        replies, usage = run_structured(cfg2, fake.base_url, store, reqs, SCHEMA)
+        store.close()
+        sent = [(b["messages"][-1]["content"], b["temperature"], b.get("seed")) for b in fake.requests]
+    tom, anna, other = replies
+    assert tom["error"].startswith("invalid reply after 3 attempt(s): not JSON") and tom["raw"].startswith("Sure!")
+    assert tom["attempts"] == 3 and anna["attempts"] == 2 and other["attempts"] == 1
+    assert anna["parsed"] == {"corrected": "Anna like tea."} and anna["error"] is None
+    assert usage.requests_sent == 3 + 2 + 1 and usage.errors == {"InvalidStructuredReply": 1}
+    assert sorted(t for m, t, s in sent if "Tom" in m) == [0.0, 0.7, 0.7]  # retries are new requests
+
+
+def test_structured_failures_reach_the_ledger(tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    rows = read_jsonl(ROOT / "data" / "seeds" / "grammar.jsonl")[:6]
+    write_jsonl(seeds, rows)
+
+    def teacher(body):
+        text = plausible_reply(body)
+        if body["messages"][0]["role"] == "system" and "neighbour" in text.lower():
+            return '{"answer": "wrong key"}'
+        return json.dumps({"corrected": text}) if body["messages"][0]["role"] == "system" else text
+
+    with FakeOpenAI(reply=teacher) as fake:
+        cfg, rd = prepare_run(None, tmp_path / "run", [
+            "plugins=[tests.test_structured]", "task=grammar_json", f"seeds_path={seeds}",
+            "teacher.launch_local=false", f"teacher.base_url={fake.base_url}", "teacher.model=fake-model",
+            "teacher.structured_retries=1", "generation.input_requests=10", "generation.inputs_per_request=3",
+            "teacher.few_shot=0", "filters=[exact_dedup]"], stages=("generate",))
+        generate(cfg, rd, fake.base_url)
+    gen = read_jsonl(rd / "data" / "generated.jsonl")
+    failed = [r for r in gen if r["status"] == "failed"]
+    assert failed and all("neighbour" in r["input"].lower() for r in failed)
+    assert all(r["error"].startswith("invalid reply after 2 attempt(s): schema:") for r in failed)
+    filter_stage(cfg, rd)
+    ledger = {d["id"]: d for d in read_jsonl(rd / "data" / "dropped.jsonl") if d["stage"] == "generate"}
+    assert set(ledger) == {r["id"] for r in failed}
+    assert all(d["raw"] == '{"answer": "wrong key"}' and "required property" in d["reason"] for d in ledger.values())
+
+
+def test_judge_drops_low_scores_and_invalid_replies_with_reasons(tmp_path):
+    def judge_reply(body):
+        row = body["messages"][-1]["content"]
+        if "Output: ???" in row:
+            return "I think it is fine"
+        return json.dumps({"score": 2 if "picnic" in row else 5})
+
+    rows = [{"id": f"r{i}", "input": f"She go to school number {i}.", "output": out, "reference": None,
+             "status": "ok", "error": None, "meta": {}}
+            for i, out in enumerate(["She goes to school.", "We had a picnic.", "???", "She goes to school."])]
+    with FakeOpenAI(reply=judge_reply, models=["fake-model"]) as fake:
+        cfg, rd = prepare_run(None, tmp_path / "run", [
+            "teacher.launch_local=false", f"teacher.base_url={fake.base_url}", "teacher.model=fake-model",
+            "filters=[{name: judge, min_score: 3}]"])
+        write_jsonl(rd / "data" / "generated.jsonl", rows)
+        stats = filter_stage(cfg, rd)
+        sent = len(fake.requests)
+        assert sent == 4 + 2  # the invalid one was retried twice
+        filter_stage(cfg, rd)
+        assert len(fake.requests) == sent, "judge requests are cached across re-runs"
+    dropped = {d["id"]: d["reason"] for d in read_jsonl(rd / "data" / "dropped.jsonl")}
+    assert dropped["r1"] == "judge score 2 < 3"
+    assert dropped["r2"].startswith("judge gave no valid score: invalid reply after 3 attempt(s)") and "raw" in dropped["r2"]
+    kept = read_jsonl(rd / "data" / "train.jsonl")
+    assert {r["id"]: r["meta"]["judge_score"] for r in kept} == {"r0": 5, "r3": 5}
+    assert stats["teacher"]["requests_sent"] == 6 and stats["teacher"]["cost_usd"] >= 0
+
+
+@pytest.mark.slow
+def test_judge_option_of_the_default_config_against_the_local_teacher(tmp_path):
+    """The default config's judge, switched on, against the real llama.cpp teacher (grammar-constrained JSON)."""
+    seeds = read_jsonl(ROOT / "data" / "seeds" / "grammar.jsonl")[:8]
+    rows = [{"id": s["id"] + suffix, "input": s["input"], "output": out, "reference": None, "status": "ok",
+             "error": None, "meta": {}}
+            for s in seeds for suffix, out in (("-good", s["output"]), ("-bad", "We had a picnic by the lake."))]
+    cfg, rd = prepare_run(None, tmp_path / "run", ["filters.judge.enabled=true", "filters.judge.min_score=5"])
+    assert [n for n, _ in cfg.filter_specs()][-1] == "judge"
+    write_jsonl(rd / "data" / "generated.jsonl", rows)
+    stats = filter_stage(cfg, rd)
+    judge = next(s for s in stats["stages"] if s["stage"] == "judge")
+    assert stats["teacher"]["requests_sent"] >= judge["in"] > 0
+    assert stats["teacher"]["cost_rule"].startswith("self-hosted")
+    ledger = [d for d in read_jsonl(rd / "data" / "dropped.jsonl") if d["stage"] == "judge"]
+    assert len(ledger) == judge["dropped"]
+    assert all(re.fullmatch(r"judge score [1-4] < 5|judge gave no valid score: .+", d["reason"]) for d in ledger)
+    assert all(r["meta"]["judge_score"] == 5 for r in read_jsonl(rd / "data" / "train.jsonl"))
+    assert read_json(rd / "stats" / "filter.json")["teacher"]["requests_sent"] == stats["teacher"]["requests_sent"]
