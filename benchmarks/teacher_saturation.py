@@ -9,6 +9,11 @@ benchmarks/results/teacher_saturation.jsonl.
 
     python benchmarks/teacher_saturation.py [N_REQUESTS]     # local llama.cpp teacher (offline default)
     python benchmarks/teacher_saturation.py 200 --base-url http://gpu-box:8000/v1 --model teacher
+    python benchmarks/teacher_saturation.py 160 --vllm-python .venv-vllm/bin/python --concurrency 4 8 16
+        # a vLLM CPU server started here (`make vllm-env`), serving the same SmolLM2 weights
+
+The project's client runs at the ceiling's best concurrency (teacher.max_concurrency), so the two
+differ only in what the client does per request.
 """
 from __future__ import annotations
 
@@ -102,6 +107,7 @@ def main() -> None:
     ap.add_argument("n", nargs="?", type=int, default=60)
     ap.add_argument("--base-url")
     ap.add_argument("--model")
+    ap.add_argument("--vllm-python", help="start a vLLM CPU server with this interpreter (tests/vllm_cpu.py)")
     ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 2, 4], help="ceiling concurrencies to try")
     ap.add_argument("--rounds", type=int, default=3, help="alternating project / ceiling rounds")
     ap.add_argument("--set", action="append", default=[], help="config override for the project's path")
@@ -111,14 +117,25 @@ def main() -> None:
         overrides += ["teacher.launch_local=false", f"teacher.base_url={args.base_url}"]
     if args.model:
         overrides.append(f"teacher.model={args.model}")
+    if args.vllm_python:
+        from tests.vllm_cpu import SERVED_NAME, vllm_server
+        from distill.teacher import free_port
+
+        overrides += ["teacher.launch_local=false", "teacher.base_url=http://unused/v1", f"teacher.model={SERVED_NAME}"]
+        server_name = "vLLM CPU server (vllm-cpu 0.32.0, float32, eager)"
     cfg = load_config(None, overrides)
     reqs = requests_for(cfg, args.n)
     key = cfg.api_key() or "none"
-    server = local_server(cfg.teacher) if cfg.teacher.launch_local else nullcontext(cfg.teacher.base_url)
+    if args.vllm_python:
+        server = vllm_server(Path(args.vllm_python), free_port(), Path(tempfile.mkdtemp()) / "vllm.log")
+    else:
+        server = local_server(cfg.teacher) if cfg.teacher.launch_local else nullcontext(cfg.teacher.base_url)
+        server_name = "llama-cpp-python (local)" if cfg.teacher.launch_local else cfg.teacher.base_url
     with server as url:
         asyncio.run(bare(url, key, reqs[:4], 1))  # warm-up: load, prefix cache
         ceiling = [asyncio.run(bare(url, key, reqs, c)) for c in args.concurrency]
         best_c = max(ceiling, key=lambda c: c["output_tokens_per_s"])["concurrency"]
+        cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"max_concurrency": best_c})})
         # this VM's speed drifts by 20-30% over minutes: alternate the two and compare the best of each
         runs = []
         for _ in range(args.rounds):
@@ -128,7 +145,7 @@ def main() -> None:
     ours = max(runs, key=lambda c: c["output_tokens_per_s"])
     record("teacher_saturation", {
         "teacher": cfg.teacher.model,
-        "server": "llama-cpp-python (local)" if cfg.teacher.launch_local else cfg.teacher.base_url,
+        "server": server_name,
         "requests": len(reqs), "ceiling": best, "ceiling_runs": ceiling, "project": ours, "project_runs": runs,
         "saturation_ratio": round(ours["output_tokens_per_s"] / best["output_tokens_per_s"], 3),
         # the same comparison by medians of the alternating rounds, less at the mercy of one fast round

@@ -43,10 +43,10 @@ def answer_with_server(cfg: Config, base_url: str, messages: list[list[dict]], c
             await client.aclose()
 
     t0 = time.perf_counter()
-    if t.backend == "vllm_offline":
-        from distill.vllm_offline import run_offline
+    if t.backend == "vllm_offline" or base_url.startswith("transformers://"):
+        from distill.teacher import run_requests
 
-        recs, _ = run_offline(cfg, None, reqs)
+        recs, _ = run_requests(cfg, base_url, None, reqs)
     else:
         recs = asyncio.run(go())
     wall = time.perf_counter() - t0
@@ -131,17 +131,20 @@ def evaluate_stage(cfg: Config, run_dir: Path) -> dict:
     if "teacher" in cfg.eval.models:
         shots = few_shot_examples(cfg, seeds)
         msgs = [task.teacher_messages(r["input"], shots) for r in rows]
-        with teacher_endpoint(cfg, run_dir / "logs" / "teacher_server.log") as url:
+        with teacher_endpoint(cfg, run_dir) as url:
             answers, wall = answer_with_server(cfg, url, msgs, concurrency=1)
         params = cfg.teacher.parameters
-        if params is None and cfg.teacher.launch_local and cfg.teacher.backend != "vllm_offline":
+        if params is None and cfg.teacher.launch_local and cfg.teacher.backend != "vllm_offline" \
+                and cfg.teacher.adaptation == "few_shot":
             params = gguf_parameter_count(resolve_path(cfg.teacher.local.gguf) if cfg.teacher.local.gguf else default_gguf())
         pt, ct = sum(a["prompt_tokens"] for a in answers), sum(a["completion_tokens"] for a in answers)
         cost = teacher_cost(cfg, pt, ct, wall, batch=False)
-        engine = ("vLLM in-process" if cfg.teacher.backend == "vllm_offline" else "llama.cpp server (local)"
-                  if cfg.teacher.launch_local else f"OpenAI protocol ({cfg.teacher.base_url})")
+        engine = ("vLLM in-process" if cfg.teacher.backend == "vllm_offline"
+                  else "transformers in-process (LoRA-adapted)" if url.startswith("transformers://")
+                  else "llama.cpp server (local)" if cfg.teacher.launch_local
+                  else f"OpenAI protocol ({cfg.teacher.base_url})")
         record("teacher", cfg.teacher.model, "teacher", engine, params, answers, wall, cost,
-               f"{len(shots)}-shot, system prompt")
+               f"{len(shots)}-shot, system prompt" + (", LoRA-adapted on the seeds" if cfg.teacher.adaptation == "lora" else ""))
 
     students = []
     if "base_student" in cfg.eval.models:

@@ -88,7 +88,7 @@ class FilterTeacher:
 
         self.used = True
         if self._url is None:
-            self._url = self._stack.enter_context(teacher_endpoint(self.cfg, self.run_dir / "logs" / "teacher_server.log"))
+            self._url = self._stack.enter_context(teacher_endpoint(self.cfg, self.run_dir))
         store = RequestStore(self.run_dir / "data" / "requests.jsonl", writer="filters")
         t0 = time.perf_counter()
         try:

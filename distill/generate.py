@@ -34,6 +34,8 @@ def few_shot_examples(cfg: Config, seeds: list[dict]) -> list[dict]:
     Fixed (not per-row) so every answer prompt shares one prefix that the server can cache, and so
     the evaluation harness can rebuild exactly the teacher that labelled the data.
     """
+    if cfg.teacher.adaptation == "lora":
+        return []  # the LoRA-adapted teacher learnt the task from the seeds; it is prompted zero-shot
     rng = random.Random(f"{cfg.seed}:shots")
     pool = seeds[:]
     rng.shuffle(pool)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from distill.adapt import describe
 from distill.config import Config
 from distill.evaluate import eval_dir
 from distill.io import read_json, write_json, write_text_atomic
@@ -55,6 +56,9 @@ def build_report(cfg: Config, run_dir: Path) -> dict:
         },
         "teacher_usage": {"model": cfg.teacher.model, **gen.get("totals", {}),
                           "cost_rule": (gen.get("last") or {}).get("cost_rule")},
+        "teacher_adaptation": {"description": describe(cfg), **{k: v for k, v in _stats(run_dir, "adapt").items()
+                                                                  if k in ("steps", "first_loss", "last_loss", "wall_seconds")}},
+        "judge_usage": filt.get("teacher"),
         "cut_short": (gen.get("counts") or {}).get("cut_short"),
         "training": {k: train.get(k) for k in ("rows", "steps", "epochs", "lora", "first_loss", "last_loss", "plan")},
         "wall_seconds": {"generate": gen.get("totals", {}).get("wall_seconds"), "filter": filt.get("wall_seconds"),
@@ -108,6 +112,13 @@ def verdict(rep: dict) -> str:
     return text
 
 
+def _judge_line(j: dict | None) -> str:
+    if not j:
+        return ""
+    return (f" Filters that asked the teacher (the judge): {j['requests_sent']} requests ({j['cache_hits']} reused), "
+            f"${j['cost_usd']:.4f} ({j['cost_rule']}).")
+
+
 def render_markdown(rep: dict) -> str:
     d, u = rep["data"], rep["teacher_usage"]
     tr = rep["training"]
@@ -137,7 +148,7 @@ Eval set: `{rep['eval']['path']}` ({rep['eval']['n']} held-out rows, never shown
 {stages}
 
 ## Teacher usage
-{u.get('requests_sent', 0)} requests sent ({u.get('cache_hits', 0)} reused from the store, {u.get('failed', 0)} failed), {u.get('prompt_tokens', 0)} prompt + {u.get('completion_tokens', 0)} completion tokens, ${u.get('cost_usd', 0):.4f} ({u.get('cost_rule')}).
+Adapted to the seeds by {rep['teacher_adaptation']['description']}. Generation: {u.get('requests_sent', 0)} requests sent ({u.get('cache_hits', 0)} reused from the store, {u.get('failed', 0)} failed), {u.get('prompt_tokens', 0)} prompt + {u.get('completion_tokens', 0)} completion tokens, ${u.get('cost_usd', 0):.4f} ({u.get('cost_rule')}).{_judge_line(rep.get('judge_usage'))}
 
 ## Training
 {tr.get('rows')} rows, {tr.get('steps')} steps ({tr.get('epochs')} epochs), {'LoRA (merged)' if tr.get('lora') else 'full fine-tuning'}, {(tr.get('plan') or {}).get('precision')} on {(tr.get('plan') or {}).get('device')}; loss {_num(tr.get('first_loss'))} -> {_num(tr.get('last_loss'))}.

@@ -39,7 +39,10 @@ def run_generate(cfg: Config, run_dir: Path, map_shards=None) -> dict:
     from distill.generate import generate, sequential
     from distill.teacher import teacher_endpoint
 
-    with teacher_endpoint(cfg, run_dir / "logs" / "teacher_server.log") as url:
+    from distill.adapt import adapt_teacher
+
+    adapt_teacher(cfg, run_dir)
+    with teacher_endpoint(cfg, run_dir) as url:
         return generate(cfg, run_dir, url, map_shards or sequential)
 
 
@@ -84,6 +87,11 @@ def check_teacher(cfg: Config) -> None:
     from distill.teacher import TeacherError, default_gguf
 
     t = cfg.teacher
+    if t.adaptation == "lora" and t.backend == "openai_batch":
+        raise ConfigError("teacher.adaptation: a LoRA-adapted teacher runs in-process; use backend openai "
+                          "(served by transformers here) or vllm_offline (vLLM's LoRA support)")
+    if t.adaptation == "lora" and t.adapt_base and not (resolve_path(t.adapt_base) / "config.json").exists():
+        raise ConfigError(f"teacher.adapt_base: {t.adapt_base}: not a transformers model directory (no config.json)")
     if t.backend == "vllm_offline":
         import importlib.util
 

@@ -319,7 +319,12 @@ def run_requests(cfg: Config, base_url: str, store: RequestStore, reqs: list[Req
     if cfg.teacher.backend == "vllm_offline":
         from distill.vllm_offline import run_offline
 
-        return run_offline(cfg, store, reqs, on_done, budget)
+        lora = base_url.split("://", 1)[1] if base_url.startswith("vllm-offline://") else ""
+        return run_offline(cfg, store, reqs, on_done, budget, lora_path=lora or None)
+    if base_url.startswith("transformers://"):
+        from distill.hf_teacher import run_transformers
+
+        return run_transformers(cfg, base_url, store, reqs, on_done, budget)
 
     async def go():
         client = TeacherClient(cfg.teacher, base_url, cfg.api_key(), store, budget)
@@ -448,11 +453,19 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def teacher_endpoint(cfg: Config, log_path: Path | None = None) -> Iterator[str]:
-    """The teacher's base URL: a local server started for the duration, or the configured one."""
+def teacher_endpoint(cfg: Config, run_dir: Path | None = None) -> Iterator[str]:
+    """The teacher's base URL: a local server started for the duration, or the configured one.
+
+    In-process teachers get a pseudo-URL run_requests dispatches on: vllm-offline://<LoRA adapter or
+    nothing>, transformers://<model dir> (the LoRA-adapted teacher of this run).
+    """
+    adapted = Path(run_dir) / "teacher" if run_dir is not None and cfg.teacher.adaptation == "lora" else None
     if cfg.teacher.backend == "vllm_offline":
-        yield "vllm-offline://in-process"  # no server: distill.vllm_offline runs the model here
+        yield "vllm-offline://" + (str(adapted / "adapter") if adapted else "")
+    elif adapted is not None:
+        yield "transformers://" + str(adapted / "merged")
     elif cfg.teacher.launch_local:
+        log_path = Path(run_dir) / "logs" / "teacher_server.log" if run_dir is not None else None
         with local_server(cfg.teacher, log_path) as url:
             yield url
     else:

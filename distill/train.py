@@ -86,12 +86,42 @@ def last_checkpoint(output_dir: Path) -> str | None:
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
-def train_stage(cfg: Config, run_dir: Path) -> dict:
+def run_sft(t: Training, base_dir: Path, records: list[dict], ckpt_dir: Path, *, trust_remote_code: bool = False):
+    """TRL SFT of base_dir on prompt-completion records (resuming from the last checkpoint in
+    ckpt_dir); returns (trainer, plan, tokenizer, resumed-from, train result)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTTrainer
 
+    cuda = torch.cuda.is_available()
+    plan = device_plan(t, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(),
+                       flash_attn=_has_flash_attn())
+    torch.manual_seed(t.seed)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan["precision"], torch.float32)
+    model, tok = load_model(base_dir, trust_remote_code=trust_remote_code, dtype=dtype)
+    model.config._attn_implementation = plan["attn_implementation"]
+    args = sft_config(t, plan, ckpt_dir, len(records))
+    peft_config = None
+    if t.lora:
+        peft_config = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
+                                 target_modules=t.lora_target_modules, task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tok,
+                         peft_config=peft_config)
+    resume = last_checkpoint(ckpt_dir)
+    result = trainer.train(resume_from_checkpoint=resume)
+    return trainer, plan, tok, resume, result
+
+
+def merged_model(trainer, plan: dict, lora: bool):
+    import torch
+
+    merged = trainer.accelerator.unwrap_model(trainer.model)
+    merged = merged.merge_and_unload() if lora else merged
+    return merged.to(torch.float32) if plan["device"] == "cpu" else merged
+
+
+def train_stage(cfg: Config, run_dir: Path) -> dict:
     t0 = time.perf_counter()
     t = cfg.training
     train_path = run_dir / "data" / "train.jsonl"
@@ -101,26 +131,9 @@ def train_stage(cfg: Config, run_dir: Path) -> dict:
     if not rows:
         raise ValueError(f"{train_path}: no rows survived filtering; nothing to train on")
     task = get_task(cfg.task)
-    cuda = torch.cuda.is_available()
-    plan = device_plan(t, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(),
-                       flash_attn=_has_flash_attn())
-    torch.manual_seed(t.seed)
-
     base_dir = base_student_dir(cfg.student)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan["precision"], torch.float32)
-    model, tok = load_model(base_dir, trust_remote_code=cfg.student.trust_remote_code, dtype=dtype)
-    model.config._attn_implementation = plan["attn_implementation"]
-    ds = Dataset.from_list(to_prompt_completion(task, rows))
-
-    ckpt_dir = run_dir / "checkpoints"
-    args = sft_config(t, plan, ckpt_dir, len(rows))
-    peft_config = None
-    if t.lora:
-        peft_config = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
-                                 target_modules=t.lora_target_modules, task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
-    resume = last_checkpoint(ckpt_dir)
-    result = trainer.train(resume_from_checkpoint=resume)
+    trainer, plan, tok, resume, result = run_sft(t, base_dir, to_prompt_completion(task, rows), run_dir / "checkpoints",
+                                                 trust_remote_code=cfg.student.trust_remote_code)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
     out = run_dir / "student"
@@ -129,9 +142,7 @@ def train_stage(cfg: Config, run_dir: Path) -> dict:
     if not trainer.accelerator.is_main_process:
         trainer.accelerator.wait_for_everyone()
         return {"output_dir": str(out), "rank": trainer.accelerator.process_index}
-    merged = trainer.accelerator.unwrap_model(trainer.model)
-    merged = merged.merge_and_unload() if t.lora else merged
-    merged = merged.to(torch.float32) if plan["device"] == "cpu" else merged
+    merged = merged_model(trainer, plan, t.lora)
     save_model_dir(merged, tok, out)
 
     stats = {

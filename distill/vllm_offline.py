@@ -25,7 +25,7 @@ def engine_kwargs(cfg: Config) -> dict:
         kw["max_model_len"] = o.max_model_len
     if o.enforce_eager:
         kw["enforce_eager"] = True
-    if o.lora_path:
+    if o.lora_path or cfg.teacher.adaptation == "lora":
         kw.update(enable_lora=True, max_lora_rank=o.max_lora_rank)
     return kw
 
@@ -75,7 +75,8 @@ def _sampling_params(kw: dict):
 
 def run_offline(cfg: Config, store: RequestStore | None, reqs: list[Request],
                 on_done: Callable[[], None] | None = None, budget: Budget | None = None,
-                engine: Any = None, to_params: Callable[[dict], Any] | None = None) -> tuple[list[dict], Usage]:
+                engine: Any = None, to_params: Callable[[dict], Any] | None = None,
+                lora_path: str | None = None) -> tuple[list[dict], Usage]:
     """Replies for reqs in order: from the store, or generated in one vLLM batch and stored.
 
     engine/to_params stand in for vllm.LLM and SamplingParams in the mapping's unit test.
@@ -99,10 +100,10 @@ def run_offline(cfg: Config, store: RequestStore | None, reqs: list[Request],
     if pending:
         engine = engine or _engine(cfg)
         lora = None
-        if cfg.teacher.offline.lora_path:
+        if lora_path := lora_path or cfg.teacher.offline.lora_path:
             from vllm.lora.request import LoRARequest
 
-            lora = LoRARequest("teacher-adapter", 1, cfg.teacher.offline.lora_path)
+            lora = LoRARequest("teacher-adapter", 1, lora_path)
         t0 = time.perf_counter()
         outs = engine.chat([r.message_dicts() for r in pending],
                            [(to_params or _sampling_params)(sampling_kwargs(r)) for r in pending], use_tqdm=False,
