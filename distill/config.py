@@ -113,6 +113,13 @@ class Student(Strict):
     hardware: str = Field("cpu-2core", description="Key of pricing.hardware the student is evaluated and priced on.")
 
 
+class LadderStudent(Student):
+    keep_layers: int | None = Field(None, ge=1, description="Keep this many of the base model's decoder layers (evenly spaced, first and last kept) before fine-tuning: a smaller student initialised from the larger one (DistilBERT/Minitron style). null = all.")
+    lora: bool | None = Field(None, description="LoRA (true) or full fine-tuning (false) for this candidate; null = training.lora. A pruned student needs full fine-tuning to heal.")
+    learning_rate: float | None = Field(None, gt=0, description="Learning rate for this candidate; null = training.learning_rate.")
+    epochs: float | None = Field(None, gt=0, description="Epochs for this candidate; null = training.epochs.")
+
+
 class Training(Strict):
     lora: bool = Field(True, description="Train LoRA adapters (merged into the saved model) instead of all weights.")
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
@@ -178,7 +185,9 @@ class Config(Strict):
     generation: Generation = Field(default_factory=Generation, description="Seed expansion and answering.")
     plugins: list[str] = Field(default_factory=list, description="Python modules imported before anything else, e.g. ones that register your own filters or tasks.")
     filters: list[str | FilterSpec] = Field(default_factory=list, description="Filter stages in order: a name or {name: ..., param: value}.")
-    student: Student = Field(default_factory=Student, description="The student model.")
+    student: Student = Field(default_factory=Student, description="The student model (when `students` is empty).")
+    students: list[LadderStudent] = Field(default_factory=list, description="The progression path: several student candidates trained on the same filtered data and evaluated in the same harness; empty = the one `student`.")
+    quality_target: float | None = Field(None, gt=0, le=2, description="The bar a student must reach, as a share of the teacher's primary metric (0.95 = 95%); the report names the cheapest student that does, or says none does.")
     training: Training = Field(default_factory=Training, description="Student fine-tuning with TRL's SFTTrainer.")
     eval: Eval = Field(default_factory=Eval, description="The evaluation harness.")
     pricing: Pricing = Field(default_factory=Pricing, description="Price tables for the cost model.")
@@ -216,6 +225,24 @@ class Config(Strict):
             elif spec.enabled:
                 out.append((spec.name, dict(spec.model_extra or {})))
         return out
+
+    def student_candidates(self) -> list[tuple[str, "LadderStudent", "Training"]]:
+        """(output key, student, its training settings) for every student the run trains."""
+        if not self.students:
+            return [("student", LadderStudent(**self.student.model_dump()), self.training)]
+        out = []
+        for s in self.students:
+            over = {k: getattr(s, k) for k in ("lora", "learning_rate", "epochs") if getattr(s, k) is not None}
+            out.append((f"student:{s.name}", s, self.training.model_copy(update=over)))
+        return out
+
+    @field_validator("students")
+    @classmethod
+    def _unique_names(cls, v):
+        names = [s.name for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate student name '{next(n for n in names if names.count(n) > 1)}'")
+        return v
 
     def api_key(self) -> str | None:
         if self.teacher.api_key is not None:
@@ -306,6 +333,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"{source}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: top level must be a mapping")
+    if "extends" in data:  # a config that starts from another one (path relative to this file)
+        parent = Path(str(data.pop("extends")))
+        parent_path = parent if parent.is_absolute() else Path(path).parent / parent
+        base = load_config(parent_path).model_dump(mode="json", exclude={"teacher": {"api_key"}})
+        data = _deep_merge(base, data)
     for ov in overrides or []:
         if "=" not in ov:
             raise ConfigError(f"--set {ov}: expected key.path=value")
@@ -315,6 +347,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         return Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_error(e, source, text)) from None
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def save_config(cfg: Config, path: Path) -> None:

@@ -150,17 +150,22 @@ def evaluate_stage(cfg: Config, run_dir: Path) -> dict:
     if "base_student" in cfg.eval.models:
         base = base_student_dir(cfg.student)
         students.append(("base_student", f"{base.name.split('.')[0]} (base)", base, "base student"))
+    hardware = {"base_student": cfg.student.hardware}
     if "student" in cfg.eval.models:
-        sdir = run_dir / "student"
-        if not (sdir / "config.json").exists():
-            raise FileNotFoundError(f"{sdir}: no trained student (run `distill train` first)")
-        students.append(("student", cfg.student.name, sdir, "distilled student"))
+        from distill.train import student_dir
+
+        for key, student, _ in cfg.student_candidates():
+            sdir = student_dir(run_dir, key)
+            if not (sdir / "config.json").exists():
+                raise FileNotFoundError(f"{sdir}: no trained student (run `distill train` first)")
+            students.append((key, student.name, sdir, "distilled student"))
+            hardware[key] = student.hardware
     for key, name, path, role in students:
         model, tok = load_model(path, trust_remote_code=cfg.student.trust_remote_code)
         msgs = [task.student_messages(r["input"]) for r in rows]
         answers, wall = answer_with_transformers(model, tok, msgs, batch_size=cfg.eval.batch_size,
                                                  max_new_tokens=cfg.eval.max_new_tokens, label=name)
-        cost = cost_of(cfg.pricing, hosted=False, model=name, hardware=cfg.student.hardware,
+        cost = cost_of(cfg.pricing, hosted=False, model=name, hardware=hardware[key],
                        prompt_tokens=0, completion_tokens=0, seconds=wall)
         record(key, name, role,
                f"transformers (batch {cfg.eval.batch_size}, fp32, {torch.get_num_threads()} threads)",

@@ -11,6 +11,7 @@ ids (hashes of the requests that made them) come out identical.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import socket
@@ -41,7 +42,7 @@ def few_shot_examples(cfg: Config, seeds: list[dict]) -> list[dict]:
     rng.shuffle(pool)
     shots, kinds, unchanged = [], set(), 0
     for s in pool:
-        kind = s.get("error_type") or ("none" if s["input"] == s["output"] else "edit")
+        kind = s.get("error_type") or s.get("kind") or ("none" if s["input"] == s["output"] else "edit")
         same = s["input"] == s["output"]
         if kind in kinds or (same and unchanged >= 1):
             continue
@@ -195,7 +196,9 @@ def answer_shard(cfg: Config, run_dir: Path, base_url: str, shard: int, shards: 
     for idx, c in candidates:
         r = random.Random(f"{cfg.seed}:{c['id']}")
         reference, error_type, text = None, None, c["text"]
-        if r.random() >= g.unchanged_fraction and (hit := task.corrupt(c["text"], r)) is not None:
+        if c.get("reference") is not None:  # a programmatic input knows its answer
+            reference = c["reference"]
+        elif r.random() >= g.unchanged_fraction and (hit := task.corrupt(c["text"], r)) is not None:
             text, error_type = hit
             reference = c["text"]
         elif task.has_injector:
@@ -243,9 +246,18 @@ def generate(cfg: Config, run_dir: Path, base_url: str, map_shards: MapShards = 
     spent = (prev.get("requests_sent", 0) - prev.get("retries", 0), prev.get("cost_usd", 0.0))
     t_start = time.perf_counter()
 
-    parts_in = map_shards(input_shard, [(cfg, run_dir, base_url, i, n, spent) for i in range(n)])
+    task = get_task(cfg.task)
+    evals = load_examples(resolve_path(cfg.eval.path), what="eval set")
+    made = task.programmatic_inputs(cfg.seed, g.input_requests * g.inputs_per_request,
+                                    {r["input"] for r in seeds + evals})
+    if made is not None:  # inputs made by code, with their answers: no Self-Instruct requests
+        parts_in = [{"candidates": [], "failed": 0, "usage": Usage().as_dict(), "worker": _worker(), "cut_short": None}]
+        candidates = [{"id": "p-" + hashlib.sha256(m["input"].encode()).hexdigest()[:16], "text": m["input"],
+                       "reference": m["output"], "seed_ids": [], "topic": m.get("kind", "")} for m in made]
+    else:
+        parts_in = map_shards(input_shard, [(cfg, run_dir, base_url, i, n, spent) for i in range(n)])
+        candidates = [c for _, c in sorted((c for p in parts_in for c in p["candidates"]), key=lambda ic: ic[0])]
     usage_in = merge_usage([p["usage"] for p in parts_in])
-    candidates = [c for _, c in sorted((c for p in parts_in for c in p["candidates"]), key=lambda ic: ic[0])]
     if g.max_inputs:
         candidates = candidates[: g.max_inputs]
 

@@ -22,6 +22,44 @@ def _fmt_params(n: int | None) -> str:
     return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
 
 
+def frontier_keys(models: list[dict], metric: str) -> list[str]:
+    """The price-performance frontier: models no other model matches on cost and beats on quality
+    (or matches on quality and beats on cost), cheapest first."""
+    def q(m):
+        return m["metrics"][metric]
+
+    out = [m for m in models
+           if not any(o is not m and o["cost_per_1k_usd"] <= m["cost_per_1k_usd"] and q(o) >= q(m)
+                      and (o["cost_per_1k_usd"] < m["cost_per_1k_usd"] or q(o) > q(m)) for o in models)]
+    return [m["key"] for m in sorted(out, key=lambda m: m["cost_per_1k_usd"])]
+
+
+def choose_model(models: list[dict], metric: str, target: float | None) -> dict:
+    """The cheapest non-teacher model reaching `target` x the teacher's metric, or a plain no.
+
+    Ties on cost go to the better model. With no target (or no teacher) nothing is chosen.
+    """
+    teacher = next((m for m in models if m["role"] == "teacher"), None)
+    if target is None or teacher is None:
+        return {"target": target, "bar": None, "chosen": None, "meets": [], "message": ""}
+    bar = round(target * teacher["metrics"][metric], 6)
+    pool = [m for m in models if m["role"] != "teacher"]
+    meets = sorted((m for m in pool if m["metrics"][metric] >= bar),
+                   key=lambda m: (m["cost_per_1k_usd"], -m["metrics"][metric]))
+    pct = f"{target * 100:g}% of the teacher's {metric} ({bar:g})"
+    if meets:
+        c = meets[0]
+        msg = (f"Ship **{c['name']}**: the cheapest model reaching {pct}, at {c['metrics'][metric]:g} "
+               f"and ${c['cost_per_1k_usd']:.4f} per 1k requests.")
+    else:
+        best = max(pool, key=lambda m: m["metrics"][metric]) if pool else None
+        msg = f"**No student reaches {pct}**" + (
+            f"; the best, {best['name']}, scores {best['metrics'][metric]:g}. Keep the teacher, or add data "
+            f"or a larger student." if best else ".")
+    return {"target": target, "bar": bar, "chosen": meets[0]["key"] if meets else None,
+            "meets": [m["key"] for m in meets], "message": msg}
+
+
 def build_report(cfg: Config, run_dir: Path) -> dict:
     summary_path = eval_dir(cfg, run_dir) / "summary.json"
     if not summary_path.exists():
@@ -45,8 +83,15 @@ def build_report(cfg: Config, run_dir: Path) -> dict:
             row["x_smaller"] = round(tp / m["parameters"], 2) if tp and m["parameters"] else None
         rows.append(row)
     gen, filt, train = _stats(run_dir, "generate"), _stats(run_dir, "filter"), _stats(run_dir, "train")
+    frontier = frontier_keys(rows, metric)
+    selection = choose_model(rows, metric, cfg.quality_target)
+    for r in rows:
+        r["on_frontier"] = r["key"] in frontier
+        r["chosen"] = r["key"] == selection["chosen"]
     return {
         "task": cfg.task,
+        "frontier": frontier,
+        "selection": selection,
         "eval": {"path": ev["eval_path"], "n": ev["n"], "primary_metric": metric, "copy_baseline": ev["copy_baseline"]},
         "models": rows,
         "data": {
@@ -61,6 +106,9 @@ def build_report(cfg: Config, run_dir: Path) -> dict:
         "judge_usage": filt.get("teacher"),
         "cut_short": (gen.get("counts") or {}).get("cut_short"),
         "training": {k: train.get(k) for k in ("rows", "steps", "epochs", "lora", "first_loss", "last_loss", "plan")},
+        "training_by_student": {v.get("name", k): {x: v.get(x) for x in ("keep_layers", "lora", "steps", "parameters",
+                                                                        "first_loss", "last_loss", "wall_seconds")}
+                                for k, v in (train.get("students") or {}).items()},
         "wall_seconds": {"generate": gen.get("totals", {}).get("wall_seconds"), "filter": filt.get("wall_seconds"),
                          "train": train.get("wall_seconds"), "evaluate": ev.get("wall_seconds")},
     }
@@ -70,18 +118,19 @@ def markdown_table(rep: dict) -> str:
     metric = rep["eval"]["primary_metric"]
     names = [k for k in rep["models"][0]["metrics"]] if rep["models"] else []
     head = ["model", "role", "size", "x smaller", *names, f"% of teacher {metric}", "cost / 1k req", "x cheaper",
-            "latency p50 / p95"]
+            "latency p50 / p95", "frontier"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rep["models"]:
         cells = [r["name"], r["role"], _fmt_params(r["parameters"]), _x(r.get("x_smaller")),
                  *[f"{r['metrics'][k]}" for k in names],
                  f"{r['pct_of_teacher_quality']}%" if r.get("pct_of_teacher_quality") is not None else "-",
                  f"${r['cost_per_1k_usd']:.4f}", _x(r.get("x_cheaper")),
-                 f"{r['latency_p50_s']:.2f} s / {r['latency_p95_s']:.2f} s"]
+                 f"{r['latency_p50_s']:.2f} s / {r['latency_p95_s']:.2f} s",
+                 "**chosen**" if r.get("chosen") else "yes" if r.get("on_frontier") else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     copy = rep["eval"]["copy_baseline"]
     lines.append("| copy the input (baseline) | - | - | - | " + " | ".join(str(copy[k]) for k in names)
-                 + " | - | $0 | - | - |")
+                 + " | - | $0 | - | - | - |")
     return "\n".join(lines)
 
 
@@ -97,10 +146,14 @@ def verdict(rep: dict) -> str:
     """One sentence a reader can act on: quality kept and money saved by the distilled student."""
     metric = rep["eval"]["primary_metric"]
     by_role = {r["role"]: r for r in rep["models"]}
-    s, t, b = by_role.get("distilled student"), by_role.get("teacher"), by_role.get("base student")
+    distilled = [r for r in rep["models"] if r["role"] == "distilled student"]
+    chosen = [r for r in distilled if r.get("chosen")]
+    s = (chosen or sorted(distilled, key=lambda r: -r["metrics"][metric]) or [None])[0]
+    t, b = by_role.get("teacher"), by_role.get("base student")
     if not (s and t):
         return ""
-    text = (f"**The distilled student reaches {s['pct_of_teacher_quality']}% of the teacher's {metric} "
+    who = f" {s['name']}" if len(distilled) > 1 else ""
+    text = (f"**The distilled student{who} reaches {s['pct_of_teacher_quality']}% of the teacher's {metric} "
             f"({s['metrics'][metric]} vs {t['metrics'][metric]}) at {_x(s.get('x_cheaper'))} lower cost per 1k requests")
     if b:
         text += f", up from {b['metrics'][metric]} for the base student before distillation"
@@ -119,6 +172,16 @@ def _judge_line(j: dict | None) -> str:
             f"${j['cost_usd']:.4f} ({j['cost_rule']}).")
 
 
+def _ladder_lines(ladder: dict | None) -> str:
+    if not ladder:
+        return ""
+    rows = "\n".join(f"| {n} | {_fmt_params(v['parameters'])} | {v['keep_layers'] or 'all'} | "
+                     f"{'LoRA' if v['lora'] else 'full'} | {v['steps']} | {_num(v['first_loss'])} -> {_num(v['last_loss'])} | "
+                     f"{v['wall_seconds']:.0f} s |" for n, v in ladder.items())
+    return ("\n| student | size | layers kept | fine-tuning | steps | loss | time |\n|---|---|---|---|---|---|---|\n"
+            + rows + "\n")
+
+
 def render_markdown(rep: dict) -> str:
     d, u = rep["data"], rep["teacher_usage"]
     tr = rep["training"]
@@ -132,7 +195,7 @@ def render_markdown(rep: dict) -> str:
 Eval set: `{rep['eval']['path']}` ({rep['eval']['n']} held-out rows, never shown to the teacher).
 {f"{chr(10)}> **Generation was cut short:** {rep['cut_short']}. The student was trained on the data made before the stop.{chr(10)}" if rep.get("cut_short") else ""}
 {verdict(rep)}
-
+{(chr(10) + rep['selection']['message'] + chr(10)) if rep.get('selection', {}).get('message') else ''}
 {markdown_table(rep)}
 
 ![quality vs cost](frontier.png)
@@ -153,6 +216,7 @@ Adapted to the seeds by {rep['teacher_adaptation']['description']}. Generation: 
 ## Training
 {tr.get('rows')} rows, {tr.get('steps')} steps ({tr.get('epochs')} epochs), {'LoRA (merged)' if tr.get('lora') else 'full fine-tuning'}, {(tr.get('plan') or {}).get('precision')} on {(tr.get('plan') or {}).get('device')}; loss {_num(tr.get('first_loss'))} -> {_num(tr.get('last_loss'))}.
 
+{_ladder_lines(rep.get('training_by_student'))}
 ## Wall time per stage
 {wall}
 """
@@ -174,6 +238,21 @@ def plot_frontier(rep: dict, path: Path) -> None:
         ax.scatter([x], [y], s=80, color=colors.get(r["role"], "tab:green"), zorder=3)
         ax.annotate(f"{r['name']}\n({_fmt_params(r['parameters'])})", (x, y), textcoords="offset points",
                     xytext=(8, -14), fontsize=8)
+    by_key = {r["key"]: r for r in rep["models"]}
+    front = [by_key[k] for k in rep.get("frontier", []) if k in by_key]
+    if len(front) > 1:
+        ax.plot([max(r["cost_per_1k_usd"], 1e-9) for r in front], [r["metrics"][metric] for r in front],
+                color="tab:blue", alpha=0.4, linewidth=1.5, zorder=2, label="frontier")
+    chosen = by_key.get((rep.get("selection") or {}).get("chosen"))
+    if chosen:
+        ax.scatter([max(chosen["cost_per_1k_usd"], 1e-9)], [chosen["metrics"][metric]], s=260, marker="*",
+                   color="gold", edgecolor="black", zorder=4, label="chosen")
+    bar = (rep.get("selection") or {}).get("bar")
+    if bar is not None:
+        ax.axhline(bar, color="tab:green", linestyle=":", linewidth=1.2,
+                   label=f"target: {rep['selection']['target'] * 100:g}% of teacher")
+    if len(front) > 1 or chosen or bar is not None:
+        ax.legend(loc="lower right", fontsize=7)
     copy = rep["eval"]["copy_baseline"][metric]
     ax.axhline(copy, color="lightgray", linestyle="--", linewidth=1)
     ax.text(ax.get_xlim()[0], copy, " copy-the-input baseline", va="bottom", fontsize=7, color="gray")
@@ -181,7 +260,7 @@ def plot_frontier(rep: dict, path: Path) -> None:
     xs = [max(r["cost_per_1k_usd"], 1e-9) for r in rep["models"]]
     if xs:
         ax.set_xlim(min(xs) / 2.5, max(xs) * 4)
-    ys = [r["metrics"][metric] for r in rep["models"]] + [copy]
+    ys = [r["metrics"][metric] for r in rep["models"]] + [copy] + ([bar] if bar is not None else [])
     span = max(ys) - min(ys) or 1
     ax.set_ylim(min(ys) - 0.1 * span, max(ys) + 0.12 * span)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:g}"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from distill.config import Config, Training, resolve_path
 from distill.io import read_jsonl, write_json
-from distill.models import base_student_dir, load_model, parameter_count, save_model_dir
+from distill.models import base_student_dir, load_model, parameter_count, pruned_dir, save_model_dir
 from distill.tasks import get_task
 
 
@@ -121,22 +121,52 @@ def merged_model(trainer, plan: dict, lora: bool):
     return merged.to(torch.float32) if plan["device"] == "cpu" else merged
 
 
+def student_dir(run_dir: Path, key: str) -> Path:
+    """Where a trained student lives: <run>/student, or <run>/students/<name> for a ladder candidate."""
+    return run_dir / "student" if key == "student" else run_dir / "students" / key.split(":", 1)[1]
+
+
+def candidate_base(student) -> Path:
+    """The base a candidate is fine-tuned from: the configured student, depth-pruned if asked."""
+    base = base_student_dir(student)
+    return pruned_dir(base, student.keep_layers) if getattr(student, "keep_layers", None) else base
+
+
 def train_stage(cfg: Config, run_dir: Path) -> dict:
-    t0 = time.perf_counter()
-    t = cfg.training
+    """Train every student candidate on the same filtered rows (one, unless `students` lists several)."""
     train_path = run_dir / "data" / "train.jsonl"
     if not train_path.exists():
         raise FileNotFoundError(f"{train_path}: not found (run `distill filter` first)")
     rows = read_jsonl(train_path)
     if not rows:
         raise ValueError(f"{train_path}: no rows survived filtering; nothing to train on")
-    task = get_task(cfg.task)
-    base_dir = base_student_dir(cfg.student)
-    trainer, plan, tok, resume, result = run_sft(t, base_dir, to_prompt_completion(task, rows), run_dir / "checkpoints",
-                                                 trust_remote_code=cfg.student.trust_remote_code)
+    records = to_prompt_completion(get_task(cfg.task), rows)
+    candidates = cfg.student_candidates()
+    per = {}
+    for key, student, t in candidates:
+        ckpt = run_dir / "checkpoints" if key == "student" else run_dir / "checkpoints" / key.split(":", 1)[1]
+        per[key] = train_one(student, t, records, ckpt, student_dir(run_dir, key))
+    if any("rank" in v for v in per.values()):  # not the main process: it writes nothing
+        return next(iter(per.values()))
+    stats = dict(per[candidates[0][0]])
+    if cfg.students:
+        stats = {**stats, "students": per, "wall_seconds": round(sum(v["wall_seconds"] for v in per.values()), 2)}
+    write_json(run_dir / "stats" / "train.json", stats)
+    return stats
+
+
+def train_one(student, t: Training, records: list[dict], ckpt_dir: Path, out: Path) -> dict:
+    """Fine-tune one candidate and write it to `out` (skipped when a ladder re-run finds it done)."""
+    from distill.io import read_json
+
+    if (out / "config.json").exists() and (out / "train_stats.json").exists():
+        return read_json(out / "train_stats.json")
+    t0 = time.perf_counter()
+    base_dir = candidate_base(student)
+    trainer, plan, tok, resume, result = run_sft(t, base_dir, records, ckpt_dir,
+                                                 trust_remote_code=student.trust_remote_code)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
-    out = run_dir / "student"
     # Under `accelerate launch` every process trains; one writes the student. (ZeRO-2 keeps full
     # weights on every rank, so merging there is safe.)
     if not trainer.accelerator.is_main_process:
@@ -148,7 +178,9 @@ def train_stage(cfg: Config, run_dir: Path) -> dict:
     stats = {
         "base": str(base_dir),
         "output_dir": str(out),
-        "rows": len(rows),
+        "name": student.name,
+        "keep_layers": getattr(student, "keep_layers", None),
+        "rows": len(records),
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0, 3),
         "resumed_from": resume,
@@ -163,7 +195,7 @@ def train_stage(cfg: Config, run_dir: Path) -> dict:
         "train_runtime_s": result.metrics.get("train_runtime"),
         "wall_seconds": round(time.perf_counter() - t0, 2),
     }
-    write_json(run_dir / "stats" / "train.json", stats)
+    write_json(out / "train_stats.json", stats)
     trainer.accelerator.wait_for_everyone()
     return stats
 

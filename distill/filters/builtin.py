@@ -168,6 +168,16 @@ def edit_ratio_filter(rows: list[Row], *, max_ratio: float = 0.5, min_ratio: flo
     return out
 
 
+@register_filter("checker")
+def checker(rows: list[Row], *, ctx: FilterContext) -> list[Verdict]:
+    """Keep only teacher answers the task's programmatic checker accepts (Task.check); seeds pass."""
+    out = []
+    for r in rows:
+        problem = None if r.meta.get("source") == "seed" else ctx.task.check(r.to_dict())
+        out.append(Verdict.drop(problem) if problem else Verdict.keep())
+    return out
+
+
 @register_filter("agrees_with_reference")
 def agrees_with_reference(rows: list[Row]) -> list[Verdict]:
     """Where a row knows its answer (the clean sentence an error was injected into), keep only teacher

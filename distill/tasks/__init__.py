@@ -32,7 +32,8 @@ def register_task(name: str):
 
 
 def get_task(name: str) -> "Task":
-    import distill.tasks.grammar  # noqa: F401  (registers the built-in tasks)
+    import distill.tasks.sentiment  # noqa: F401  (registers the built-in tasks)
+    import distill.tasks.grammar  # noqa: F401
 
     if name not in _TASKS:
         raise ValueError(f"unknown task '{name}' (known: {', '.join(sorted(_TASKS))})")
@@ -114,6 +115,16 @@ class Task:
             if isinstance(obj, dict) and isinstance(obj.get(self.answer_field), (str, int, float)):
                 return str(obj[self.answer_field]).strip()
         return text.strip()
+
+    def programmatic_inputs(self, seed: int, n: int, exclude: set[str]) -> list[dict] | None:
+        """Optional: n inputs made by code, each with its known answer ({"input", "output", ...}),
+        none of them in exclude (seed and eval inputs). Tasks that have them skip the teacher's
+        Self-Instruct phase, and their rows carry the answer as the reference a checker compares with."""
+        return None
+
+    def check(self, row: dict) -> str | None:
+        """Optional programmatic answer check: why the row's output is wrong, or None when it is right."""
+        return None
 
     def corrupt(self, text: str, rng: random.Random) -> tuple[str, str] | None:
         """Optional error injector: a clean teacher-written text -> (input with an error, error type).

@@ -1,0 +1,89 @@
+"""The progression path: the frontier and the choice on fixed numbers, depth-pruned students, and a
+small ladder trained, evaluated and reported for real."""
+import pytest
+
+from distill.config import load_config
+from distill.models import kept_layers
+from distill.report import choose_model, frontier_keys
+
+
+def _m(key, role, q, cost):
+    return {"key": key, "name": key, "role": role, "metrics": {"gleu": q}, "cost_per_1k_usd": cost}
+
+
+MODELS = [_m("teacher", "teacher", 0.80, 0.0120), _m("base", "base student", 0.15, 0.0040),
+          _m("s135", "distilled student", 0.84, 0.0043), _m("s79", "distilled student", 0.77, 0.0030),
+          _m("s57", "distilled student", 0.60, 0.0022), _m("worse", "distilled student", 0.59, 0.0025)]
+
+
+def test_frontier_keeps_only_undominated_models_cheapest_first():
+    # teacher: s135 is cheaper and better; base: s135 costs a little more but s79 is cheaper and better;
+    # "worse" costs more than s57 and scores less
+    assert frontier_keys(MODELS, "gleu") == ["s57", "s79", "s135"]
+    tie = MODELS + [_m("s57-twin", "distilled student", 0.60, 0.0022)]  # identical points dominate neither
+    assert frontier_keys(tie, "gleu") == ["s57", "s57-twin", "s79", "s135"]
+
+
+def test_cheapest_model_meeting_the_target_is_chosen():
+    sel = choose_model(MODELS, "gleu", 0.95)  # bar 0.76: s79 (0.77) is the cheapest that clears it
+    assert sel["bar"] == pytest.approx(0.76) and sel["chosen"] == "s79" and sel["meets"] == ["s79", "s135"]
+    assert sel["message"].startswith("Ship **s79**")
+    assert choose_model(MODELS, "gleu", 1.0)["chosen"] == "s135"  # only the student above the teacher
+    assert choose_model(MODELS, "gleu", 0.7)["chosen"] == "s57"  # bar 0.56: the cheapest clears it
+    assert choose_model(MODELS, "gleu", None)["chosen"] is None
+
+
+def test_no_model_meeting_the_target_is_said_plainly():
+    sel = choose_model(MODELS, "gleu", 1.1)  # bar 0.88: nobody, not even the best student
+    assert sel["chosen"] is None and sel["meets"] == []
+    assert sel["message"].startswith("**No student reaches 110% of the teacher's gleu (0.88)**")
+    assert "the best, s135, scores 0.84" in sel["message"]
+
+
+def test_kept_layers_are_evenly_spaced_with_both_ends():
+    assert kept_layers(30, 8) == [0, 4, 8, 12, 17, 21, 25, 29]
+    assert kept_layers(30, 16)[0] == 0 and kept_layers(30, 16)[-1] == 29 and len(kept_layers(30, 16)) == 16
+    assert kept_layers(30, 30) == list(range(30)) and kept_layers(30, 1) == [0]
+
+
+def test_ladder_config_extends_the_default():
+    cfg = load_config("configs/ladder.yaml")
+    default = load_config(None)
+    assert cfg.filter_specs() == default.filter_specs() and cfg.generation == default.generation
+    assert [s.name for s in cfg.students] == ["smollm2-135m-lora", "smollm2-L16-full", "smollm2-L8-full"]
+    cands = cfg.student_candidates()
+    assert [k for k, _, _ in cands] == ["student:smollm2-135m-lora", "student:smollm2-L16-full", "student:smollm2-L8-full"]
+    assert cands[0][2].lora is True and cands[1][2].lora is False and cands[1][2].learning_rate == 2e-4
+    assert cfg.quality_target == 0.95
+
+
+@pytest.mark.slow
+def test_small_ladder_trains_evaluates_and_reports(tmp_path):
+    from distill.evaluate import evaluate_stage
+    from distill.io import read_jsonl, write_jsonl
+    from distill.report import report_stage
+    from distill.stages import prepare_run
+    from distill.train import train_stage
+    from tests.conftest import ROOT
+
+    seeds = read_jsonl(ROOT / "data" / "seeds" / "grammar.jsonl")
+    cfg, rd = prepare_run(None, tmp_path / "run", [
+        "students=[{name: big}, {name: small, keep_layers: 6, lora: false, learning_rate: 3.0e-4}]",
+        "quality_target=0.5", "training.max_steps=2", "training.batch_size=4", "training.save_steps=2",
+        "eval.models=[base_student, student]", "eval.max_rows=6", "eval.batch_size=6", "eval.max_new_tokens=24"])
+    write_jsonl(rd / "data" / "train.jsonl", [{"id": s["id"], "input": s["input"], "output": s["output"],
+                                              "reference": s["output"], "meta": {}} for s in seeds])
+    stats = train_stage(cfg, rd)
+    small = stats["students"]["student:small"]
+    assert small["keep_layers"] == 6 and small["lora"] is False and small["steps"] == 2
+    assert small["parameters"] < 0.5 * stats["students"]["student:big"]["parameters"]
+    assert (rd / "students" / "small" / "config.json").exists() and (rd / "students" / "big" / "config.json").exists()
+    ev = evaluate_stage(cfg, rd)
+    assert set(ev["models"]) == {"base_student", "student:big", "student:small"}
+    assert ev["models"]["student:small"]["failed"] == 0
+    rep = report_stage(cfg, rd)
+    assert [r["key"] for r in rep["models"]][:1] == ["base_student"] and len(rep["models"]) == 3
+    assert rep["frontier"] and set(rep["frontier"]) <= {r["key"] for r in rep["models"]}
+    # no teacher evaluated: nothing to measure the target against, and the report says nothing false
+    assert rep["selection"]["chosen"] is None
+    assert "| small |" in rep["markdown"] and (rd / "frontier.png").stat().st_size > 0

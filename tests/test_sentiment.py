@@ -1,0 +1,71 @@
+"""The second built-in task: review sentiment with a programmatic check. Reviews made by code know
+their label, the checker keeps only teacher labels that agree, and the whole path runs offline."""
+import subprocess
+
+import pytest
+
+from distill.filters import FilterContext, Row, run_filters
+from distill.io import read_json, read_jsonl
+from distill.tasks import get_task
+from distill.tasks.sentiment import make_reviews
+from tests.conftest import ROOT, TINY, distill_cmd
+
+
+def test_reviews_are_distinct_reproducible_and_know_their_label():
+    a, b = make_reviews(1, 300), make_reviews(1, 300)
+    assert a == b and len({r["input"] for r in a}) == 300
+    assert {r["output"] for r in a} == {"positive", "negative"}
+    # the label follows from the sentences: every positive review has a positive sentence and no negative one
+    from distill.tasks.sentiment import NEGATIVE, POSITIVE
+
+    def has(pool, text):
+        return any(p.format(s="").strip(". ").lower().replace("  ", " ") in text.lower() for p in pool
+                   if len(p.format(s="").strip()) > 12)
+    assert all(not has(NEGATIVE, r["input"]) for r in a if r["output"] == "positive")
+    held = make_reviews(2, 50, exclude={r["input"] for r in a})
+    assert not {r["input"] for r in held} & {r["input"] for r in a}
+
+
+def test_shipped_seed_and_eval_sets_do_not_overlap():
+    seeds = read_jsonl(ROOT / "data" / "seeds" / "sentiment.jsonl")
+    evals = read_jsonl(ROOT / "data" / "eval" / "sentiment_test.jsonl")
+    assert not {s["input"] for s in seeds} & {e["input"] for e in evals}
+    assert {s["output"] for s in seeds} == {"positive", "negative"}
+
+
+@pytest.mark.parametrize("reply,label", [("positive", "positive"), ("Negative.", "negative"),
+                                         ("Sentiment: POSITIVE", "positive"), ("I think so", "I think so")])
+def test_answers_are_parsed_to_labels(reply, label):
+    assert get_task("sentiment").parse_answer(reply) == label
+
+
+def test_checker_filter_keeps_only_answers_that_agree_with_the_known_label():
+    task = get_task("sentiment")
+    rows = [Row("a", "Great.", "positive", "positive", {"source": "teacher"}),
+            Row("b", "Awful.", "positive", "negative", {"source": "teacher"}),
+            Row("c", "Fine.", "it is positive", "positive", {"source": "teacher"}),
+            Row("d", "Seed.", "negative", "negative", {"source": "seed"})]
+    kept, dropped, _ = run_filters([("checker", {})], rows, FilterContext(task=task, seeds=[], eval_rows=[]))
+    assert [r.id for r in kept] == ["a", "d"]
+    assert {d["id"]: d["reason"] for d in dropped} == {"b": "wrong label (positive, expected negative)",
+                                                       "c": "output is not a label"}
+    m = task.metrics(["positive", "negative", "meh"], ["positive", "positive", "negative"], [])
+    assert m == {"accuracy": 33.33, "answered_with_a_label": 66.67}
+
+
+@pytest.mark.slow
+def test_sentiment_runs_end_to_end_offline(tmp_path):
+    rd = tmp_path / "run"
+    r = subprocess.run(distill_cmd("run", "--config", "configs/sentiment.yaml", "--run-dir", str(rd),
+                                   *[a for s in TINY for a in ("--set", s)]), cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    gen = read_jsonl(rd / "data" / "generated.jsonl")
+    teacher_rows = [g for g in gen if g["meta"]["source"] == "teacher"]
+    assert len(teacher_rows) == 12 and all(g["reference"] in ("positive", "negative") for g in teacher_rows)
+    stats = read_json(rd / "stats" / "generate.json")
+    assert stats["counts"]["parsed_inputs"] == 12 and stats["totals"]["requests_sent"] == 12  # no Self-Instruct requests
+    kept = read_jsonl(rd / "data" / "train.jsonl")
+    assert all(k["output"] == k["reference"] for k in kept)
+    rep = read_json(rd / "report.json")
+    assert rep["task"] == "sentiment" and rep["eval"]["primary_metric"] == "accuracy"
+    assert {m["role"] for m in rep["models"]} == {"teacher", "base student", "distilled student"}
