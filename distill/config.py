@@ -6,6 +6,7 @@ rejected, and relative paths resolve against the current directory first, then t
 from __future__ import annotations
 
 import os
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -368,9 +369,13 @@ def field_help(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[
     for name, f in model.model_fields.items():
         ann = f.annotation
         sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        item = typing.get_args(ann)[0] if typing.get_origin(ann) is list and typing.get_args(ann) else None
         if sub is not None:
             rows.append((prefix + name, "", f.description or ""))
             rows.extend(field_help(sub, prefix + name + "."))
+        elif isinstance(item, type) and issubclass(item, BaseModel):  # students[].keep_layers, ...
+            rows.append((prefix + name, "[]", f.description or ""))
+            rows.extend(field_help(item, prefix + name + "[]."))
         else:
             default = f.default if f.default_factory is None else f.default_factory()
             rows.append((prefix + name, repr(default) if not isinstance(default, dict) else "{...}", f.description or ""))

@@ -40,14 +40,20 @@ def few_shot_examples(cfg: Config, seeds: list[dict]) -> list[dict]:
     rng = random.Random(f"{cfg.seed}:shots")
     pool = seeds[:]
     rng.shuffle(pool)
-    shots, kinds, unchanged = [], set(), 0
+    # round-robin over kinds (error type, label): one of each kind first, then a second of each, ...
+    seen: Counter = Counter()
+    ranked = []
     for s in pool:
         kind = s.get("error_type") or s.get("kind") or ("none" if s["input"] == s["output"] else "edit")
+        ranked.append((seen[kind], s))
+        seen[kind] += 1
+    ranked.sort(key=lambda rs: rs[0])  # stable: the shuffled order within each round
+    shots, unchanged = [], 0
+    for _, s in ranked:
         same = s["input"] == s["output"]
-        if kind in kinds or (same and unchanged >= 1):
+        if same and unchanged >= 1:
             continue
         shots.append(s)
-        kinds.add(kind)
         unchanged += same
         if len(shots) == cfg.teacher.few_shot:
             break
@@ -253,7 +259,7 @@ def generate(cfg: Config, run_dir: Path, base_url: str, map_shards: MapShards = 
     if made is not None:  # inputs made by code, with their answers: no Self-Instruct requests
         parts_in = [{"candidates": [], "failed": 0, "usage": Usage().as_dict(), "worker": _worker(), "cut_short": None}]
         candidates = [{"id": "p-" + hashlib.sha256(m["input"].encode()).hexdigest()[:16], "text": m["input"],
-                       "reference": m["output"], "seed_ids": [], "topic": m.get("kind", "")} for m in made]
+                       "reference": m["output"], "seed_ids": [], "topic": ""} for m in made]
     else:
         parts_in = map_shards(input_shard, [(cfg, run_dir, base_url, i, n, spent) for i in range(n)])
         candidates = [c for _, c in sorted((c for p in parts_in for c in p["candidates"]), key=lambda ic: ic[0])]

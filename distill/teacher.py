@@ -406,23 +406,29 @@ def local_server(cfg: Teacher, log_path: Path | None = None) -> Iterator[str]:
         log_path.with_suffix(".pid").write_text(str(proc.pid))
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + cfg.local.startup_timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise TeacherError(f"local llama.cpp server exited with code {proc.returncode} (log: {log_path})")
-            try:
-                if httpx.get(base_url + "/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TeacherError(f"local llama.cpp server did not answer within {cfg.local.startup_timeout_s} s")
-            time.sleep(0.25)
+        wait_until_serving(proc, base_url, cfg.local.startup_timeout_s, "local llama.cpp server", log_path)
         yield base_url
     finally:
         _stop(proc)
         if log is not subprocess.DEVNULL:
             log.close()
+
+
+def wait_until_serving(proc: subprocess.Popen, base_url: str, timeout_s: float, what: str,
+                       log_path: Path | None = None) -> None:
+    """Block until an OpenAI-protocol server started as proc lists its models; raise if it dies or stalls."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise TeacherError(f"{what} exited with code {proc.returncode} (log: {log_path})")
+        try:
+            if httpx.get(base_url + "/models", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TeacherError(f"{what} did not answer within {timeout_s} s (log: {log_path})")
+        time.sleep(0.25)
 
 
 def _die_with_parent() -> None:

@@ -49,3 +49,13 @@ def test_few_shot_examples_are_fixed_varied_and_mostly_edits():
     assert len(shots) == cfg.teacher.few_shot
     assert len({s["error_type"] for s in shots}) == len(shots)
     assert sum(s["input"] == s["output"] for s in shots) <= 1
+
+
+def test_few_shot_examples_go_round_robin_over_kinds_when_there_are_more_shots_than_kinds():
+    seeds = load_examples(ROOT / "data" / "seeds" / "sentiment.jsonl")
+    cfg = load_config("configs/sentiment.yaml")
+    shots = few_shot_examples(cfg, seeds)
+    labels = [s["output"] for s in shots]
+    assert len(shots) == 6 and labels.count("positive") == labels.count("negative") == 3
+    # each round of two holds one of each label, so neither label piles up at the end of the prompt
+    assert all(set(labels[i:i + 2]) == {"positive", "negative"} for i in range(0, 6, 2))

@@ -15,13 +15,13 @@ def test_reviews_are_distinct_reproducible_and_know_their_label():
     a, b = make_reviews(1, 300), make_reviews(1, 300)
     assert a == b and len({r["input"] for r in a}) == 300
     assert {r["output"] for r in a} == {"positive", "negative"}
-    # the label follows from the sentences: every positive review has a positive sentence and no negative one
-    from distill.tasks.sentiment import NEGATIVE, POSITIVE
+    # the label follows from the sentences: a positive review holds no negative sentence and vice versa
+    from distill.tasks.sentiment import NEGATIVE, POSITIVE, SUBJECTS
 
-    def has(pool, text):
-        return any(p.format(s="").strip(". ").lower().replace("  ", " ") in text.lower() for p in pool
-                   if len(p.format(s="").strip()) > 12)
-    assert all(not has(NEGATIVE, r["input"]) for r in a if r["output"] == "positive")
+    def holds(pool, text):
+        return any(t.format(s=s)[1:] in text for t in pool for s in SUBJECTS)
+    assert all(not holds(NEGATIVE, r["input"]) for r in a if r["output"] == "positive")
+    assert all(not holds(POSITIVE, r["input"]) for r in a if r["output"] == "negative")
     held = make_reviews(2, 50, exclude={r["input"] for r in a})
     assert not {r["input"] for r in held} & {r["input"] for r in a}
 
@@ -31,6 +31,17 @@ def test_shipped_seed_and_eval_sets_do_not_overlap():
     evals = read_jsonl(ROOT / "data" / "eval" / "sentiment_test.jsonl")
     assert not {s["input"] for s in seeds} & {e["input"] for e in evals}
     assert {s["output"] for s in seeds} == {"positive", "negative"}
+    # the eval set is written from held-out sentences and subjects: phrasings training never shows
+    from distill.tasks.sentiment import _bank
+
+    def sentences(bank):
+        pos, neg, subjects = bank
+        return {t.format(s=s)[:1].upper() + t.format(s=s)[1:] for t in pos + neg for s in subjects}
+    train_sents, held_sents = sentences(_bank(False)), sentences(_bank(True))
+    assert all(any(h in e["input"] for h in held_sents) for e in evals)
+    assert not any(t in e["input"] for e in evals for t in train_sents)
+    generated = get_task("sentiment").programmatic_inputs(0, 400, set())
+    assert not any(h in g["input"] for g in generated for h in held_sents)
 
 
 @pytest.mark.parametrize("reply,label", [("positive", "positive"), ("Negative.", "negative"),

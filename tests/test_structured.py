@@ -68,6 +68,13 @@ def _json_teacher(body: dict) -> str:
     return json.dumps({"corrected": text})
 
 
+def _json_task_run(tmp_path, fake, seeds, *extra):
+    return prepare_run(None, tmp_path / "run", [
+        "plugins=[tests.test_structured]", "task=grammar_json", f"seeds_path={seeds}", "teacher.few_shot=0",
+        "teacher.launch_local=false", f"teacher.base_url={fake.base_url}", "teacher.model=fake-model", *extra],
+        stages=("generate",))
+
+
 def test_invalid_structured_replies_are_retried_then_recorded_with_raw_text(tmp_path):
     seeds = tmp_path / "seeds.jsonl"
     rows = read_jsonl(ROOT / "data" / "seeds" / "grammar.jsonl")[:6]
@@ -75,11 +82,8 @@ def test_invalid_structured_replies_are_retried_then_recorded_with_raw_text(tmp_
     rows[1]["input"], rows[1]["output"] = "Anna like tea.", "Anna likes tea."
     write_jsonl(seeds, rows)
     with FakeOpenAI(reply=_json_teacher) as fake:
-        cfg, rd = prepare_run(None, tmp_path / "run", [
-            "plugins=[tests.test_structured]", "task=grammar_json", f"seeds_path={seeds}",
-            "teacher.launch_local=false", f"teacher.base_url={fake.base_url}", "teacher.model=fake-model",
-            "teacher.structured_retries=2", "generation.input_requests=8", "generation.inputs_per_request=2",
-            "generation.seeds_per_prompt=2", "teacher.few_shot=0"], stages=("generate",))
+        cfg, rd = _json_task_run(tmp_path, fake, seeds, "teacher.structured_retries=2", "generation.input_requests=8",
+                                 "generation.inputs_per_request=2", "generation.seeds_per_prompt=2")
         stats = generate(cfg, rd, fake.base_url)
         answers = [b for b in fake.requests if b["messages"][0]["role"] == "system"]
         n_sent = len(fake.requests)
@@ -124,11 +128,8 @@ def test_structured_failures_reach_the_ledger(tmp_path):
         return json.dumps({"corrected": text}) if body["messages"][0]["role"] == "system" else text
 
     with FakeOpenAI(reply=teacher) as fake:
-        cfg, rd = prepare_run(None, tmp_path / "run", [
-            "plugins=[tests.test_structured]", "task=grammar_json", f"seeds_path={seeds}",
-            "teacher.launch_local=false", f"teacher.base_url={fake.base_url}", "teacher.model=fake-model",
-            "teacher.structured_retries=1", "generation.input_requests=10", "generation.inputs_per_request=3",
-            "teacher.few_shot=0", "filters=[exact_dedup]"], stages=("generate",))
+        cfg, rd = _json_task_run(tmp_path, fake, seeds, "teacher.structured_retries=1", "generation.input_requests=10",
+                                 "generation.inputs_per_request=3", "filters=[exact_dedup]")
         generate(cfg, rd, fake.base_url)
     gen = read_jsonl(rd / "data" / "generated.jsonl")
     failed = [r for r in gen if r["status"] == "failed"]

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import httpx
+from distill.teacher import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVED_NAME = "SmolLM2-135M-Instruct"
@@ -50,18 +49,7 @@ def vllm_server(python: Path, port: int, log_path: Path, timeout_s: float = 300)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=vllm_env(python), start_new_session=True)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vLLM server exited with {proc.returncode}; log: {log_path}")
-            try:
-                if httpx.get(url + "/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"vLLM server did not answer within {timeout_s} s; log: {log_path}")
-            time.sleep(0.5)
+        wait_until_serving(proc, url, timeout_s, "vLLM server", log_path)
         yield url
     finally:
         os.killpg(proc.pid, 15)

@@ -30,24 +30,37 @@ def _cap(s: str) -> str:
     return s[0].upper() + s[1:]
 
 
-def _review(label: str, r: random.Random) -> str:
-    s = r.choice(SUBJECTS)
-    pool = POSITIVE if label == "positive" else NEGATIVE
+# The held-out eval set is written from sentences and subjects that seeds and generated inputs never
+# use, so the student is scored on phrasings it never saw, not on recombinations of its training data.
+HELD_OUT = 3
+
+
+def _bank(held_out: bool) -> tuple[list[str], list[str], list[str]]:
+    if held_out:
+        return POSITIVE[-HELD_OUT:], NEGATIVE[-HELD_OUT:], SUBJECTS[-5:]
+    return POSITIVE[:-HELD_OUT], NEGATIVE[:-HELD_OUT], SUBJECTS[:-5]
+
+
+def _review(label: str, r: random.Random, held_out: bool) -> str:
+    pos, neg, subjects = _bank(held_out)
+    s = r.choice(subjects)
+    pool = pos if label == "positive" else neg
     parts = [_cap(t.format(s=s)) for t in r.sample(pool, r.randint(1, 2))]
     if r.random() < 0.6:
         parts.insert(r.randint(0, len(parts)), r.choice(FILLER))
     return " ".join(parts)
 
 
-def make_reviews(seed: int | str, n: int, exclude: set[str] = frozenset()) -> list[dict]:
-    """n distinct reviews (input, output label, kind), fixed by seed, none of them in exclude."""
+def make_reviews(seed: int | str, n: int, exclude: set[str] = frozenset(), held_out: bool = False) -> list[dict]:
+    """n distinct reviews (input, output label, kind), fixed by seed, none of them in exclude;
+    held_out=True writes them from the sentences and subjects kept back for the eval set."""
     r = random.Random(seed)
     out, seen = [], set(exclude)
     tries = 0
     while len(out) < n and tries < 100 * n:
         tries += 1
         label = r.choice(LABELS)
-        text = _review(label, r)
+        text = _review(label, r, held_out)
         if text not in seen:
             seen.add(text)
             out.append({"input": text, "output": label, "kind": label})
