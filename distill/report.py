@@ -252,7 +252,7 @@ def plot_frontier(rep: dict, path: Path) -> None:
         ax.axhline(bar, color="tab:green", linestyle=":", linewidth=1.2,
                    label=f"target: {rep['selection']['target'] * 100:g}% of teacher")
     if len(front) > 1 or chosen or bar is not None:
-        ax.legend(loc="lower right", fontsize=7)
+        ax.legend(loc="best", fontsize=7, framealpha=0.9)
     copy = rep["eval"]["copy_baseline"][metric]
     ax.axhline(copy, color="lightgray", linestyle="--", linewidth=1)
     ax.text(ax.get_xlim()[0], copy, " copy-the-input baseline", va="bottom", fontsize=7, color="gray")
