@@ -36,10 +36,9 @@ def run_generate(cfg: Config, run_dir: Path, map_shards=None) -> dict:
     map_shards runs the shards (default: one after another, here); the flow passes one that submits
     them as Prefect tasks to its task runner.
     """
+    from distill.adapt import adapt_teacher
     from distill.generate import generate, sequential
     from distill.teacher import teacher_endpoint
-
-    from distill.adapt import adapt_teacher
 
     adapt_teacher(cfg, run_dir)
     with teacher_endpoint(cfg, run_dir) as url:

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from distill.generate import generate
-from distill.io import read_json, read_jsonl
+from distill.io import read_jsonl
 from distill.stages import prepare_run, run_generate
 from distill.teacher import Request, free_port, run_requests
 from tests.conftest import ROOT
