@@ -72,6 +72,7 @@ class BatchJournal:
         self.submitted: dict[str, dict] = {}
         self.pending_files: dict[str, dict] = {}
         self.collected: set[str] = set()
+        self.counted: set[str] = set()  # batches whose requests an invocation's stats already count as sent
         for p in sorted(own.parent.glob("batches*.jsonl")):
             if p != self.path:
                 self._replay(AppendLog.read(p))
@@ -90,6 +91,8 @@ class BatchJournal:
             self.submitted[e["batch_id"]] = e
         elif e["event"] == "collected":
             self.collected.add(e["batch_id"])
+        elif e["event"] == "counted":
+            self.counted.add(e["batch_id"])
 
     def add(self, event: str, **fields) -> None:
         e = {"event": event, **fields, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -129,7 +132,7 @@ class BatchRunner:
             else:
                 self.by_key.setdefault(r.key, r)
         self._recover_unsubmitted()
-        self.inherited = set(self.journal.open_batches())
+        self.inherited = set(self.journal.open_batches()) - self.journal.counted
         open_keys = {k for e in self.journal.open_batches().values() for k in e["keys"]}
         for e in self.journal.open_batches().values():
             for k in e["keys"]:
@@ -154,6 +157,11 @@ class BatchRunner:
                                                    "a re-run collects it by batch id")
                 self.usage.failed += 1
                 self._done()
+        # this invocation's stats count these batches' requests as sent; a re-run that collects one
+        # must not count them again
+        for bid in self.batch_ids + sorted(self.inherited):
+            if bid not in self.journal.counted:
+                self.journal.add("counted", batch_id=bid)
         return [self.results[r.key] for r in reqs]
 
     def _done(self) -> None:

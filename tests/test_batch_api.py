@@ -120,3 +120,5 @@ def test_uploaded_but_unjournalled_batch_is_found_by_its_file(tmp_path):
         stats = generate(cfg, rd, fake.base_url)
         assert list(fake.batches)[0] == "batch_2" and len(fake.batch_lines) == len(set(fake.batch_lines))
     assert stats["counts"]["teacher_rows_failed"] == 0 and stats["counts"]["parsed_inputs"] == 36
+    # the first invocation counted the batch's 12 requests as sent; collecting it later adds no more
+    assert stats["totals"]["requests_sent"] == len(fake.batch_lines)
