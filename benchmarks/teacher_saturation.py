@@ -8,12 +8,15 @@ so both produce the same tokens. Prints one JSON object and appends it to
 benchmarks/results/teacher_saturation.jsonl.
 
     python benchmarks/teacher_saturation.py [N_REQUESTS]     # local llama.cpp teacher (offline default)
-    python benchmarks/teacher_saturation.py 200 --base-url http://gpu-box:8000/v1 --model teacher
-    python benchmarks/teacher_saturation.py 160 --vllm-python .venv-vllm/bin/python --concurrency 4 8 16
+    python benchmarks/teacher_saturation.py 400 --base-url http://gpu-box:8000/v1 --model teacher
+    python benchmarks/teacher_saturation.py 768 --vllm-python .venv-vllm/bin/python --concurrency 16 32 64
         # a vLLM CPU server started here (`make vllm-env`), serving the same SmolLM2 weights
 
-The project's client runs at the ceiling's best concurrency (teacher.max_concurrency), so the two
-differ only in what the client does per request.
+A VM's speed drifts by 20-30% over minutes, more than the gap being measured, so nothing is timed
+as one long round: the requests go out in blocks, each block sent by every contender in turn
+(the order rotating from block to block), and each contender's throughput is its tokens over its
+seconds summed across blocks. Drift then hits all contenders alike. The spread of the per-block
+ratios is reported with the ratio.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable
 
 from openai import AsyncOpenAI
 
@@ -32,22 +36,36 @@ from distill.config import load_config, resolve_path
 from distill.generate import answer_requests, few_shot_examples
 from distill.io import load_examples
 from distill.tasks import get_task
-from distill.teacher import RequestStore, local_server, run_requests
+from distill.teacher import RequestStore, TeacherClient, local_server, run_requests
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).parent.parent))  # tests.fake_openai, tests.vllm_cpu
 from _record import record  # noqa: E402
 
 
-def requests_for(cfg, n: int):
-    """Answer requests (the bulk of generation) for n seed-like inputs; distinct, so no store hits."""
+def distinct_requests(cfg) -> list:
+    """One answer request (the bulk of generation) per distinct seed-like input: eval set + seeds."""
     task = get_task(cfg.task)
     seeds = load_examples(resolve_path(cfg.seeds_path), what="seed file")
     evals = load_examples(resolve_path(cfg.eval.path), what="eval set")
     shots = few_shot_examples(cfg, seeds)
-    return [answer_requests(cfg, task, e["input"], shots)[0] for e in (evals * (n // len(evals) + 1))[:n]]
+    texts = list(dict.fromkeys(e["input"] for e in evals + seeds))
+    return [answer_requests(cfg, task, t, shots)[0] for t in texts]
 
 
-async def bare(base_url: str, key: str, reqs, concurrency: int) -> dict:
+def blocks_of(reqs: list, n: int, size: int) -> list[list]:
+    """n requests in blocks of `size` (at most len(reqs)); requests repeat only across blocks, never inside one."""
+    size = min(size, len(reqs))
+    out, i = [], 0
+    while sum(map(len, out)) < n:
+        take = min(size, n - sum(map(len, out)))
+        out.append([reqs[(i + j) % len(reqs)] for j in range(take)])
+        i += take
+    return out
+
+
+async def bare(base_url: str, key: str, reqs, concurrency: int) -> tuple[float, int]:
+    """The ceiling's load generator: (seconds, output tokens)."""
     client = AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0)
     sem = asyncio.Semaphore(concurrency)
     tokens = 0
@@ -62,54 +80,84 @@ async def bare(base_url: str, key: str, reqs, concurrency: int) -> dict:
     await asyncio.gather(*(one(r) for r in reqs))
     secs = time.perf_counter() - t0
     await client.close()
-    return {"concurrency": concurrency, "seconds": round(secs, 2), "requests_per_s": round(len(reqs) / secs, 3),
-            "output_tokens_per_s": round(tokens / secs, 1)}
+    return secs, tokens
 
 
-def project(cfg, base_url: str, reqs) -> dict:
+def project(cfg, base_url: str, reqs) -> tuple[float, int]:
+    """The generation stage's path, over a fresh store (so no request is answered from cache)."""
     with tempfile.TemporaryDirectory() as d:
         store = RequestStore(Path(d) / "requests.jsonl")
         t0 = time.perf_counter()
         try:
-            replies, usage = run_requests(cfg, base_url, store, reqs)
+            _, usage = run_requests(cfg, base_url, store, reqs)
         finally:
             store.close()
         secs = time.perf_counter() - t0
-    # the store's share: append + fsync per reply, timed alone on the same records
-    with tempfile.TemporaryDirectory() as d:
-        store = RequestStore(Path(d) / "requests.jsonl")
-        t1 = time.perf_counter()
-        for r, rep in zip(reqs, replies):
-            store.put({**rep, "key": r.key})
-        store_secs = time.perf_counter() - t1
-        store.close()
-    return {"concurrency": cfg.teacher.max_concurrency, "seconds": round(secs, 2),
-            "requests_per_s": round(len(reqs) / secs, 3), "output_tokens_per_s": round(usage.completion_tokens / secs, 1),
-            "failed": usage.failed, "store_seconds": round(store_secs, 3)}
+    if usage.failed:
+        raise RuntimeError(f"{usage.failed} requests failed: {usage.errors}")
+    return secs, usage.completion_tokens
 
 
-def client_overhead(cfg, n: int = 300) -> dict:
-    """Per-request cost of each client against an instant fake server: what is left when the teacher is free."""
+def interleave(runners: dict[str, Callable[[list], tuple[float, int]]], blocks: list[list]) -> dict:
+    """Send every block through every runner, rotating the order per block; totals and per-block rates."""
+    names = list(runners)
+    totals = {n: {"seconds": 0.0, "tokens": 0, "requests": 0, "block_rates": []} for n in names}
+    for b, block in enumerate(blocks):
+        for n in names[b % len(names):] + names[:b % len(names)]:
+            secs, tokens = runners[n](block)
+            t = totals[n]
+            t["seconds"] += secs
+            t["tokens"] += tokens
+            t["requests"] += len(block)
+            t["block_rates"].append(tokens / secs)
+    for t in totals.values():
+        t["requests_per_s"] = round(t["requests"] / t["seconds"], 3)
+        t["output_tokens_per_s"] = round(t["tokens"] / t["seconds"], 1)
+        t["seconds"] = round(t["seconds"], 2)
+    return totals
+
+
+def client_overhead(cfg, n: int = 200) -> dict:
+    """Where the gap goes: per-request cost of each client against an instant fake server.
+
+    bare = the SDK alone; client = the stage's client with no store (retries, budget, records);
+    store = the request store's share (append + fsync per reply) on top of that.
+    """
     from tests.fake_openai import FakeOpenAI
 
     with FakeOpenAI(models=[cfg.teacher.model]) as fake:
-        fcfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"launch_local": False, "base_url": fake.base_url})})
-        reqs = requests_for(fcfg, n)
-        t0 = time.perf_counter()
-        asyncio.run(bare(fake.base_url, "none", reqs, 1))
-        bare_ms = (time.perf_counter() - t0) / n * 1000
-        ours_ms = project(fcfg, fake.base_url, reqs)["seconds"] / n * 1000
-    return {"bare_ms_per_request": round(bare_ms, 2), "project_ms_per_request": round(ours_ms, 2)}
+        fcfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={
+            "launch_local": False, "base_url": fake.base_url, "max_concurrency": 1})})
+        reqs = distinct_requests(fcfg)[:n]
+        n = len(reqs)
+
+        async def no_store():
+            client = TeacherClient(fcfg.teacher, fake.base_url, None)
+            t0 = time.perf_counter()
+            await client.complete_all(reqs)
+            secs = time.perf_counter() - t0
+            await client.aclose()
+            return secs
+
+        asyncio.run(bare(fake.base_url, "none", reqs[:20], 1))  # warm-up: imports, connection set-up
+        bare_s = min(asyncio.run(bare(fake.base_url, "none", reqs, 1))[0] for _ in range(3))
+        client_s = min(asyncio.run(no_store()) for _ in range(3))
+        stored_s = min(project(fcfg, fake.base_url, reqs)[0] for _ in range(3))
+    ms = 1000 / n
+    return {"bare_ms_per_request": round(bare_s * ms, 2), "client_ms_per_request": round(client_s * ms, 2),
+            "store_ms_per_request": round(max(0.0, stored_s - client_s) * ms, 2),
+            "project_ms_per_request": round(stored_s * ms, 2)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("n", nargs="?", type=int, default=60)
+    ap.add_argument("n", nargs="?", type=int, default=240, help="requests per contender")
     ap.add_argument("--base-url")
     ap.add_argument("--model")
     ap.add_argument("--vllm-python", help="start a vLLM CPU server with this interpreter (tests/vllm_cpu.py)")
     ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 2, 4], help="ceiling concurrencies to try")
-    ap.add_argument("--rounds", type=int, default=3, help="alternating project / ceiling rounds")
+    ap.add_argument("--block", type=int, default=0,
+                    help="requests per block (0: 12, or 4x the largest concurrency if that is more)")
     ap.add_argument("--set", action="append", default=[], help="config override for the project's path")
     args = ap.parse_args()
     overrides = list(args.set)
@@ -124,34 +172,39 @@ def main() -> None:
         overrides += ["teacher.launch_local=false", "teacher.base_url=http://unused/v1", f"teacher.model={SERVED_NAME}"]
         server_name = "vLLM CPU server (vllm-cpu 0.32.0, float32, eager)"
     cfg = load_config(None, overrides)
-    reqs = requests_for(cfg, args.n)
+    reqs = distinct_requests(cfg)
     key = cfg.api_key() or "none"
+    block = min(args.block or max(12, 4 * max(args.concurrency)), len(reqs))
     if args.vllm_python:
         server = vllm_server(Path(args.vllm_python), free_port(), Path(tempfile.mkdtemp()) / "vllm.log")
     else:
         server = local_server(cfg.teacher) if cfg.teacher.launch_local else nullcontext(cfg.teacher.base_url)
         server_name = "llama-cpp-python (local)" if cfg.teacher.launch_local else cfg.teacher.base_url
     with server as url:
+        def bare_at(c: int):
+            return lambda blk: asyncio.run(bare(url, key, blk, c))
+
         asyncio.run(bare(url, key, reqs[:4], 1))  # warm-up: load, prefix cache
-        ceiling = [asyncio.run(bare(url, key, reqs, c)) for c in args.concurrency]
-        best_c = max(ceiling, key=lambda c: c["output_tokens_per_s"])["concurrency"]
-        cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"max_concurrency": best_c})})
-        # this VM's speed drifts by 20-30% over minutes: alternate the two and compare the best of each
-        runs = []
-        for _ in range(args.rounds):
-            runs.append(project(cfg, url, reqs))
-            ceiling.append(asyncio.run(bare(url, key, reqs, best_c)))
-    best = max(ceiling, key=lambda c: c["output_tokens_per_s"])
-    ours = max(runs, key=lambda c: c["output_tokens_per_s"])
+        # the ceiling's best concurrency, itself found over interleaved blocks (a third of the budget)
+        sweep = interleave({f"bare@{c}": bare_at(c) for c in args.concurrency},
+                           blocks_of(reqs[::-1], max(block, args.n // 3), block))
+        best_c = max(args.concurrency, key=lambda c: sweep[f"bare@{c}"]["output_tokens_per_s"])
+        pcfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"max_concurrency": best_c})})
+        duel = interleave({"project": lambda blk: project(pcfg, url, blk), "ceiling": bare_at(best_c)},
+                          blocks_of(reqs, args.n, block))
+    ours, ceil = duel.pop("project"), duel.pop("ceiling")
+    per_block = sorted(p / c for p, c in zip(ours.pop("block_rates"), ceil.pop("block_rates")))
+    for s in sweep.values():
+        s.pop("block_rates")
     record("teacher_saturation", {
-        "teacher": cfg.teacher.model,
-        "server": server_name,
-        "requests": len(reqs), "ceiling": best, "ceiling_runs": ceiling, "project": ours, "project_runs": runs,
-        "saturation_ratio": round(ours["output_tokens_per_s"] / best["output_tokens_per_s"], 3),
-        # the same comparison by medians of the alternating rounds, less at the mercy of one fast round
-        "median_ratio": round(statistics.median(r["output_tokens_per_s"] for r in runs)
-                              / statistics.median(c["output_tokens_per_s"] for c in ceiling[len(args.concurrency):]), 3),
+        "teacher": cfg.teacher.model, "server": server_name,
+        "requests_per_contender": ours["requests"], "block": block, "blocks": len(per_block),
+        "best_concurrency": best_c, "concurrency_sweep": sweep, "ceiling": ceil, "project": ours,
+        "saturation_ratio": round(ours["output_tokens_per_s"] / ceil["output_tokens_per_s"], 3),
+        "block_ratio_quartiles": [round(statistics.quantiles(per_block, n=4)[i], 3) for i in range(3)]
+        if len(per_block) > 1 else [round(per_block[0], 3)] * 3,
         "client_overhead": client_overhead(cfg)})
+
 
 if __name__ == "__main__":
     main()

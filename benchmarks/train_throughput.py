@@ -1,93 +1,194 @@
 """Training efficiency: real (non-pad) tokens per second of student SFT, padded batches against
-padding-free ones, on the same rows and steps, with peak memory and the pad share of each batch.
+padding-free and packed ones, on the same rows and steps, with each mode's peak memory, its pad
+share and its model FLOPs utilisation (MFU).
 
-Padding-free batches need flash attention (a GPU): without it, attention leaks across the
-concatenated examples, so on a CPU that mode is reported as unsupported and the script measures
-padded batches in random order and grouped by length (the CPU default), plus the most padding-free
-could gain here: 1 / (1 - pad share of random-order batches).
+Modes (each in a child process of its own, so peak memory is per mode; LoRA unless --full):
+  padded_random      TRL's default collator: each batch padded to its longest row, random order
+  padded_grouped     the same, rows of similar length batched together (the project's CPU default)
+  padding_free       the same rows per step concatenated into one sequence, position ids restarting
+  packed             rows BFD-packed into sequences of one padded step's real tokens, one per step
+  padded_max_length  every batch padded to max_length (fixed shapes, as `padding="max_length"` does)
 
-    python benchmarks/train_throughput.py                # 200 grammar pairs, one epoch, LoRA, batch 8
-    python benchmarks/train_throughput.py --rows 400 --full
+MFU = achieved model FLOP/s / peak FLOP/s. The peak is the GPU's dense bf16/fp16 figure (a table of
+known cards, or --peak-tflops); on a CPU, an fp32 matmul measured here stands in for it.
+
+    python benchmarks/train_throughput.py                  # 171 grammar pairs, one epoch, LoRA, batch 8
+    python benchmarks/train_throughput.py --data runs/<id>/data/train.jsonl --full
 """
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _record import record  # noqa: E402
 
+MODES = ("padded_random", "padded_grouped", "padding_free", "packed", "padded_max_length")
+# dense bf16 tensor-core peaks (no sparsity), in TFLOP/s; the first name found in the device name wins
+GPU_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0), ("L4", 121.0))
 
-def run(mode: str, rows: list[dict], lora: bool, batch_size: int) -> dict:
+
+def training_flops_per_token(n_matmul: int, n_trainable: int, n_layers: int, d_model: int, ctx: float,
+                             lora: bool) -> float:
+    """Model FLOPs to train on one token (PaLM's accounting: attention over the whole context).
+
+    Forward: 2 per weight, plus 4 * d_model * ctx per layer for attention scores and values.
+    Backward: the activations' gradients cost 2 per weight, plus twice the attention's forward (both
+    of its matmul operands are activations); the weights' gradients 2 per weight that trains (all of
+    them in full fine-tuning, only the adapters with LoRA).
+    """
+    attention = 4 * n_layers * d_model * ctx
+    weight_grads = 2 * (n_trainable if lora else n_matmul)
+    return 4 * n_matmul + 3 * attention + weight_grads
+
+
+def matmul_parameters(model) -> int:
+    """Weights that multiply: all but the input embedding table, which is a lookup (counted back when
+    it doubles as the output projection)."""
+    emb = model.get_input_embeddings().weight
+    out = model.get_output_embeddings()
+    tied = out is not None and out.weight is emb
+    return sum(p.numel() for p in model.parameters()) - emb.numel() + (emb.numel() if tied else 0)
+
+
+def peak_tflops(cuda: bool, override: float | None) -> tuple[float, str]:
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from trl import SFTTrainer
+
+    if override:
+        return override, "given (--peak-tflops)"
+    if cuda:
+        name = torch.cuda.get_device_name()
+        for key, tf in GPU_PEAK_TFLOPS:
+            if key in name:
+                return tf, f"{name} dense bf16"
+        return 0.0, f"{name}: unknown peak (pass --peak-tflops)"
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(5):
+        a @ b
+    return 2 * n ** 3 * 5 / (time.perf_counter() - t0) / 1e12, f"measured fp32 matmul {n}x{n} on this CPU"
+
+
+def run_mode(mode: str, rows: list[dict], lora: bool, batch_size: int, max_length: int, pack_length: int) -> dict:
+    import torch
 
     from distill.config import Student, Training
     from distill.models import base_student_dir, load_model
     from distill.tasks import get_task
-    from distill.train import _has_flash_attn, device_plan, sft_config, to_prompt_completion
+    from distill.train import _has_flash_attn, device_plan, make_trainer, to_prompt_completion
 
     cuda = torch.cuda.is_available()
-    t = Training(lora=lora, epochs=1, batch_size=batch_size, max_length=96, logging_steps=1000, save_steps=10**6,
-                 padding_free="on" if mode == "padding_free" else "off")
-    try:
-        plan = device_plan(t, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(), flash_attn=_has_flash_attn())
-    except ValueError as e:
-        return {"mode": mode, "supported": False, "reason": str(e)}
+    t = Training(lora=lora, epochs=1, batch_size=1 if mode == "packed" else batch_size,
+                 max_length=pack_length if mode == "packed" else max_length, logging_steps=1000, save_steps=10**6,
+                 padding_free="on" if mode == "padding_free" else "off", packing=mode == "packed")
+    plan = device_plan(t, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(), flash_attn=_has_flash_attn())
     torch.manual_seed(0)
     dtype = torch.bfloat16 if plan["precision"] == "bf16" else torch.float32
     model, tok = load_model(base_student_dir(Student()), dtype=dtype)
-    model.config._attn_implementation = plan["attn_implementation"]
-    import tempfile
-
+    n_matmul, cfg = matmul_parameters(model), model.config
     with tempfile.TemporaryDirectory() as d:
-        args = sft_config(t, plan, Path(d), len(rows))
-        args.train_sampling_strategy = "group_by_length" if mode == "padded_grouped" else "random"
-        args.save_strategy = "no"
-        args.disable_tqdm = True
-        peft = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM") if lora else None
-        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(to_prompt_completion(get_task("grammar"), rows)),
-                             processing_class=tok, peft_config=peft)
+        trainer = make_trainer(
+            t, plan, model, tok, to_prompt_completion(get_task("grammar"), rows), Path(d), disable_tqdm=True,
+            train_sampling_strategy="group_by_length" if mode == "padded_grouped" else "random",
+            pad_to_multiple_of=max_length if mode == "padded_max_length" else None)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         trainer.train()
         secs = time.perf_counter() - t0
-        # the same batches again (same seed), counted: real tokens and the padded size of each batch
-        real = total = 0
+        # the same batches again (same seed), counted: real tokens, and the size of each batch as run
+        real = total = sq_len = 0
         for batch in trainer.get_train_dataloader():
             ids = batch["input_ids"]
-            mask = batch.get("attention_mask")
-            n_real = int(mask.sum()) if mask is not None else int(ids.numel())
-            real += n_real
-            total += int(ids.numel())
-    return {"mode": mode, "supported": True, "steps": trainer.state.global_step, "seconds": round(secs, 2),
-            "real_tokens": real, "batch_tokens": total, "pad_share": round(1 - real / total, 3),
-            "real_tokens_per_s": round(real / secs, 1), "plan": plan}
+            if "attention_mask" in batch:
+                lengths = batch["attention_mask"].sum(-1).tolist()
+            else:  # concatenated rows: each restarts its position ids at 0
+                starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist() + [ids.shape[1]]
+                lengths = [b - a for a, b in zip(starts, starts[1:])]
+            real += sum(lengths)
+            sq_len += sum(n * n for n in lengths)
+            total += ids.numel()
+    n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    # attention context per token, averaged over tokens: each example attends over its own length
+    flops = training_flops_per_token(n_matmul, n_trainable, cfg.num_hidden_layers, cfg.hidden_size,
+                                     sq_len / real, lora) * real
+    out = {"mode": mode, "steps": trainer.state.global_step, "seconds": round(secs, 2), "real_tokens": real,
+           "batch_tokens": total, "pad_share": round(1 - real / total, 3), "real_tokens_per_s": round(real / secs, 1),
+           "achieved_tflops": round(flops / secs / 1e12, 4), "plan": plan,
+           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    if cuda:
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=200)
+    ap.add_argument("--data", default="data/eval/grammar_test.jsonl",
+                    help="grammar pairs (JSONL with input/output); the held-out set stands in for a train set")
+    ap.add_argument("--rows", type=int, default=0, help="use the first N rows (0: all)")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-length", type=int, default=96)
     ap.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
+    ap.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
+    ap.add_argument("--rounds", type=int, default=2, help="rounds over the modes (alternating order)")
+    ap.add_argument("--peak-tflops", type=float, help="the device's peak, for MFU on a GPU not in the table")
+    ap.add_argument("--child", help=argparse.SUPPRESS)  # JSON arguments of one mode, run in this process
     args = ap.parse_args()
     from distill.config import resolve_path
     from distill.io import load_examples
 
-    # the held-out grammar pairs stand in for a filtered train set: throughput only, no model is kept
-    rows = load_examples(resolve_path("data/eval/grammar_test.jsonl"), what="eval set")[: args.rows]
-    results = [run(m, rows, not args.full, args.batch_size) for m in ("padded_random", "padded_grouped", "padding_free")]
+    rows = load_examples(resolve_path(args.data), what="training rows")[: args.rows or None]
+    if args.child:
+        c = json.loads(args.child)
+        print(json.dumps(run_mode(c["mode"], rows, not args.full, args.batch_size, args.max_length, c["pack_length"])))
+        return
+
+    import torch
+
+    # Mode after mode, the VM's drift is as large as the effects measured: the modes run in rounds,
+    # forward then backward (a palindrome: a steady drift costs every mode the same in sum).
+    runs: dict[str, list[dict]] = {m: [] for m in args.modes}
+    pack_length = args.batch_size * args.max_length
+    for r in range(args.rounds):
+        for mode in args.modes if r % 2 == 0 else args.modes[::-1]:
+            argv = [sys.executable, __file__, "--data", args.data, "--rows", str(args.rows), "--batch-size",
+                    str(args.batch_size), "--max-length", str(args.max_length),
+                    "--child", json.dumps({"mode": mode, "pack_length": pack_length})] + (["--full"] if args.full else [])
+            proc = subprocess.run(argv, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"{mode}: {proc.stderr.strip().splitlines()[-1]}")
+            runs[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            if mode == "padded_random" and r == 0:  # packed rows hold what one padded step holds: same steps
+                first = runs[mode][0]
+                pack_length = round(first["real_tokens"] / first["steps"])
+    results = []
+    for mode, rs in runs.items():
+        secs = sum(x["seconds"] for x in rs)
+        results.append({**rs[0], "rounds": len(rs), "seconds": round(secs, 2),
+                        "real_tokens_per_s": round(rs[0]["real_tokens"] * len(rs) / secs, 1),
+                        "round_real_tokens_per_s": [x["real_tokens_per_s"] for x in rs],
+                        "achieved_tflops": round(sum(x["achieved_tflops"] * x["seconds"] for x in rs) / secs, 4),
+                        "peak_rss_mb": max(x["peak_rss_mb"] for x in rs)})
+    peak, peak_what = peak_tflops(torch.cuda.is_available(), args.peak_tflops)
+    for r in results:
+        r["mfu"] = round(r["achieved_tflops"] / peak, 4) if peak else None
     by = {r["mode"]: r for r in results}
-    out = {"rows": len(rows), "lora": not args.full, "batch_size": args.batch_size, "modes": results,
-           "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-           "grouped_vs_random": round(by["padded_grouped"]["real_tokens_per_s"] / by["padded_random"]["real_tokens_per_s"], 3),
-           "padding_free_bound": round(1 / (1 - by["padded_random"]["pad_share"]), 3)}
-    if by["padding_free"]["supported"]:
-        out["padding_free_vs_padded"] = round(by["padding_free"]["real_tokens_per_s"] / by["padded_random"]["real_tokens_per_s"], 3)
+    out = {"data": args.data, "rows": len(rows), "lora": not args.full, "batch_size": args.batch_size, "rounds": args.rounds,
+           "max_length": args.max_length, "pack_length": pack_length, "peak_tflops": round(peak, 3),
+           "peak": peak_what, "modes": results}
+    if "padded_random" in by:
+        base = by["padded_random"]
+        out["vs_padded_random"] = {m: round(r["real_tokens_per_s"] / base["real_tokens_per_s"], 3) for m, r in by.items()}
+        # removing padding saves at most the pad share of the padded batches' compute
+        out["padding_free_bound"] = round(1 / (1 - base["pad_share"]), 3)
     record("train_throughput", out)
 
 

@@ -24,15 +24,16 @@ def device_plan(t: Training, *, cuda: bool, bf16_ok: bool, flash_attn: bool) -> 
         precision = t.precision
     if precision in ("bf16", "fp16") and not cuda:
         raise ValueError(f"training.precision={precision} needs a GPU; use fp32 or auto on CPU")
-    # Padding-free batches concatenate sequences and rely on position ids to separate them, which
-    # only flash attention honours; elsewhere attention would leak across examples.
+    # Padding-free batches concatenate the examples and restart position ids at each one. Flash
+    # attention takes the boundaries as varlen lengths; SDPA and eager get a block-diagonal mask that
+    # transformers builds from the position ids (with no attention mask and no KV cache, as TRL trains).
+    # Both are exact, but only flash attention gains: measured on CPU, the mask costs more than the
+    # padding it saves on short rows, so auto turns it on only there.
     if t.padding_free == "auto":
         padding_free = cuda and flash_attn
     else:
         padding_free = t.padding_free == "on"
     attn = "flash_attention_2" if (padding_free or t.packing) and flash_attn else "sdpa"
-    if (padding_free or t.packing) and attn != "flash_attention_2":
-        raise ValueError("training.padding_free/packing need flash attention (a GPU with flash-attn installed)")
     return {"precision": precision, "padding_free": padding_free, "packing": t.packing,
             "attn_implementation": attn, "device": "cuda" if cuda else "cpu"}
 
@@ -42,7 +43,7 @@ def to_prompt_completion(task, rows: list[dict]) -> list[dict]:
              "completion": [{"role": "assistant", "content": r["output"]}]} for r in rows]
 
 
-def sft_config(t: Training, plan: dict, output_dir: Path, n_rows: int):
+def sft_config(t: Training, plan: dict, output_dir: Path):
     from trl import SFTConfig
 
     return SFTConfig(
@@ -59,7 +60,9 @@ def sft_config(t: Training, plan: dict, output_dir: Path, n_rows: int):
         save_total_limit=2,
         max_length=t.max_length,
         packing=plan["packing"],
-        padding_free=plan["padding_free"],
+        # padding-free without packing comes from the collator (make_trainer): TRL refuses the flag
+        # with a max_length, though its dataset preparation truncates to it all the same
+        padding_free=plan["packing"],
         completion_only_loss=True,
         gradient_checkpointing=t.gradient_checkpointing,
         deepspeed=str(resolve_path(t.deepspeed)) if t.deepspeed else None,
@@ -86,13 +89,33 @@ def last_checkpoint(output_dir: Path) -> str | None:
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
+def make_trainer(t: Training, plan: dict, model, tok, records: list[dict], output_dir: Path, **sft_args):
+    """TRL's SFTTrainer for prompt-completion records under a device plan (LoRA if t.lora); sft_args
+    override fields of the SFTConfig."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    model.config._attn_implementation = plan["attn_implementation"]
+    args = sft_config(t, plan, output_dir)
+    for k, v in sft_args.items():
+        setattr(args, k, v)
+    peft_config = None
+    if t.lora:
+        peft_config = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
+                                 target_modules=t.lora_target_modules, task_type="CAUSAL_LM")
+    collator = None
+    if plan["padding_free"] and not plan["packing"]:
+        collator = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)
+    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tok,
+                      peft_config=peft_config, data_collator=collator)
+
+
 def run_sft(t: Training, base_dir: Path, records: list[dict], ckpt_dir: Path, *, trust_remote_code: bool = False):
     """TRL SFT of base_dir on prompt-completion records (resuming from the last checkpoint in
     ckpt_dir); returns (trainer, plan, tokenizer, resumed-from, train result)."""
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from trl import SFTTrainer
 
     cuda = torch.cuda.is_available()
     plan = device_plan(t, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(),
@@ -100,14 +123,7 @@ def run_sft(t: Training, base_dir: Path, records: list[dict], ckpt_dir: Path, *,
     torch.manual_seed(t.seed)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan["precision"], torch.float32)
     model, tok = load_model(base_dir, trust_remote_code=trust_remote_code, dtype=dtype)
-    model.config._attn_implementation = plan["attn_implementation"]
-    args = sft_config(t, plan, ckpt_dir, len(records))
-    peft_config = None
-    if t.lora:
-        peft_config = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
-                                 target_modules=t.lora_target_modules, task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tok,
-                         peft_config=peft_config)
+    trainer = make_trainer(t, plan, model, tok, records, ckpt_dir)
     resume = last_checkpoint(ckpt_dir)
     result = trainer.train(resume_from_checkpoint=resume)
     return trainer, plan, tok, resume, result

@@ -28,8 +28,42 @@ def test_device_plan_bf16_and_padding_free_on_gpu_fp32_on_cpu():
     assert cpu["precision"] == "fp32" and cpu["padding_free"] is False and cpu["device"] == "cpu"
     with pytest.raises(ValueError, match="needs a GPU"):
         device_plan(t.model_copy(update={"precision": "bf16"}), cuda=False, bf16_ok=False, flash_attn=False)
-    with pytest.raises(ValueError, match="flash attention"):
-        device_plan(t.model_copy(update={"packing": True}), cuda=False, bf16_ok=False, flash_attn=False)
+    # asked for on CPU, padding-free and packing run under SDPA (exact: see the loss test below)
+    for asked in ({"padding_free": "on"}, {"packing": True}):
+        plan = device_plan(t.model_copy(update=asked), cuda=False, bf16_ok=False, flash_attn=False)
+        assert plan["attn_implementation"] == "sdpa" and (plan["padding_free"] or plan["packing"])
+
+
+@pytest.mark.slow
+def test_padding_free_batches_give_the_padded_loss_under_sdpa(tmp_path):
+    """Concatenated rows must not attend to each other: through TRL's collator and loss on the real
+    student, a padding-free batch scores the same loss as the padded batch of the same rows."""
+    import torch
+
+    from distill.config import Student
+    from distill.models import base_student_dir, load_model
+    from distill.tasks import get_task
+    from distill.train import make_trainer, to_prompt_completion
+
+    t = load_config().training.model_copy(update={"lora": False, "batch_size": 6})
+    records = to_prompt_completion(get_task("grammar"), _seed_rows(6))
+    model, tok = load_model(base_student_dir(Student()))
+    losses, batches = {}, {}
+    for mode in ("off", "on"):
+        plan = device_plan(t.model_copy(update={"padding_free": mode}), cuda=False, bf16_ok=False, flash_attn=False)
+        trainer = make_trainer(t, plan, model, tok, records, tmp_path / mode)
+        batches[mode] = batch = next(iter(trainer.get_train_dataloader()))  # all 6 rows: one batch
+        with torch.no_grad():
+            losses[mode] = trainer.compute_loss(trainer.model, dict(batch)).item()
+    flat = batches["on"]
+    assert "attention_mask" not in flat and flat["input_ids"].shape[0] == 1
+    assert int((flat["position_ids"][0] == 0).sum()) == 6
+    assert flat["input_ids"].shape[1] == int(batches["off"]["attention_mask"].sum())  # no pad token left
+    assert losses["on"] == pytest.approx(losses["off"], abs=1e-4)
+    # what the test guards against: a mask over the whole sequence lets each row see the rows before it
+    with torch.no_grad():
+        leaky = trainer.compute_loss(trainer.model, {**flat, "attention_mask": torch.ones_like(flat["input_ids"])})
+    assert abs(leaky.item() - losses["off"]) > 0.05
 
 
 @pytest.fixture(scope="module")
