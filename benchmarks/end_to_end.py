@@ -44,7 +44,7 @@ def main() -> None:
     rep = json.loads((run_dir / "report.json").read_text())
     stage = {k: v for k, v in rep["wall_seconds"].items() if v is not None}
     record("end_to_end", {
-        "command": " ".join(["distill run"] + cmd[5:]), "run_dir": str(run_dir.relative_to(ROOT)),
+        "command": " ".join(["distill run"] + cmd[6:]), "run_dir": str(run_dir.relative_to(ROOT)),
         "total_seconds": round(total, 1),
         "stage_seconds": stage,
         "flow_overhead_seconds": round(total - sum(stage.values()), 1),

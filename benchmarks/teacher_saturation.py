@@ -9,7 +9,7 @@ benchmarks/results/teacher_saturation.jsonl.
 
     python benchmarks/teacher_saturation.py [N_REQUESTS]     # local llama.cpp teacher (offline default)
     python benchmarks/teacher_saturation.py 400 --base-url http://gpu-box:8000/v1 --model teacher
-    python benchmarks/teacher_saturation.py 768 --vllm-python .venv-vllm/bin/python --concurrency 16 32 64
+    python benchmarks/teacher_saturation.py 512 --vllm-python .venv-vllm/bin/python --concurrency 16 32 64
         # a vLLM CPU server started here (`make vllm-env`), serving the same SmolLM2 weights
 
 A VM's speed drifts by 20-30% over minutes, more than the gap being measured, so nothing is timed
