@@ -33,13 +33,15 @@ from typing import Callable
 from openai import AsyncOpenAI
 
 from distill.config import load_config, resolve_path
-from distill.generate import answer_requests, few_shot_examples
 from distill.io import load_examples
+from distill.stages.context import few_shot_examples
+from distill.stages.shards import answer_requests
 from distill.tasks import get_task
-from distill.teacher import RequestStore, TeacherClient, local_server, run_requests
+from distill.teacher import RequestStore, Teacher
+from distill.teacher.backends.openai import OpenAIBackend
+from distill.teacher.local_server import local_server
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(1, str(Path(__file__).parent.parent))  # tests.fake_openai, tests.vllm_cpu
 from _record import record  # noqa: E402
 
 
@@ -89,7 +91,7 @@ def project(cfg, base_url: str, reqs) -> tuple[float, int]:
         store = RequestStore(Path(d) / "requests.jsonl")
         t0 = time.perf_counter()
         try:
-            _, usage = run_requests(cfg, base_url, store, reqs)
+            _, usage = Teacher(cfg, OpenAIBackend(cfg, base_url)).run(reqs, store)
         finally:
             store.close()
         secs = time.perf_counter() - t0
@@ -123,25 +125,23 @@ def client_overhead(cfg, n: int = 200) -> dict:
     bare = the SDK alone; client = the stage's client with no store (retries, budget, records);
     store = the request store's share (append + fsync per reply) on top of that.
     """
-    from tests.fake_openai import FakeOpenAI
+    from distill.testing.fake_openai import FakeOpenAI
 
     with FakeOpenAI(models=[cfg.teacher.model]) as fake:
-        fcfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={
-            "launch_local": False, "base_url": fake.base_url, "max_concurrency": 1})})
+        fcfg = cfg.model_copy(deep=True)
+        ep = fcfg.teacher.endpoint
+        ep.launch_local, ep.base_url, ep.max_concurrency = False, fake.base_url, 1
         reqs = distinct_requests(fcfg)[:n]
         n = len(reqs)
 
-        async def no_store():
-            client = TeacherClient(fcfg.teacher, fake.base_url, None)
+        def no_store():
             t0 = time.perf_counter()
-            await client.complete_all(reqs)
-            secs = time.perf_counter() - t0
-            await client.aclose()
-            return secs
+            Teacher(fcfg, OpenAIBackend(fcfg, fake.base_url)).run(reqs)
+            return time.perf_counter() - t0
 
         asyncio.run(bare(fake.base_url, "none", reqs[:20], 1))  # warm-up: imports, connection set-up
         bare_s = min(asyncio.run(bare(fake.base_url, "none", reqs, 1))[0] for _ in range(3))
-        client_s = min(asyncio.run(no_store()) for _ in range(3))
+        client_s = min(no_store() for _ in range(3))
         stored_s = min(project(fcfg, fake.base_url, reqs)[0] for _ in range(3))
     ms = 1000 / n
     return {"bare_ms_per_request": round(bare_s * ms, 2), "client_ms_per_request": round(client_s * ms, 2),
@@ -162,14 +162,15 @@ def main() -> None:
     args = ap.parse_args()
     overrides = list(args.set)
     if args.base_url:
-        overrides += ["teacher.launch_local=false", f"teacher.base_url={args.base_url}"]
+        overrides += ["teacher.endpoint.launch_local=false", f"teacher.endpoint.base_url={args.base_url}"]
     if args.model:
         overrides.append(f"teacher.model={args.model}")
     if args.vllm_python:
-        from tests.vllm_cpu import SERVED_NAME, vllm_server
-        from distill.teacher import free_port
+        from distill.teacher.local_server import free_port
+        from distill.testing.vllm_cpu import SERVED_NAME, vllm_server
 
-        overrides += ["teacher.launch_local=false", "teacher.base_url=http://unused/v1", f"teacher.model={SERVED_NAME}"]
+        overrides += ["teacher.endpoint.launch_local=false", "teacher.endpoint.base_url=http://unused/v1",
+                      f"teacher.model={SERVED_NAME}"]
         server_name = "vLLM CPU server (vllm-cpu 0.32.0, float32, eager)"
     cfg = load_config(None, overrides)
     reqs = distinct_requests(cfg)
@@ -178,8 +179,9 @@ def main() -> None:
     if args.vllm_python:
         server = vllm_server(Path(args.vllm_python), free_port(), Path(tempfile.mkdtemp()) / "vllm.log")
     else:
-        server = local_server(cfg.teacher) if cfg.teacher.launch_local else nullcontext(cfg.teacher.base_url)
-        server_name = "llama-cpp-python (local)" if cfg.teacher.launch_local else cfg.teacher.base_url
+        ep = cfg.teacher.endpoint
+        server = local_server(cfg.teacher) if ep.launch_local else nullcontext(ep.base_url)
+        server_name = "llama-cpp-python (local)" if ep.launch_local else ep.base_url
     with server as url:
         def bare_at(c: int):
             return lambda blk: asyncio.run(bare(url, key, blk, c))
@@ -189,7 +191,8 @@ def main() -> None:
         sweep = interleave({f"bare@{c}": bare_at(c) for c in args.concurrency},
                            blocks_of(reqs[::-1], max(block, args.n // 3), block))
         best_c = max(args.concurrency, key=lambda c: sweep[f"bare@{c}"]["output_tokens_per_s"])
-        pcfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"max_concurrency": best_c})})
+        pcfg = cfg.model_copy(deep=True)
+        pcfg.teacher.endpoint.max_concurrency = best_c
         duel = interleave({"project": lambda blk: project(pcfg, url, blk), "ceiling": bare_at(best_c)},
                           blocks_of(reqs, args.n, block))
     ours, ceil = duel.pop("project"), duel.pop("ceiling")

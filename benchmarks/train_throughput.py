@@ -77,13 +77,20 @@ def peak_tflops(cuda: bool, override: float | None) -> tuple[float, str]:
     return 2 * n ** 3 * 5 / (time.perf_counter() - t0) / 1e12, f"measured fp32 matmul {n}x{n} on this CPU"
 
 
+def records(rows: list[dict]) -> list[dict]:
+    from distill.records import prompt_completion
+    from distill.tasks import get_task
+
+    task = get_task("grammar")
+    return [prompt_completion(task.student_messages(r["input"]), r["output"]) for r in rows]
+
+
 def run_mode(mode: str, rows: list[dict], lora: bool, batch_size: int, max_length: int, pack_length: int) -> dict:
     import torch
 
     from distill.config import Student, Training
-    from distill.models import base_student_dir, load_model
-    from distill.tasks import get_task
-    from distill.train import _has_flash_attn, device_plan, make_trainer, to_prompt_completion
+    from distill.models.load import base_student_dir, load_model
+    from distill.models.sft import _has_flash_attn, device_plan, make_trainer
 
     cuda = torch.cuda.is_available()
     t = Training(lora=lora, epochs=1, batch_size=1 if mode == "packed" else batch_size,
@@ -96,7 +103,7 @@ def run_mode(mode: str, rows: list[dict], lora: bool, batch_size: int, max_lengt
     n_matmul, cfg = matmul_parameters(model), model.config
     with tempfile.TemporaryDirectory() as d:
         trainer = make_trainer(
-            t, plan, model, tok, to_prompt_completion(get_task("grammar"), rows), Path(d), disable_tqdm=True,
+            t, plan, model, tok, records(rows), Path(d), disable_tqdm=True,
             train_sampling_strategy="group_by_length" if mode == "padded_grouped" else "random",
             pad_to_multiple_of=max_length if mode == "padded_max_length" else None)
         if cuda:

@@ -40,3 +40,8 @@ def _own_prefect_home(tmp_path_factory, monkeypatch):
 
 def distill_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "distill.cli", *args]
+
+
+def opened(ctx):
+    """(context, config, run directory) of a prepared run."""
+    return ctx, ctx.cfg, ctx.run

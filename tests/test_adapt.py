@@ -2,19 +2,20 @@
 the seeds, then generation and evaluation through the adapted teacher in-process, zero-shot."""
 import pytest
 
-from distill.evaluate import evaluate_stage
 from distill.io import read_json, read_jsonl
-from distill.stages import prepare_run, run_generate
+from distill.stages import evaluate, generate
+from distill.stages.context import prepare_run
+from tests.conftest import opened
 
 pytestmark = pytest.mark.slow
 
 
 def test_lora_adapted_teacher_generates_and_is_reported(tmp_path):
-    cfg, rd = prepare_run(None, tmp_path / "run", [
-        "teacher.adaptation=lora", "teacher.adapt_steps=3", "generation.input_requests=3",
+    ctx, cfg, rd = opened(prepare_run(None, tmp_path / "run", [
+        "teacher.adaptation=lora", "teacher.adaptation.steps=3", "generation.input_requests=3",
         "generation.inputs_per_request=2", "teacher.max_tokens=32", "generation.input_max_tokens=64",
-        "eval.models=[teacher]", "eval.max_rows=4"], stages=("generate",))
-    stats = run_generate(cfg, rd)
+        "eval.models=[teacher]", "eval.max_rows=4"], stages=("generate",)))
+    stats = generate.run(ctx)
     adapt = read_json(rd / "stats" / "adapt.json")
     assert adapt["adaptation"] == "lora" and adapt["steps"] == 3 and adapt["seeds"] > 0
     assert (rd / "teacher" / "adapter" / "adapter_config.json").exists()
@@ -27,8 +28,8 @@ def test_lora_adapted_teacher_generates_and_is_reported(tmp_path):
     t = stats["totals"]
     assert t["requests_sent"] == len(recs) and t["prompt_tokens"] == sum(r["usage"]["prompt_tokens"] for r in recs)
 
-    again = run_generate(cfg, rd)  # neither retrained nor re-asked
+    again = generate.run(ctx)  # neither retrained nor re-asked
     assert again["last"]["requests_sent"] == 0 and read_json(rd / "stats" / "adapt.json") == adapt
-    ev = evaluate_stage(cfg, rd)["models"]["teacher"]
+    ev = evaluate.run(ctx)["models"]["teacher"]
     assert ev["engine"] == "transformers in-process (LoRA-adapted)" and "LoRA-adapted" in ev["prompt"]
     assert ev["n"] == 4 and ev["failed"] == 0

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 
 from distill.config import load_config
-from distill.teacher import Request, RequestStore
-from distill.vllm_offline import engine_kwargs, record_from_output, run_offline, sampling_kwargs
+from distill.teacher import Request, RequestStore, Teacher
+from distill.teacher.backends.vllm_offline import VllmOfflineBackend, engine_kwargs, record_from_output, sampling_kwargs
 
 SCHEMA = {"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]}
 
@@ -62,11 +62,12 @@ def test_outputs_become_the_same_records_and_usage_as_the_server_path(tmp_path):
     reqs = [Request.make("m", [{"role": "user", "content": f"s{i}"}], temperature=0.0, max_tokens=4) for i in range(3)]
     store = RequestStore(tmp_path / "requests.jsonl")
     engine = Engine()
-    recs, usage = run_offline(cfg, store, reqs + reqs[:1], engine=engine, to_params=dict)  # a repeated request runs once
+    teacher = Teacher(cfg, VllmOfflineBackend(cfg, llm=engine, to_params=dict))
+    recs, usage = teacher.run(reqs + reqs[:1], store)  # a repeated request runs once
     assert [r["text"] for r in recs] == ["S0", "S1", "S2", "S0"] and recs[1]["finish_reason"] == "length"
     assert engine.calls == [3]
     assert (usage.requests_sent, usage.prompt_tokens, usage.completion_tokens) == (3, 30, 6)
-    again, usage2 = run_offline(cfg, store, reqs, engine=engine, to_params=dict)
+    again, usage2 = teacher.run(reqs, store)
     assert engine.calls == [3] and usage2.cache_hits == 3 and again == recs[:3]
 
 
@@ -76,11 +77,11 @@ def test_vllm_offline_on_a_gpu(tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("no GPU")
     from distill.config import Student
-    from distill.models import base_student_dir
+    from distill.models.load import base_student_dir
 
     cfg = load_config(None, ["teacher.backend=vllm_offline", f"teacher.offline.model={base_student_dir(Student())}",
                              "teacher.offline.gpu_memory_utilization=0.3"])
     reqs = [Request.make(cfg.teacher.model, [{"role": "user", "content": "Fix the grammar: she go home."}],
                          temperature=0.0, max_tokens=16)]
-    recs, usage = run_offline(cfg, RequestStore(tmp_path / "r.jsonl"), reqs)
+    recs, usage = Teacher(cfg, VllmOfflineBackend(cfg)).run(reqs, RequestStore(tmp_path / "r.jsonl"))
     assert recs[0]["error"] is None and recs[0]["text"] and usage.completion_tokens > 0

@@ -5,8 +5,8 @@ import pytest
 from typer.testing import CliRunner
 
 from distill.cli import app
+from distill.testing.fake_openai import FakeOpenAI
 from tests.conftest import ROOT
-from tests.fake_openai import FakeOpenAI
 
 SEEDS = ROOT / "data" / "seeds" / "grammar.jsonl"
 
@@ -68,20 +68,20 @@ def test_bad_config(tmp_path, yaml_text, expected):
 
 
 def test_unreachable_teacher(tmp_path):
-    from distill.teacher import free_port
+    from distill.teacher.local_server import free_port
 
     rd = tmp_path / "run"
     url = f"http://127.0.0.1:{free_port()}/v1"
-    code, err = run_cli("generate", "--run-dir", str(rd), "--set", "teacher.launch_local=false",
-                        "--set", f"teacher.base_url={url}")
-    assert code == 2 and f"teacher.base_url {url}: unreachable" in err and not rd.exists()
+    code, err = run_cli("generate", "--run-dir", str(rd), "--set", "teacher.endpoint.launch_local=false",
+                        "--set", f"teacher.endpoint.base_url={url}")
+    assert code == 2 and f"teacher.endpoint.base_url {url}: unreachable" in err and not rd.exists()
 
 
 def test_teacher_model_the_server_does_not_know(tmp_path):
     rd = tmp_path / "run"
     with FakeOpenAI(models=["llama-3-8b", "qwen-7b"]) as fake:
-        code, err = run_cli("generate", "--run-dir", str(rd), "--set", "teacher.launch_local=false",
-                            "--set", f"teacher.base_url={fake.base_url}", "--set", "teacher.model=gpt-9")
+        code, err = run_cli("generate", "--run-dir", str(rd), "--set", "teacher.endpoint.launch_local=false",
+                            "--set", f"teacher.endpoint.base_url={fake.base_url}", "--set", "teacher.model=gpt-9")
     assert code == 2 and "teacher.model 'gpt-9': not served by" in err and "llama-3-8b, qwen-7b" in err
     assert not rd.exists() and fake.requests == []
 
@@ -102,7 +102,7 @@ def test_models_load_from_safetensors_only(tmp_path):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from distill.models import load_model
+    from distill.models.load import load_model
 
     cfg = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                       num_key_value_heads=1, vocab_size=64)

@@ -9,18 +9,18 @@ import time
 
 import pytest
 
-from distill.generate import generate
 from distill.io import read_json, read_jsonl
-from distill.stages import prepare_run
-from tests.conftest import ROOT, distill_cmd
-from tests.fake_openai import FakeOpenAI
+from distill.stages import generate
+from distill.stages.context import prepare_run
+from distill.testing.fake_openai import FakeOpenAI
+from tests.conftest import ROOT, distill_cmd, opened
 
-SETS = ["teacher.launch_local=false", "teacher.model=gpt-4o-mini", "teacher.hosted=true",
+SETS = ["teacher.endpoint.launch_local=false", "teacher.model=gpt-4o-mini", "teacher.hosted=true",
         "teacher.batch.poll_interval_s=0.05", "generation.input_requests=12", "generation.inputs_per_request=3"]
 
 
 def _prepare(fake, path, *extra):
-    return prepare_run(None, path, [f"teacher.base_url={fake.base_url}", *SETS, *extra], stages=("generate",))
+    return prepare_run(None, path, [f"teacher.endpoint.base_url={fake.base_url}", *SETS, *extra], stages=("generate",))
 
 
 def _rows(rd):
@@ -29,11 +29,11 @@ def _rows(rd):
 
 def test_batch_rows_and_usage_match_the_realtime_backend_at_half_the_price(tmp_path):
     with FakeOpenAI(models=["gpt-4o-mini"]) as fake:
-        cfg, rd = _prepare(fake, tmp_path / "realtime")
-        realtime = generate(cfg, rd, fake.base_url)
+        ctx, cfg, rd = opened(_prepare(fake, tmp_path / "realtime"))
+        realtime = generate.run(ctx)
     with FakeOpenAI(models=["gpt-4o-mini"]) as fake:
-        cfg_b, rd_b = _prepare(fake, tmp_path / "batch", "teacher.backend=openai_batch")
-        batch = generate(cfg_b, rd_b, fake.base_url)
+        rd_b_ctx, cfg_b, rd_b = opened(_prepare(fake, tmp_path / "batch", "teacher.backend=openai_batch"))
+        batch = generate.run(rd_b_ctx)
         assert not fake.requests, "the batch backend sent real-time requests"
         assert len(fake.batches) == 2  # one per generation phase
         assert len(fake.batch_lines) == len(set(fake.batch_lines))
@@ -51,14 +51,14 @@ def test_batch_rows_and_usage_match_the_realtime_backend_at_half_the_price(tmp_p
 def test_expired_batch_finishes_undone_requests_in_a_new_batch(tmp_path):
     with FakeOpenAI(models=["gpt-4o-mini"], batch_expire_after=5,
                     batch_line_status={1: 500, 2: 400}) as fake:
-        cfg, rd = _prepare(fake, tmp_path / "run", "teacher.backend=openai_batch")
-        stats = generate(cfg, rd, fake.base_url)
+        ctx, cfg, rd = opened(_prepare(fake, tmp_path / "run", "teacher.backend=openai_batch"))
+        stats = generate.run(ctx)
         statuses = [b["status"] for b in fake.batches.values()]
         lines = list(fake.batch_lines)
     assert statuses[0] == "expired" and "completed" in statuses[1:]
     journal = read_jsonl(rd / "data" / "batches.jsonl")
     first = next(e for e in journal if e["event"] == "collected")
-    assert first["status"] == "expired" and first["lines"] == 12 and first["missing"] == 0  # 7 of them in the error file as expired
+    assert first["status"] == "expired" and first["lines"] == 12 and first["missing"] == 0  # 7 in the error file
     # undone (7 expired) and the 500 went into round 2; the 400 is not retryable and is recorded
     assert stats["last"]["retries"] == 8
     assert stats["last"]["errors"] == {"BatchLineError(batch_expired)": 7, "APIError(500)": 1, "APIError(400)": 1}
@@ -72,7 +72,7 @@ def test_expired_batch_finishes_undone_requests_in_a_new_batch(tmp_path):
 def test_crash_between_submit_and_download_resumes_by_batch_id(tmp_path):
     hold = threading.Event()
     with FakeOpenAI(models=["gpt-4o-mini"], batch_hold=hold) as fake:
-        cfg, rd = _prepare(fake, tmp_path / "run", "teacher.backend=openai_batch")
+        ctx, cfg, rd = opened(_prepare(fake, tmp_path / "run", "teacher.backend=openai_batch"))
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(distill_cmd("generate", "--run-dir", str(rd)), cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -101,23 +101,22 @@ def test_crash_between_submit_and_download_resumes_by_batch_id(tmp_path):
 
 def test_uploaded_but_unjournalled_batch_is_found_by_its_file(tmp_path):
     """The narrow window: the batch was created but the crash came before its id was journalled."""
-    from distill.batch import BatchJournal
-    from distill.teacher import RequestStore
+    from distill.teacher.backends.openai_batch import BatchJournal
 
     hold = threading.Event()
     with FakeOpenAI(models=["gpt-4o-mini"], batch_hold=hold) as fake:
-        cfg, rd = _prepare(fake, tmp_path / "run", "teacher.backend=openai_batch", "teacher.batch.max_wait_s=0.2")
-        generate(cfg, rd, fake.base_url)  # gives up waiting: the batch stays open
+        ctx, cfg, rd = opened(_prepare(fake, tmp_path / "run", "teacher.backend=openai_batch", "teacher.batch.max_wait_s=0.2"))
+        generate.run(ctx)  # gives up waiting: the batch stays open
         assert len(fake.batches) == 1
         path = rd / "data" / "batches.jsonl"
         # rewrite the journal as if the crash came right after the upload
         path.write_text("".join(line + "\n" for line in path.read_text().splitlines()
                                 if '"submitted"' not in line))
-        journal = BatchJournal(RequestStore(rd / "data" / "requests.jsonl"))
+        journal = BatchJournal(rd.batches())
         assert not journal.open_batches() and journal.pending_files
         journal.close()
         hold.set()
-        stats = generate(cfg, rd, fake.base_url)
+        stats = generate.run(ctx)
         assert list(fake.batches)[0] == "batch_2" and len(fake.batch_lines) == len(set(fake.batch_lines))
     assert stats["counts"]["teacher_rows_failed"] == 0 and stats["counts"]["parsed_inputs"] == 36
     # the first invocation counted the batch's 12 requests as sent; collecting it later adds no more

@@ -28,16 +28,19 @@ def test_unknown_key_names_file_line_and_field(tmp_path):
 
 def test_out_of_range_value(tmp_path):
     p = tmp_path / "c.yaml"
-    p.write_text("teacher:\n  max_concurrency: 0\n")
-    with pytest.raises(ConfigError, match=r"c.yaml:2: field 'teacher.max_concurrency': Input should be greater"):
+    p.write_text("teacher:\n  endpoint:\n    max_concurrency: 0\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:3: field 'teacher.endpoint.max_concurrency': Input should be greater"):
         load_config(p)
 
 
-def test_unknown_filter_is_rejected_at_load(tmp_path):
+def test_unknown_filter_is_rejected_at_preflight_with_its_line(tmp_path):
+    from distill.stages.preflight import preflight
+
     p = tmp_path / "c.yaml"
     p.write_text("filters:\n  - exact_dedup\n  - nope\n")
-    with pytest.raises(ConfigError, match="unknown filter 'nope'"):
-        load_config(p)
+    cfg = load_config(p)  # the schema knows no filters; preflight checks them before anything runs
+    with pytest.raises(ConfigError, match=r"c.yaml:1: field 'filters': unknown filter 'nope'"):
+        preflight(cfg, ())
 
 
 def test_set_overrides_nested_fields_with_yaml_types():
@@ -50,12 +53,12 @@ def test_set_overrides_nested_fields_with_yaml_types():
 
 
 def test_saved_config_never_holds_the_api_key(tmp_path):
-    cfg = load_config(None, ["teacher.api_key=sk-SENTINEL-123"])
+    cfg = load_config(None, ["teacher.endpoint.api_key=sk-SENTINEL-123"])
     assert cfg.api_key() == "sk-SENTINEL-123"
     save_config(cfg, tmp_path / "config.yaml")
     text = (tmp_path / "config.yaml").read_text()
     assert "SENTINEL" not in text
-    assert yaml.safe_load(text)["teacher"]["api_key"] is None
+    assert yaml.safe_load(text)["teacher"]["endpoint"]["api_key"] is None
     assert load_config(tmp_path / "config.yaml").teacher.model == cfg.teacher.model
 
 
@@ -99,10 +102,10 @@ def test_every_shipped_config_validates(path):
 
 
 def test_gpu_config_trains_bf16_padding_free_and_fans_generation_out_on_dask():
-    from distill.train import device_plan
+    from distill.models.sft import device_plan
 
     cfg = load_config(ROOT / "configs" / "gpu.yaml")
     plan = device_plan(cfg.training, cuda=True, bf16_ok=True, flash_attn=True)
     assert plan["precision"] == "bf16" and plan["padding_free"] and plan["attn_implementation"] == "flash_attention_2"
     assert cfg.generation.task_runner == "dask" and cfg.generation.shards > 1
-    assert not cfg.teacher.launch_local and cfg.teacher.base_url.endswith("/v1")
+    assert not cfg.teacher.endpoint.launch_local and cfg.teacher.endpoint.base_url.endswith("/v1")

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from distill.filtering import filter_stage
-from distill.generate import generate
 from distill.io import read_json, read_jsonl, write_jsonl
-from distill.stages import prepare_run
-from tests.conftest import ROOT, distill_cmd
-from tests.fake_openai import FakeOpenAI
+from distill.stages import filter as filtering
+from distill.stages import generate
+from distill.stages.context import prepare_run
+from distill.testing.fake_openai import FakeOpenAI
+from tests.conftest import ROOT, distill_cmd, opened
 
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -32,11 +32,11 @@ def _kill_after(args, delay: float, until=None) -> int:
 
 def test_sigkill_during_filter_then_rerun_equals_an_uninterrupted_run(tmp_path):
     with FakeOpenAI(fault_rate=0.1, seed=1) as fake:
-        cfg, rd = prepare_run(None, tmp_path / "run", [
-            "teacher.launch_local=false", f"teacher.base_url={fake.base_url}", "teacher.model=fake-model",
-            "teacher.backoff_base_s=0.01", "teacher.max_retries=1", "generation.input_requests=40"])
-        generate(cfg, rd, fake.base_url)
-    filter_stage(cfg, rd)
+        ctx, cfg, rd = opened(prepare_run(None, tmp_path / "run", [
+            "teacher.endpoint.launch_local=false", f"teacher.endpoint.base_url={fake.base_url}", "teacher.model=fake-model",
+            "teacher.endpoint.backoff_base_s=0.01", "teacher.endpoint.max_retries=1", "generation.input_requests=40"]))
+        generate.run(ctx)
+    filtering.run(ctx)
     outputs = ("data/train.jsonl", "data/dropped.jsonl", "dataset/data/train-00000-of-00001.parquet")
     reference = {p: (rd / p).read_bytes() for p in outputs}
     rng = random.Random(0)
@@ -63,7 +63,7 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint(tmp_path):
     sets = ["training.max_steps=8", "training.batch_size=4", "training.save_steps=2", "training.logging_steps=1"]
     runs = {}
     for name in ("straight", "killed"):
-        _, rd = prepare_run(None, tmp_path / name, sets)
+        ctx, _, rd = opened(prepare_run(None, tmp_path / name, sets))
         write_jsonl(rd / "data" / "train.jsonl", rows)
         runs[name] = rd
     r = subprocess.run(distill_cmd("train", "--run-dir", str(runs["straight"])), cwd=ROOT, env=ENV, capture_output=True)
@@ -86,10 +86,10 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint(tmp_path):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_sigkill_during_generation_at_random_points_then_rerun_equals_an_uninterrupted_run(tmp_path, seed):
     with FakeOpenAI() as fake:
-        sets = ["teacher.launch_local=false", f"teacher.base_url={fake.base_url}", "teacher.model=fake-model",
-                "generation.input_requests=60", "teacher.max_concurrency=4"]
-        cfg, straight = prepare_run(None, tmp_path / "straight", sets)
-        generate(cfg, straight, fake.base_url)
+        sets = ["teacher.endpoint.launch_local=false", f"teacher.endpoint.base_url={fake.base_url}", "teacher.model=fake-model",
+                "generation.input_requests=60", "teacher.endpoint.max_concurrency=4"]
+        straight_ctx, cfg, straight = opened(prepare_run(None, tmp_path / "straight", sets))
+        generate.run(straight_ctx)
         reference = (straight / "data" / "generated.jsonl").read_bytes()
         straight_sent = len(fake.requests)
 

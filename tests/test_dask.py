@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from tests.fake_openai import FakeOpenAI, plausible_reply
+from distill.testing.fake_openai import FakeOpenAI, plausible_reply
 
 pytestmark = pytest.mark.slow
 
@@ -37,14 +37,14 @@ def _run(tmp_path, name, *extra):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    from distill.flow import distill_flow
     from distill.io import read_jsonl
-    from flows.distill_flow import distill_flow
 
     rd = tmp_path / name
     with FakeOpenAI(reply=CorrectingTeacher(), fault_rate=0.15, faults=["429", "500", "reset"], seed=11) as fake:
         state = distill_flow(run_dir=str(rd), stages=["generate", "filter"], return_state=True, overrides=[
-            "teacher.launch_local=false", f"teacher.base_url={fake.base_url}", "teacher.model=fake-model",
-            "teacher.backoff_base_s=0.01", "teacher.max_retries=20", "teacher.max_concurrency=2",
+            "teacher.endpoint.launch_local=false", f"teacher.endpoint.base_url={fake.base_url}", "teacher.model=fake-model",
+            "teacher.endpoint.backoff_base_s=0.01", "teacher.endpoint.max_retries=20", "teacher.endpoint.max_concurrency=2",
             "generation.input_requests=12", "generation.inputs_per_request=4", *extra])
     assert state.is_completed(), state
     with get_client(sync_client=True) as client:

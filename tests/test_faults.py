@@ -4,17 +4,18 @@ from pathlib import Path
 
 import pytest
 
-from distill.filtering import filter_stage
-from distill.generate import generate
 from distill.io import read_jsonl
-from distill.stages import prepare_run
-from tests.fake_openai import FakeOpenAI
+from distill.stages import filter as filtering
+from distill.stages import generate
+from distill.stages.context import prepare_run
+from distill.testing.fake_openai import FakeOpenAI
+from tests.conftest import opened
 
 
 def _prepare(fake, tmp_path, *extra):
     return prepare_run(None, tmp_path / "run", [
-        "teacher.launch_local=false", f"teacher.base_url={fake.base_url}", "teacher.model=fake-model",
-        "teacher.backoff_base_s=0.01", "teacher.timeout_s=0.5", "teacher.max_concurrency=4",
+        "teacher.endpoint.launch_local=false", f"teacher.endpoint.base_url={fake.base_url}", "teacher.model=fake-model",
+        "teacher.endpoint.backoff_base_s=0.01", "teacher.endpoint.timeout_s=0.5", "teacher.endpoint.max_concurrency=4",
         "generation.input_requests=30", "generation.inputs_per_request=4", *extra], stages=("generate",))
 
 
@@ -35,13 +36,13 @@ def _accounting(rd: Path, stats: dict) -> None:
 
 def test_twenty_percent_faults_lose_and_duplicate_nothing(tmp_path):
     with FakeOpenAI(fault_rate=0.2, seed=3) as fake:
-        cfg, rd = _prepare(fake, tmp_path, "teacher.max_retries=1")
-        stats = generate(cfg, rd, fake.base_url)
+        ctx, cfg, rd = opened(_prepare(fake, tmp_path, "teacher.endpoint.max_retries=1"))
+        stats = generate.run(ctx)
     assert len(fake.injected) >= 8, fake.injected  # most fault kinds were actually exercised
     rows = _accounting(rd, stats)
     assert stats["last"]["retries"] > 0 and stats["counts"]["teacher_rows_failed"] > 0
 
-    fstats = filter_stage(cfg, rd)
+    fstats = filtering.run(ctx)
     kept = read_jsonl(rd / "data" / "train.jsonl")
     dropped = read_jsonl(rd / "data" / "dropped.jsonl")
     assert sorted(r["id"] for r in kept + dropped) == sorted(r["id"] for r in rows)
@@ -56,11 +57,11 @@ def test_twenty_percent_faults_lose_and_duplicate_nothing(tmp_path):
 
 def test_failed_requests_are_retried_by_the_next_run_and_rows_converge(tmp_path):
     with FakeOpenAI(fault_rate=0.3, seed=5, faults=["500", "reset", "timeout"]) as fake:
-        cfg, rd = _prepare(fake, tmp_path, "teacher.max_retries=0")
-        first = generate(cfg, rd, fake.base_url)
+        ctx, cfg, rd = opened(_prepare(fake, tmp_path, "teacher.endpoint.max_retries=0"))
+        first = generate.run(ctx)
         assert first["last"]["failed"] > 0
         fake.fault_rate = 0.0
-        second = generate(cfg, rd, fake.base_url)
+        second = generate.run(ctx)
     assert second["last"]["requests_sent"] > 0 and second["last"]["failed"] == 0
     rows = _accounting(rd, second)
     assert all(r["status"] == "ok" for r in rows)
@@ -70,25 +71,25 @@ def test_failed_requests_are_retried_by_the_next_run_and_rows_converge(tmp_path)
 
 def test_max_requests_stops_cleanly_and_a_rerun_sends_nothing_more(tmp_path):
     with FakeOpenAI() as fake:
-        cfg, rd = _prepare(fake, tmp_path, "teacher.max_requests=12")
-        stats = generate(cfg, rd, fake.base_url)
+        ctx, cfg, rd = opened(_prepare(fake, tmp_path, "teacher.budget.max_requests=12"))
+        stats = generate.run(ctx)
         assert len(fake.requests) == 12
-        assert stats["counts"]["cut_short"] == "teacher.max_requests=12 reached"
+        assert stats["counts"]["cut_short"] == "teacher.budget.max_requests=12 reached"
         _accounting(rd, stats)
-        again = generate(cfg, rd, fake.base_url)
+        again = generate.run(ctx)
         assert len(fake.requests) == 12 and again["last"]["requests_sent"] == 0
-    filter_stage(cfg, rd)
+    filtering.run(ctx)
     skipped = [d for d in read_jsonl(rd / "data" / "dropped.jsonl") if d["stage"] == "generate"]
-    assert skipped and all(d["reason"].startswith("not sent: teacher.max_requests") for d in skipped)
+    assert skipped and all(d["reason"].startswith("not sent: teacher.budget.max_requests") for d in skipped)
 
 
 def test_max_cost_stops_before_going_over(tmp_path):
     price = "pricing.models={fake-model: {input_per_1m: 1000, output_per_1m: 1000}}"
     with FakeOpenAI() as fake:
-        cfg, rd = _prepare(fake, tmp_path, "teacher.hosted=true", price, "teacher.max_cost_usd=0.5",
-                           "teacher.max_tokens=20")
-        stats = generate(cfg, rd, fake.base_url)
-    assert stats["counts"]["cut_short"].startswith("teacher.max_cost_usd=0.5 would be exceeded")
+        ctx, cfg, rd = opened(_prepare(fake, tmp_path, "teacher.hosted=true", price, "teacher.budget.max_cost_usd=0.5",
+                           "teacher.max_tokens=20"))
+        stats = generate.run(ctx)
+    assert stats["counts"]["cut_short"].startswith("teacher.budget.max_cost_usd=0.5 would be exceeded")
     assert 0 < stats["totals"]["cost_usd"] <= 0.5
     assert len(fake.requests) < 30
 
@@ -100,8 +101,9 @@ def test_dry_run_calls_nothing_and_writes_nothing(tmp_path):
 
     with FakeOpenAI() as fake:
         rd = tmp_path / "run"
-        r = CliRunner().invoke(app, ["generate", "--dry-run", "--run-dir", str(rd), "--set", "teacher.launch_local=false",
-                                     "--set", f"teacher.base_url={fake.base_url}", "--set", "teacher.model=fake-model"])
+        r = CliRunner().invoke(app, ["generate", "--dry-run", "--run-dir", str(rd),
+                                     "--set", "teacher.endpoint.launch_local=false",
+                                     "--set", f"teacher.endpoint.base_url={fake.base_url}", "--set", "teacher.model=fake-model"])
         assert r.exit_code == 0, r.output
         assert fake.requests == [] and not rd.exists()
     assert "requests_at_most" in r.output and "cost_usd_at_most" in r.output
@@ -123,7 +125,7 @@ def test_api_key_reaches_the_server_but_no_file_or_log(tmp_path):
            "PREFECT_LOGGING_LEVEL": "DEBUG"}
     rd = tmp_path / "run"
     with FakeOpenAI() as fake:
-        sets = ["teacher.launch_local=false", f"teacher.base_url={fake.base_url}", "teacher.model=fake-model",
+        sets = ["teacher.endpoint.launch_local=false", f"teacher.endpoint.base_url={fake.base_url}", "teacher.model=fake-model",
                 "generation.input_requests=4", "training.max_steps=2", "eval.max_rows=4", "eval.max_new_tokens=8"]
         r = subprocess.run(distill_cmd("run", "--run-dir", str(rd), *[a for x in sets for a in ("--set", x)]),
                            cwd=ROOT, env=env, capture_output=True, timeout=900)

@@ -3,6 +3,7 @@ import textwrap
 
 from distill.config import load_config
 from distill.filters import FilterContext, Row, Verdict, register_filter, run_filters
+from distill.stages.preflight import preflight
 from distill.tasks import get_task
 
 
@@ -155,9 +156,9 @@ def test_a_plugin_module_named_in_the_config_registers_its_filter(tmp_path, monk
             return [Verdict.drop("output shorter than input") if len(r.output) < len(r.input) else Verdict.keep()
                     for r in rows]
     """))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    cfg_file = tmp_path / "c.yaml"
+    cfg_file = tmp_path / "c.yaml"  # the plugin sits beside the config: importable with no PYTHONPATH
     cfg_file.write_text("plugins: [my_team_filters]\nfilters: [shorter_than_input]\n")
     cfg = load_config(cfg_file)
+    preflight(cfg, ())  # imports the plugins, then checks every filter named
     kept, ledger, _ = run_filters(cfg.filter_specs(), rows(("She go home.", "She goes home."), ("abcdef", "abc")), ctx())
     assert [r.id for r in kept] == ["r0"] and ledger[0]["reason"] == "output shorter than input"

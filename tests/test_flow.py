@@ -10,8 +10,8 @@ def test_flow_runs_generate_and_filter_and_publishes_the_data_artifact(tmp_path)
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
 
+    from distill.flow import distill_flow
     from distill.io import read_json
-    from flows.distill_flow import distill_flow
 
     rd = tmp_path / "run"
     state = distill_flow(run_dir=str(rd), overrides=TINY, stages=["generate", "filter"], return_state=True)
@@ -34,8 +34,8 @@ def test_a_second_flow_run_with_the_same_parameters_reuses_every_stage(tmp_path)
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    from distill.flow import distill_flow
     from distill.io import read_json
-    from flows.distill_flow import distill_flow
 
     rd = tmp_path / "run"
     params = dict(run_dir=str(rd), overrides=TINY, stages=["generate", "filter"])

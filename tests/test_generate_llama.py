@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from distill.config import load_config
-from distill.filtering import filter_stage
 from distill.io import read_json, read_jsonl
-from distill.stages import prepare_run, run_generate
-from tests.conftest import ROOT, TINY, distill_cmd
+from distill.stages import filter as filtering
+from distill.stages import generate
+from distill.stages.context import prepare_run
+from tests.conftest import ROOT, TINY, distill_cmd, opened
 
 pytestmark = pytest.mark.slow
 
@@ -21,17 +21,17 @@ def _store_keys(run_dir):
 
 
 def test_generate_rerun_sends_no_request_and_filter_accounts_for_every_row(tmp_path):
-    cfg, rd = prepare_run(None, tmp_path / "run", TINY)
-    first = run_generate(cfg, rd)
+    ctx, cfg, rd = opened(prepare_run(None, tmp_path / "run", TINY))
+    first = generate.run(ctx)
     assert first["last"]["requests_sent"] > 0 and first["last"]["completion_tokens"] > 0
     rows1 = read_jsonl(rd / "data" / "generated.jsonl")
-    second = run_generate(cfg, rd)
+    second = generate.run(ctx)
     assert second["last"]["requests_sent"] == 0
     assert second["last"]["cache_hits"] == first["last"]["requests_sent"] - first["last"]["retries"]
     assert read_jsonl(rd / "data" / "generated.jsonl") == rows1
     assert len(second["invocations"]) == 2
 
-    stats = filter_stage(cfg, rd)
+    stats = filtering.run(ctx)
     kept = read_jsonl(rd / "data" / "train.jsonl")
     dropped = read_jsonl(rd / "data" / "dropped.jsonl")
     assert len(kept) + len(dropped) == len(rows1) == stats["generated"]
@@ -81,8 +81,8 @@ def test_sigkill_during_generation_then_resume_loses_and_duplicates_nothing(tmp_
     assert len(ids) == len(set(ids))
 
     # a third, fully cached run reproduces the same rows: nothing was missing
-    cfg = load_config(rd / "config.yaml")
-    again = run_generate(cfg, rd)
+    with prepare_run(None, rd, [], save=False, stages=("generate",)) as ctx:  # the run's saved config
+        again = generate.run(ctx)
     assert again["last"]["requests_sent"] == 0
     assert [r["id"] for r in read_jsonl(rd / "data" / "generated.jsonl")] == ids
     backed = {k for r in rows if r["meta"].get("source") == "teacher" and r["status"] == "ok"

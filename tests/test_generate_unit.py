@@ -1,7 +1,8 @@
 """Generation logic that needs no server: few-shot choice, the self-consistency vote, request planning."""
 from distill.config import load_config
-from distill.generate import answer_requests, few_shot_examples, vote
 from distill.io import load_examples
+from distill.stages.context import few_shot_examples
+from distill.stages.shards import answer_requests, vote
 from distill.tasks import get_task
 from tests.conftest import ROOT
 
@@ -46,7 +47,7 @@ def test_few_shot_examples_are_fixed_varied_and_mostly_edits():
     cfg = load_config()
     shots = few_shot_examples(cfg, seeds)
     assert shots == few_shot_examples(cfg, seeds)
-    assert len(shots) == cfg.teacher.few_shot
+    assert len(shots) == cfg.teacher.adaptation.few_shot
     assert len({s["error_type"] for s in shots}) == len(shots)
     assert sum(s["input"] == s["output"] for s in shots) <= 1
 

@@ -3,7 +3,7 @@ small ladder trained, evaluated and reported for real."""
 import pytest
 
 from distill.config import load_config
-from distill.models import kept_layers
+from distill.models.load import kept_layers
 from distill.report import choose_model, frontier_keys
 
 
@@ -52,38 +52,36 @@ def test_ladder_config_extends_the_default():
     assert cfg.filter_specs() == default.filter_specs() and cfg.generation == default.generation
     assert [s.name for s in cfg.students] == ["smollm2-135m-lora", "smollm2-L16-full", "smollm2-L8-full"]
     cands = cfg.student_candidates()
-    assert [k for k, _, _ in cands] == ["student:smollm2-135m-lora", "student:smollm2-L16-full", "student:smollm2-L8-full"]
+    assert [k for k, _, _ in cands] == ["smollm2-135m-lora", "smollm2-L16-full", "smollm2-L8-full"]
     assert cands[0][2].lora is True and cands[1][2].lora is False and cands[1][2].learning_rate == 2e-4
     assert cfg.quality_target == 0.95
 
 
 @pytest.mark.slow
 def test_small_ladder_trains_evaluates_and_reports(tmp_path):
-    from distill.evaluate import evaluate_stage
     from distill.io import read_jsonl, write_jsonl
-    from distill.report import report_stage
-    from distill.stages import prepare_run
-    from distill.train import train_stage
-    from tests.conftest import ROOT
+    from distill.stages import evaluate, report, train
+    from distill.stages.context import prepare_run
+    from tests.conftest import ROOT, opened
 
     seeds = read_jsonl(ROOT / "data" / "seeds" / "grammar.jsonl")
-    cfg, rd = prepare_run(None, tmp_path / "run", [
+    ctx, cfg, rd = opened(prepare_run(None, tmp_path / "run", [
         "students=[{name: big}, {name: small, keep_layers: 6, lora: false, learning_rate: 3.0e-4}]",
         "quality_target=0.5", "training.max_steps=2", "training.batch_size=4", "training.save_steps=2",
-        "eval.models=[base_student, student]", "eval.max_rows=6", "eval.batch_size=6", "eval.max_new_tokens=24"])
+        "eval.models=[base_student, student]", "eval.max_rows=6", "eval.batch_size=6", "eval.max_new_tokens=24"]))
     write_jsonl(rd / "data" / "train.jsonl", [{"id": s["id"], "input": s["input"], "output": s["output"],
                                               "reference": s["output"], "meta": {}} for s in seeds])
-    stats = train_stage(cfg, rd)
-    small = stats["students"]["student:small"]
+    stats = train.run(ctx)
+    small = stats["students"]["small"]
     assert small["keep_layers"] == 6 and small["lora"] is False and small["steps"] == 2
-    assert small["parameters"] < 0.5 * stats["students"]["student:big"]["parameters"]
+    assert small["parameters"] < 0.5 * stats["students"]["big"]["parameters"]
     assert (rd / "students" / "small" / "config.json").exists() and (rd / "students" / "big" / "config.json").exists()
-    ev = evaluate_stage(cfg, rd)
+    ev = evaluate.run(ctx)
     assert set(ev["models"]) == {"base_student", "student:big", "student:small"}
     assert ev["models"]["student:small"]["failed"] == 0
-    rep = report_stage(cfg, rd)
+    rep = report.run(ctx)
     assert [r["key"] for r in rep["models"]][:1] == ["base_student"] and len(rep["models"]) == 3
     assert rep["frontier"] and set(rep["frontier"]) <= {r["key"] for r in rep["models"]}
     # no teacher evaluated: nothing to measure the target against, and the report says nothing false
     assert rep["selection"]["chosen"] is None
-    assert "| small |" in rep["markdown"] and (rd / "frontier.png").stat().st_size > 0
+    assert "| small |" in (rd / "report.md").read_text() and (rd / "frontier.png").stat().st_size > 0

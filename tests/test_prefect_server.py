@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from distill.io import read_json, read_jsonl
-from distill.teacher import free_port
+from distill.teacher.local_server import free_port
 from tests.conftest import ROOT, TINY, distill_cmd
 
 pytestmark = pytest.mark.slow
@@ -102,8 +102,7 @@ def prefect_server(tmp_path_factory):
 
 def test_deployment_runs_on_a_real_server_and_a_second_trigger_reuses_every_stage(prefect_server, tmp_path):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowRunFilter,
-                                                FlowRunFilterId)
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     port, api, env = prefect_server

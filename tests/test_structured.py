@@ -7,15 +7,15 @@ import re
 import pytest
 
 from distill.config import load_config
-from distill.filtering import filter_stage
-from distill.generate import generate
 from distill.io import read_json, read_jsonl, write_jsonl
-from distill.stages import prepare_run
-from distill.structured import response_format, validate
+from distill.stages import filter as filtering
+from distill.stages import generate
+from distill.stages.context import prepare_run
 from distill.tasks import register_task
 from distill.tasks.grammar import Grammar
-from tests.conftest import ROOT
-from tests.fake_openai import FakeOpenAI, plausible_reply
+from distill.teacher.structured import response_format, validate
+from distill.testing.fake_openai import FakeOpenAI, plausible_reply
+from tests.conftest import ROOT, opened
 
 SCHEMA = {"type": "object", "properties": {"corrected": {"type": "string", "minLength": 1}},
           "required": ["corrected"], "additionalProperties": False}
@@ -25,16 +25,12 @@ SCHEMA = {"type": "object", "properties": {"corrected": {"type": "string", "minL
 class GrammarJSON(Grammar):
     """Grammar correction whose teacher answers {"corrected": "..."} (loaded through `plugins:`)."""
     answer_schema = SCHEMA
-    answer_field = "corrected"
-
-    @property
-    def prompt_dir(self):
-        return ROOT / "prompts" / "grammar"
+    answer_field = "corrected"  # its templates are Grammar's: a subclass finds its parent's folder
 
 
 def test_response_format_per_server_dialect():
     local = load_config(None, [])
-    remote = load_config(None, ["teacher.launch_local=false", "teacher.base_url=http://x/v1"])
+    remote = load_config(None, ["teacher.endpoint.launch_local=false", "teacher.endpoint.base_url=http://x/v1"])
     assert response_format(local, SCHEMA, "a") == {"type": "json_object", "schema": SCHEMA}
     assert response_format(remote, SCHEMA, "a") == {
         "type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA, "strict": True}}
@@ -70,8 +66,8 @@ def _json_teacher(body: dict) -> str:
 
 def _json_task_run(tmp_path, fake, seeds, *extra):
     return prepare_run(None, tmp_path / "run", [
-        "plugins=[tests.test_structured]", "task=grammar_json", f"seeds_path={seeds}", "teacher.few_shot=0",
-        "teacher.launch_local=false", f"teacher.base_url={fake.base_url}", "teacher.model=fake-model", *extra],
+        "plugins=[tests.test_structured]", "task=grammar_json", f"seeds_path={seeds}", "teacher.adaptation.few_shot=0",
+        "teacher.endpoint.launch_local=false", f"teacher.endpoint.base_url={fake.base_url}", "teacher.model=fake-model", *extra],
         stages=("generate",))
 
 
@@ -82,14 +78,14 @@ def test_invalid_structured_replies_are_retried_then_recorded_with_raw_text(tmp_
     rows[1]["input"], rows[1]["output"] = "Anna like tea.", "Anna likes tea."
     write_jsonl(seeds, rows)
     with FakeOpenAI(reply=_json_teacher) as fake:
-        cfg, rd = _json_task_run(tmp_path, fake, seeds, "teacher.structured_retries=2", "generation.input_requests=8",
-                                 "generation.inputs_per_request=2", "generation.seeds_per_prompt=2")
-        stats = generate(cfg, rd, fake.base_url)
+        ctx, cfg, rd = opened(_json_task_run(tmp_path, fake, seeds, "teacher.structured_retries=2", "generation.input_requests=8",
+                                 "generation.inputs_per_request=2", "generation.seeds_per_prompt=2"))
+        stats = generate.run(ctx)
         answers = [b for b in fake.requests if b["messages"][0]["role"] == "system"]
         n_sent = len(fake.requests)
         assert answers and all(b["response_format"]["type"] == "json_schema" for b in answers)
         assert all(b["response_format"]["json_schema"]["schema"] == SCHEMA for b in answers)
-        again = generate(cfg, rd, fake.base_url)
+        again = generate.run(ctx)
         assert len(fake.requests) == n_sent, "a re-run sent requests again"
     gen = read_jsonl(rd / "data" / "generated.jsonl")
     teacher_rows = [r for r in gen if r["meta"]["source"] == "teacher"]
@@ -97,15 +93,16 @@ def test_invalid_structured_replies_are_retried_then_recorded_with_raw_text(tmp_
     assert again["counts"] == stats["counts"]
 
     # now the seeds as inputs: Tom never valid, Anna valid on the first retry
-    from distill.structured import run_structured
-    from distill.generate import answer_requests
-    from distill.teacher import RequestStore
+    from distill.stages.shards import answer_requests
+    from distill.teacher import RequestStore, Teacher
+    from distill.teacher.backends.openai import OpenAIBackend
     task = GrammarJSON()
     with FakeOpenAI(reply=_json_teacher) as fake:
-        cfg2 = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"base_url": fake.base_url})})
+        cfg2 = cfg.model_copy(deep=True)
+        cfg2.teacher.endpoint.base_url = fake.base_url
         reqs = [answer_requests(cfg2, task, r["input"], [])[0] for r in rows[:3]]
         store = RequestStore(tmp_path / "store" / "requests.jsonl")
-        replies, usage = run_structured(cfg2, fake.base_url, store, reqs, SCHEMA)
+        replies, usage = Teacher(cfg2, OpenAIBackend(cfg2, fake.base_url)).structured(reqs, SCHEMA, store)
         store.close()
         sent = [(b["messages"][-1]["content"], b["temperature"], b.get("seed")) for b in fake.requests]
     tom, anna, other = replies
@@ -128,14 +125,15 @@ def test_structured_failures_reach_the_ledger(tmp_path):
         return json.dumps({"corrected": text}) if body["messages"][0]["role"] == "system" else text
 
     with FakeOpenAI(reply=teacher) as fake:
-        cfg, rd = _json_task_run(tmp_path, fake, seeds, "teacher.structured_retries=1", "generation.input_requests=10",
-                                 "generation.inputs_per_request=3", "filters=[exact_dedup]")
-        generate(cfg, rd, fake.base_url)
+        ctx, cfg, rd = opened(_json_task_run(tmp_path, fake, seeds, "teacher.structured_retries=1",
+                                             "generation.input_requests=10",
+                                 "generation.inputs_per_request=3", "filters=[exact_dedup]"))
+        generate.run(ctx)
     gen = read_jsonl(rd / "data" / "generated.jsonl")
     failed = [r for r in gen if r["status"] == "failed"]
     assert failed and all("neighbour" in r["input"].lower() for r in failed)
     assert all(r["error"].startswith("invalid reply after 2 attempt(s): schema:") for r in failed)
-    filter_stage(cfg, rd)
+    filtering.run(ctx)
     ledger = {d["id"]: d for d in read_jsonl(rd / "data" / "dropped.jsonl") if d["stage"] == "generate"}
     assert set(ledger) == {r["id"] for r in failed}
     assert all(d["raw"] == '{"answer": "wrong key"}' and "required property" in d["reason"] for d in ledger.values())
@@ -152,14 +150,14 @@ def test_judge_drops_low_scores_and_invalid_replies_with_reasons(tmp_path):
              "status": "ok", "error": None, "meta": {}}
             for i, out in enumerate(["She goes to school.", "We had a picnic.", "???", "She goes to school."])]
     with FakeOpenAI(reply=judge_reply, models=["fake-model"]) as fake:
-        cfg, rd = prepare_run(None, tmp_path / "run", [
-            "teacher.launch_local=false", f"teacher.base_url={fake.base_url}", "teacher.model=fake-model",
-            "filters=[{name: judge, min_score: 3}]"])
+        ctx, cfg, rd = opened(prepare_run(None, tmp_path / "run", [
+            "teacher.endpoint.launch_local=false", f"teacher.endpoint.base_url={fake.base_url}", "teacher.model=fake-model",
+            "filters=[{name: judge, min_score: 3}]"]))
         write_jsonl(rd / "data" / "generated.jsonl", rows)
-        stats = filter_stage(cfg, rd)
+        stats = filtering.run(ctx)
         sent = len(fake.requests)
         assert sent == 4 + 2  # the invalid one was retried twice
-        filter_stage(cfg, rd)
+        filtering.run(ctx)
         assert len(fake.requests) == sent, "judge requests are cached across re-runs"
     dropped = {d["id"]: d["reason"] for d in read_jsonl(rd / "data" / "dropped.jsonl")}
     assert dropped["r1"] == "judge score 2 < 3"
@@ -176,10 +174,10 @@ def test_judge_option_of_the_default_config_against_the_local_teacher(tmp_path):
     rows = [{"id": s["id"] + suffix, "input": s["input"], "output": out, "reference": None, "status": "ok",
              "error": None, "meta": {}}
             for s in seeds for suffix, out in (("-good", s["output"]), ("-bad", "We had a picnic by the lake."))]
-    cfg, rd = prepare_run(None, tmp_path / "run", ["filters.judge.enabled=true", "filters.judge.min_score=5"])
+    ctx, cfg, rd = opened(prepare_run(None, tmp_path / "run", ["filters.judge.enabled=true", "filters.judge.min_score=5"]))
     assert [n for n, _ in cfg.filter_specs()][-1] == "judge"
     write_jsonl(rd / "data" / "generated.jsonl", rows)
-    stats = filter_stage(cfg, rd)
+    stats = filtering.run(ctx)
     judge = next(s for s in stats["stages"] if s["stage"] == "judge")
     assert stats["teacher"]["requests_sent"] >= judge["in"] > 0
     assert stats["teacher"]["cost_rule"].startswith("self-hosted")

@@ -1,26 +1,31 @@
-"""The teacher client against a fake server that injects faults: retries, Retry-After, the store."""
+"""The OpenAI-protocol backend against a fake server that injects faults: retries, Retry-After, the store."""
 import time
+from dataclasses import dataclass, field
+
+from distill.config import load_config
+from distill.teacher import Request, RequestStore, Teacher, Usage
+from distill.teacher.backends.openai import OpenAIBackend, retry_after_seconds
+from distill.testing.fake_openai import FakeOpenAI
 
 
-from distill.config import Teacher
-from distill.teacher import Request, RequestStore, TeacherClient, retry_after_seconds
-from tests.fake_openai import FakeOpenAI
-
-import asyncio
+@dataclass
+class _Client:
+    teacher: Teacher
+    store: RequestStore | None
+    usage: Usage = field(default_factory=Usage)
 
 
 def _client(url, store=None, **kw):
-    cfg = Teacher(model="fake-model", launch_local=False, base_url=url, backoff_base_s=0.01, **kw)
-    return TeacherClient(cfg, url, "sk-test", store)
+    sets = [f"teacher.{k}={v}" for k, v in kw.items()]
+    cfg = load_config(None, ["teacher.model=fake-model", "teacher.endpoint.launch_local=false",
+                             f"teacher.endpoint.base_url={url}",
+                             "teacher.endpoint.backoff_base_s=0.01", "teacher.endpoint.api_key=sk-test", *sets])
+    return _Client(Teacher(cfg, OpenAIBackend(cfg, url)), store)
 
 
 def _run(client, reqs):
-    async def go():
-        try:
-            return await client.complete_all(reqs)
-        finally:
-            await client.aclose()
-    return asyncio.run(go())
+    recs, client.usage = client.teacher.run(reqs, client.store)
+    return recs
 
 
 def _req(text="hello", **params):

@@ -6,9 +6,9 @@ import pytest
 
 from distill.config import load_config
 from distill.io import read_json, read_jsonl, write_jsonl
-from distill.stages import prepare_run
-from distill.train import device_plan
-from tests.conftest import ROOT, TINY, distill_cmd
+from distill.models.sft import device_plan
+from distill.stages.context import prepare_run
+from tests.conftest import ROOT, TINY, distill_cmd, opened
 
 
 def _seed_rows(n=24):
@@ -41,12 +41,14 @@ def test_padding_free_batches_give_the_padded_loss_under_sdpa(tmp_path):
     import torch
 
     from distill.config import Student
-    from distill.models import base_student_dir, load_model
+    from distill.models.load import base_student_dir, load_model
+    from distill.models.sft import make_trainer
+    from distill.records import Row
+    from distill.stages.train import to_prompt_completion
     from distill.tasks import get_task
-    from distill.train import make_trainer, to_prompt_completion
 
     t = load_config().training.model_copy(update={"lora": False, "batch_size": 6})
-    records = to_prompt_completion(get_task("grammar"), _seed_rows(6))
+    records = to_prompt_completion(get_task("grammar"), [Row.from_dict(r) for r in _seed_rows(6)])
     model, tok = load_model(base_student_dir(Student()))
     losses, batches = {}, {}
     for mode in ("off", "on"):
@@ -68,13 +70,13 @@ def test_padding_free_batches_give_the_padded_loss_under_sdpa(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from distill.train import train_stage
+    from distill.stages import train
 
     rd = tmp_path_factory.mktemp("train") / "run"
-    cfg, rd = prepare_run(None, rd, ["training.max_steps=8", "training.batch_size=8",
-                                     "training.logging_steps=1", "training.learning_rate=2e-3"])
+    ctx, cfg, rd = opened(prepare_run(None, rd, ["training.max_steps=8", "training.batch_size=8",
+                                     "training.logging_steps=1", "training.learning_rate=2e-3"]))
     write_jsonl(rd / "data" / "train.jsonl", _seed_rows(32))
-    return cfg, rd, train_stage(cfg, rd)
+    return cfg, rd, train.run(ctx)
 
 
 @pytest.mark.slow
@@ -82,7 +84,7 @@ def test_training_changes_weights_and_lowers_the_loss(trained):
     import torch
     from safetensors.torch import load_file
 
-    from distill.models import base_student_dir
+    from distill.models.load import base_student_dir
 
     cfg, rd, stats = trained
     assert stats["steps"] == 8 and stats["lora"]

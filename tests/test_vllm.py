@@ -6,12 +6,14 @@ import subprocess
 
 import pytest
 
-from distill.generate import generate
 from distill.io import read_jsonl
-from distill.stages import prepare_run, run_generate
-from distill.teacher import Request, free_port, run_requests
-from tests.conftest import ROOT
-from tests.vllm_cpu import SERVED_NAME, model_dir, vllm_env, vllm_python, vllm_server
+from distill.stages import generate
+from distill.stages.context import prepare_run
+from distill.teacher import Request, Teacher
+from distill.teacher.backends.openai import OpenAIBackend
+from distill.teacher.local_server import free_port
+from distill.testing.vllm_cpu import SERVED_NAME, model_dir, vllm_env, vllm_python, vllm_server
+from tests.conftest import ROOT, opened
 
 PY = vllm_python()
 pytestmark = [pytest.mark.vllm, pytest.mark.skipif(PY is None, reason="no vLLM venv: run `make vllm-env` "
@@ -30,12 +32,12 @@ def _store(rd):
 
 
 def test_generation_against_a_real_vllm_server(vllm_url, tmp_path):
-    cfg_v, rd_v = prepare_run(None, tmp_path / "vllm", [*SMALL, "teacher.launch_local=false",
-                                                        f"teacher.base_url={vllm_url}", "teacher.max_concurrency=8"],
-                              stages=("generate",))
-    stats_v = generate(cfg_v, rd_v, vllm_url)
-    cfg_l, rd_l = prepare_run(None, tmp_path / "llama", SMALL, stages=("generate",))
-    stats_l = run_generate(cfg_l, rd_l)
+    rd_v_ctx, cfg_v, rd_v = opened(prepare_run(None, tmp_path / "vllm", [
+        *SMALL, "teacher.endpoint.launch_local=false", f"teacher.endpoint.base_url={vllm_url}",
+        "teacher.endpoint.max_concurrency=8"], stages=("generate",)))
+    stats_v = generate.run(rd_v_ctx)
+    rd_l_ctx, cfg_l, rd_l = opened(prepare_run(None, tmp_path / "llama", SMALL, stages=("generate",)))
+    stats_l = generate.run(rd_l_ctx)
 
     rows_v, rows_l = read_jsonl(rd_v / "data" / "generated.jsonl"), read_jsonl(rd_l / "data" / "generated.jsonl")
     assert stats_v["counts"]["teacher_rows_ok"] > 0
@@ -59,13 +61,13 @@ def test_generation_against_a_real_vllm_server(vllm_url, tmp_path):
 OFFLINE = r"""
 import json, sys
 from distill.config import load_config
-from distill.teacher import Request
-from distill.vllm_offline import run_offline
+from distill.teacher import Request, Teacher
+from distill.teacher.backends.vllm_offline import VllmOfflineBackend
 cfg = load_config(None, ["filters=[]", "teacher.backend=vllm_offline", "teacher.model=%(name)s",
                          "teacher.offline.model=%(model)s", "teacher.offline.dtype=float32",
                          "teacher.offline.enforce_eager=true", "teacher.offline.max_model_len=2048"])
 reqs = [Request.make(cfg.teacher.model, m, temperature=0.0, max_tokens=40) for m in json.load(sys.stdin)]
-recs, usage = run_offline(cfg, None, reqs)
+recs, usage = Teacher(cfg, VllmOfflineBackend(cfg)).run(reqs)
 print("RESULT " + json.dumps({"recs": recs, "usage": usage.as_dict()}))
 """
 
@@ -82,9 +84,9 @@ def test_vllm_offline_backend_answers_like_the_server(vllm_url, tmp_path):
                        env=vllm_env(PY), cwd=ROOT, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     offline = json.loads(next(x for x in r.stdout.splitlines() if x.startswith("RESULT "))[7:])
-    cfg = load_config(None, ["teacher.launch_local=false", f"teacher.base_url={vllm_url}"])
+    cfg = load_config(None, ["teacher.endpoint.launch_local=false", f"teacher.endpoint.base_url={vllm_url}"])
     reqs = [Request.make(SERVED_NAME, m, temperature=0.0, max_tokens=40) for m in msgs]
-    served, usage = run_requests(cfg, vllm_url, None, reqs)
+    served, usage = Teacher(cfg, OpenAIBackend(cfg, vllm_url)).run(reqs)
     assert [x["text"] for x in offline["recs"]] == [x["text"] for x in served]
     assert [x["usage"] for x in offline["recs"]] == [x["usage"] for x in served]
     assert [x["key"] for x in offline["recs"]] == [q.key for q in reqs]

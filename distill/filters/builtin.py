@@ -7,7 +7,8 @@ import numpy as np
 from datasketch import MinHashLSH
 from rapidfuzz.distance import Levenshtein
 
-from distill.filters import FilterContext, Row, Verdict, register_filter
+from distill.filters.registry import FilterContext, Verdict, register_filter
+from distill.records import Row
 from distill.text import dedup_key, edit_ratio, normalise
 
 
@@ -150,7 +151,7 @@ def task_format(rows: list[Row], *, ctx: FilterContext) -> list[Verdict]:
     """The task's own format check (for grammar: one sentence, no chatter, not wildly longer than the input)."""
     out = []
     for r in rows:
-        problem = ctx.task.format_problem(r.to_dict())
+        problem = ctx.task.format_problem(r)
         out.append(Verdict.drop(problem) if problem else Verdict.keep())
     return out
 
@@ -173,7 +174,7 @@ def checker(rows: list[Row], *, ctx: FilterContext) -> list[Verdict]:
     """Keep only teacher answers the task's programmatic checker accepts (Task.check); seeds pass."""
     out = []
     for r in rows:
-        problem = None if r.meta.get("source") == "seed" else ctx.task.check(r.to_dict())
+        problem = None if r.meta.get("source") == "seed" else ctx.task.check(r)
         out.append(Verdict.drop(problem) if problem else Verdict.keep())
     return out
 
@@ -235,24 +236,17 @@ JUDGE_SCHEMA = {
 def judge(rows: list[Row], *, ctx: FilterContext, min_score: int = 3, max_tokens: int = 16,
           model: str | None = None) -> list[Verdict]:
     """LLM-as-judge: a model (the teacher unless `model` names another one the same endpoint serves)
-    rates each row 1-5 against the task's rubric (prompts/<task>/judge.j2) through structured output.
+    rates each row 1-5 against the task's rubric (the task folder's judge.j2) through structured output.
     Rows under min_score are dropped with the score as the reason; a reply still invalid after
     teacher.structured_retries is dropped with its raw text. Kept rows carry meta.judge_score."""
-    from distill.teacher import Request
-
     if ctx.teacher is None:
         raise RuntimeError("filter 'judge' needs a teacher (it runs inside the filter stage)")
     if not rows:
         return []
-    cfg = ctx.teacher.cfg
-    from distill.structured import response_format
-
-    fmt = response_format(cfg, JUDGE_SCHEMA, "judge_score")
-    params = {"temperature": 0.0, "max_tokens": max_tokens, **({"response_format": fmt} if fmt else {})}
-    reqs = [Request.make(model or cfg.teacher.model, ctx.task.judge_messages(r.input, r.output), **params)
-            for r in rows]
+    replies = ctx.teacher.structured([ctx.task.judge_messages(r.input, r.output) for r in rows], JUDGE_SCHEMA,
+                                     "judge", max_tokens=max_tokens, model=model)
     out = []
-    for r, rep in zip(rows, ctx.teacher.structured(reqs, JUDGE_SCHEMA, "judge")):
+    for r, rep in zip(rows, replies):
         if rep.get("parsed") is None:
             raw = (rep.get("raw") or "")[:80]
             out.append(Verdict.drop(f"judge gave no valid score: {rep.get('error')}" + (f" (raw: {raw!r})" if raw else "")))

@@ -1,5 +1,6 @@
-"""A task = Jinja templates in prompts/<task>/ + a small definition: how prompts are built, how replies
-are parsed, which rows are well-formed, and how predictions are scored.
+"""A task = a folder: Jinja templates beside a small definition of how prompts are built, how replies
+are parsed, which rows are well-formed, and how predictions are scored. The built-in tasks are
+packages here (`distill/tasks/grammar/`), their templates shipped as package data.
 
 Templates a task folder holds:
   system.j2      the teacher's instructions (few-shot seeds follow as chat turns)
@@ -9,15 +10,19 @@ Templates a task folder holds:
 """
 from __future__ import annotations
 
+import importlib
+import importlib.resources
+import json
 import random
+import sys
 from functools import cached_property
 from pathlib import Path
 
 import jinja2
 
-from distill.config import PROJECT_ROOT
+from distill.records import Message, Row
 
-Message = dict[str, str]
+BUILTIN = ("grammar", "sentiment")
 
 _TASKS: dict[str, type["Task"]] = {}
 
@@ -32,10 +37,11 @@ def register_task(name: str):
 
 
 def get_task(name: str) -> "Task":
-    import distill.tasks.sentiment  # noqa: F401  (registers the built-in tasks)
-    import distill.tasks.grammar  # noqa: F401
-
+    if name not in _TASKS and name in BUILTIN:
+        importlib.import_module(f"distill.tasks.{name}")  # registers it
     if name not in _TASKS:
+        for builtin in BUILTIN:
+            importlib.import_module(f"distill.tasks.{builtin}")
         raise ValueError(f"unknown task '{name}' (known: {', '.join(sorted(_TASKS))})")
     return _TASKS[name]()
 
@@ -50,7 +56,13 @@ class Task:
 
     @cached_property
     def prompt_dir(self) -> Path:
-        return PROJECT_ROOT / "prompts" / self.name
+        """The folder of the nearest class in the hierarchy whose module's folder holds system.j2, so a
+        subclass defined elsewhere reuses its parent's templates."""
+        for cls in type(self).__mro__:
+            folder = _module_folder(cls.__module__)
+            if folder is not None and (folder / "system.j2").exists():
+                return folder
+        raise ValueError(f"task '{self.name}': no folder with templates (system.j2) found")
 
     @cached_property
     def _env(self) -> jinja2.Environment:
@@ -106,8 +118,6 @@ class Task:
     def parse_answer(self, text: str) -> str:
         """A model's reply -> the task output (used identically for every model in the harness)."""
         if self.answer_schema is not None:
-            import json
-
             try:
                 obj = json.loads(text)
             except ValueError:
@@ -122,7 +132,7 @@ class Task:
         Self-Instruct phase, and their rows carry the answer as the reference a checker compares with."""
         return None
 
-    def check(self, row: dict) -> str | None:
+    def check(self, row: Row) -> str | None:
         """Optional programmatic answer check: why the row's output is wrong, or None when it is right."""
         return None
 
@@ -138,9 +148,20 @@ class Task:
     def has_injector(self) -> bool:
         return type(self).corrupt is not Task.corrupt
 
-    def format_problem(self, row: dict) -> str | None:
+    def format_problem(self, row: Row) -> str | None:
         """Why a generated row is malformed for this task, or None when it is fine."""
         return None
 
     def metrics(self, predictions: list[str], references: list[str], sources: list[str]) -> dict[str, float]:
         raise NotImplementedError
+
+
+def _module_folder(module: str) -> Path | None:
+    """A package's own folder (its templates are package data), or a plain module's folder."""
+    mod = sys.modules.get(module)
+    if mod is None:
+        return None
+    if getattr(mod, "__path__", None):
+        return Path(str(importlib.resources.files(module)))
+    f = getattr(mod, "__file__", None)
+    return Path(f).parent if f else None

@@ -1,0 +1,27 @@
+"""The run configuration: the schema (`schema.py`, `teacher.py`) and how it is loaded (`load.py`)."""
+from distill.config.load import (
+                                 DEFAULT_CONFIG,
+                                 PROJECT_ROOT,
+                                 ConfigError,
+                                 config_error,
+                                 field_help,
+                                 load_config,
+                                 resolve_path,
+                                 save_config,
+)
+from distill.config.schema import (
+                                 Config,
+                                 Eval,
+                                 Export,
+                                 FilterSpec,
+                                 Generation,
+                                 LadderStudent,
+                                 Pricing,
+                                 Student,
+                                 Training,
+)
+from distill.config.teacher import Adaptation, BatchAPI, Budget, Endpoint, LocalServer, Teacher, VllmOffline
+
+__all__ = ["DEFAULT_CONFIG", "PROJECT_ROOT", "ConfigError", "config_error", "field_help", "load_config", "resolve_path",
+           "save_config", "Config", "Eval", "Export", "FilterSpec", "Generation", "LadderStudent", "Pricing", "Student",
+           "Training", "Adaptation", "BatchAPI", "Budget", "Endpoint", "LocalServer", "Teacher", "VllmOffline"]

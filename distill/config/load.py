@@ -1,0 +1,167 @@
+"""Loading a config: YAML in, `extends:` merged, `--set a.b=c` overrides applied, validated into one-line
+errors naming the file, line and field; saved with secrets redacted; every field's help for `distill config`.
+
+Relative paths resolve against the current directory first, then the project root.
+"""
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from distill.config.schema import Config
+from distill.config.teacher import Teacher
+from distill.io import write_text_atomic
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+
+
+class ConfigError(ValueError):
+    """A config problem, already phrased as one line naming the file and field."""
+
+
+def resolve_path(p: str | Path) -> Path:
+    """Relative paths: the current directory first, then the project root (so `distill` works from anywhere)."""
+    p = Path(p).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    alt = PROJECT_ROOT / p
+    return alt if alt.exists() else p
+
+
+def _set_path(data: dict, dotted: str, raw: str, *, source: str) -> None:
+    keys = _upgrade_keys(dotted.split("."))
+    cur = data
+    for k in keys[:-1]:
+        if isinstance(cur, list):  # filters.<name>.param: the list entry of that filter
+            i = next((i for i, f in enumerate(cur) if f == k or (isinstance(f, dict) and f.get("name") == k)), None)
+            if i is None:
+                raise ConfigError(f"{source}: --set {dotted}: no entry named '{k}'")
+            if isinstance(cur[i], str):
+                cur[i] = {"name": k}
+            cur = cur[i]
+            continue
+        nxt = cur.get(k)
+        if nxt is None:
+            nxt = cur[k] = {}
+        if not isinstance(nxt, (dict, list)):
+            raise ConfigError(f"{source}: --set {dotted}: '{k}' is not a section")
+        cur = nxt
+    value = yaml.safe_load(raw) if raw != "" else ""
+    if isinstance(cur.get(keys[-1]), dict) and "method" in cur[keys[-1]] and not isinstance(value, (dict, list)):
+        cur[keys[-1]]["method"] = value  # a section with a method takes it as shorthand: teacher.adaptation=lora
+    else:
+        cur[keys[-1]] = value
+
+
+def _format_error(err: ValidationError, source: str, text: str | None) -> str:
+    e = err.errors()[0]
+    field = ".".join(str(x) for x in e["loc"])
+    line = ""
+    if text is not None and e["loc"]:
+        line = _yaml_line(text, [x for x in e["loc"] if isinstance(x, str)])
+    msg = e["msg"].replace("Extra inputs are not permitted", "unknown key").removeprefix("Value error, ")
+    return f"{source}{line}: field '{field}': {msg}"
+
+
+def _yaml_line(text: str, keys: list[str]) -> str:
+    """Best-effort line number of a nested key in YAML text, for error messages."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return ""
+    found = None
+    for k in keys:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for knode, vnode in node.value:
+            if knode.value == k:
+                found, node = knode, vnode
+                break
+        else:
+            break
+    return f":{found.start_mark.line + 1}" if found is not None else ""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load YAML, apply `a.b=c` overrides, validate. Raises ConfigError with a one-line message."""
+    path = resolve_path(path) if path else DEFAULT_CONFIG
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: config file not found") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping")
+    if isinstance(data.get("teacher"), dict):
+        data["teacher"] = Teacher.upgrade(data["teacher"])
+    if "extends" in data:  # a config that starts from another one (path relative to this file)
+        parent = Path(str(data.pop("extends")))
+        parent_path = parent if parent.is_absolute() else Path(path).parent / parent
+        base = load_config(parent_path).model_dump(mode="json", exclude={"teacher": {"endpoint": {"api_key"}}})
+        data = _deep_merge(base, data)
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"--set {ov}: expected key.path=value")
+        k, v = ov.split("=", 1)
+        _set_path(data, k.strip(), v, source="--set")
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source, text)) from None
+    cfg._source, cfg._text = source, text
+    return cfg
+
+
+def config_error(cfg: Config, keys: list[str], msg: str) -> ConfigError:
+    """A one-line error naming the config file, the line of `keys` in it (when found) and the field."""
+    line = _yaml_line(cfg._text, keys) if cfg._text else ""
+    return ConfigError(f"{cfg._source}{line}: field '{'.'.join(keys)}': {msg}")
+
+
+def _upgrade_keys(keys: list[str]) -> list[str]:
+    """--set teacher.base_url=... of earlier versions addresses teacher.endpoint.base_url."""
+    if len(keys) >= 2 and keys[0] == "teacher":
+        return ["teacher", *Teacher.upgrade_key(keys[1]), *keys[2:]]
+    return keys
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    write_text_atomic(path, yaml.safe_dump(cfg.redacted(), sort_keys=False))
+
+
+def field_help(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted name, default, description) for every field, for `distill config`."""
+    rows = []
+    for name, f in model.model_fields.items():
+        ann = f.annotation
+        sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        item = typing.get_args(ann)[0] if typing.get_origin(ann) is list and typing.get_args(ann) else None
+        if sub is not None:
+            rows.append((prefix + name, "", f.description or ""))
+            rows.extend(field_help(sub, prefix + name + "."))
+        elif isinstance(item, type) and issubclass(item, BaseModel):  # students[].keep_layers, ...
+            rows.append((prefix + name, "[]", f.description or ""))
+            rows.extend(field_help(item, prefix + name + "[]."))
+        else:
+            default = f.default if f.default_factory is None else f.default_factory()
+            rows.append((prefix + name, repr(default) if not isinstance(default, dict) else "{...}", f.description or ""))
+    return rows

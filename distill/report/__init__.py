@@ -1,0 +1,10 @@
+"""The price-performance report, rendered from the report dict the report stage builds:
+`select.py` (frontier, the cheapest model meeting the bar), `tables.py` (rows shared by every view),
+`render.py` (report.md), `plot.py` (frontier.png)."""
+from distill.report.plot import plot_frontier
+from distill.report.render import markdown_table, render_markdown, verdict
+from distill.report.select import choose_model, frontier_keys
+from distill.report.tables import comparison_rows, filter_rows, fmt_params, reasons_text
+
+__all__ = ["plot_frontier", "markdown_table", "render_markdown", "verdict", "choose_model", "frontier_keys",
+           "comparison_rows", "filter_rows", "fmt_params", "reasons_text"]

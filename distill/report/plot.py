@@ -1,0 +1,61 @@
+"""frontier.png: quality against cost per 1k requests, the frontier, the target and the chosen model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill.report.tables import fmt_params as _fmt_params
+
+
+def plot_frontier(rep: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    metric = rep["eval"]["primary_metric"]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    colors = {"teacher": "tab:red", "base student": "tab:gray", "distilled student": "tab:blue"}
+    for r in rep["models"]:
+        x = max(r["cost_per_1k_usd"], 1e-9)
+        y = r["metrics"][metric]
+        ax.scatter([x], [y], s=80, color=colors.get(r["role"], "tab:green"), zorder=3)
+        ax.annotate(f"{r['name']}\n({_fmt_params(r['parameters'])})", (x, y), textcoords="offset points",
+                    xytext=(8, -14), fontsize=8)
+    by_key = {r["key"]: r for r in rep["models"]}
+    front = [by_key[k] for k in rep.get("frontier", []) if k in by_key]
+    if len(front) > 1:
+        ax.plot([max(r["cost_per_1k_usd"], 1e-9) for r in front], [r["metrics"][metric] for r in front],
+                color="tab:blue", alpha=0.4, linewidth=1.5, zorder=2, label="frontier")
+    chosen = by_key.get((rep.get("selection") or {}).get("chosen"))
+    if chosen:
+        ax.scatter([max(chosen["cost_per_1k_usd"], 1e-9)], [chosen["metrics"][metric]], s=260, marker="*",
+                   color="gold", edgecolor="black", zorder=4, label="chosen")
+    bar = (rep.get("selection") or {}).get("bar")
+    if bar is not None:
+        ax.axhline(bar, color="tab:green", linestyle=":", linewidth=1.2,
+                   label=f"target: {rep['selection']['target'] * 100:g}% of teacher")
+    if len(front) > 1 or chosen or bar is not None:
+        ax.legend(loc="best", fontsize=7, framealpha=0.9)
+    copy = rep["eval"]["copy_baseline"][metric]
+    ax.axhline(copy, color="lightgray", linestyle="--", linewidth=1)
+    ax.text(ax.get_xlim()[0], copy, " copy-the-input baseline", va="bottom", fontsize=7, color="gray")
+    ax.set_xscale("log")
+    xs = [max(r["cost_per_1k_usd"], 1e-9) for r in rep["models"]]
+    if xs:
+        ax.set_xlim(min(xs) / 2.5, max(xs) * 4)
+    ys = [r["metrics"][metric] for r in rep["models"]] + [copy] + ([bar] if bar is not None else [])
+    span = max(ys) - min(ys) or 1
+    ax.set_ylim(min(ys) - 0.1 * span, max(ys) + 0.12 * span)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:g}"))
+    # label the 2s and 5s between decades too: runs rarely span more than one or two decades
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"${v:g}" if f"{v:.0e}"[0] in "25" else ""))
+    ax.set_xlabel("cost per 1k requests (USD, log scale)")
+    ax.set_ylabel(metric.upper() if len(metric) <= 5 else metric)
+    ax.set_title(f"{rep['task']}: quality vs cost")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)

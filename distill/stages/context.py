@@ -1,0 +1,132 @@
+"""The run context: everything a stage needs, built once per run and handed forward.
+
+`prepare_run` loads the config, runs preflight (every check that can fail before work starts) and
+only then creates the run directory and saves the config. The context it returns holds the config,
+the run directory, the task, the seed and eval rows, the teacher's fixed few-shot examples, and the
+teacher itself, opened on first use and kept open until the context closes (so a local server
+starts once for the whole run).
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from distill.config import Config, load_config, save_config
+from distill.rundir import RunDir
+from distill.stages.preflight import Inputs, preflight
+from distill.tasks import Task, get_task
+from distill.teacher import Teacher, open_teacher
+
+ALL_STAGES = ("generate", "filter", "train", "evaluate", "report")
+
+
+@dataclass
+class RunContext:
+    cfg: Config
+    run: RunDir
+    task: Task
+    seeds: list[dict]
+    eval_rows: list[dict]
+    _stack: ExitStack = field(default_factory=ExitStack, repr=False)
+    _teacher: Teacher | None = field(default=None, repr=False)
+    _key: tuple | None = field(default=None, repr=False)
+
+    @cached_property
+    def shots(self) -> list[dict]:
+        return few_shot_examples(self.cfg, self.seeds)
+
+    def teacher(self) -> Teacher:
+        """The teacher, started on first use (a local server lives until the context closes)."""
+        if self._teacher is None:
+            self._teacher = self._stack.enter_context(open_teacher(self.cfg, self.run))
+        return self._teacher
+
+    def close(self) -> None:
+        self._stack.close()
+        self._teacher = None
+        if self._key is not None:
+            _OPEN.pop(self._key, None)
+
+    def __enter__(self) -> "RunContext":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# A run prepared by the CLI is picked up by the flow it starts (same process, same saved config), so
+# preflight (with its probe of the teacher) runs once per `distill run`.
+_OPEN: dict[tuple, RunContext] = {}
+
+
+def _open_key(run: RunDir, overrides: list[str], stages: tuple[str, ...]) -> tuple | None:
+    if not run.config.exists():
+        return None
+    digest = hashlib.sha256(run.config.read_bytes()).hexdigest()
+    return (str(run.root.resolve()), digest, tuple(overrides), tuple(stages))
+
+
+def prepare_run(config: str | Path | None, run_dir: Path | RunDir, overrides: list[str], *, save: bool = True,
+                stages: tuple[str, ...] = ()) -> RunContext:
+    """Load the config (the run's own saved one when none is given), check every input, then save it.
+
+    Inputs are checked before anything is written, so bad input leaves no half-made run directory.
+    With save=False (a single later stage, e.g. evaluating another file) the overrides apply to this
+    invocation only and the run keeps the config it was made with.
+    """
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
+    own = config is None or Path(config).resolve() == run.config.resolve()
+    if own and run.config.exists():
+        if (key := _open_key(run, overrides, stages)) in _OPEN:
+            return _OPEN[key]
+        config = run.config
+    cfg = load_config(config, overrides)
+    inputs = preflight(cfg, stages)
+    run.root.mkdir(parents=True, exist_ok=True)
+    if save or not run.config.exists():
+        save_config(cfg, run.config)
+    ctx = build_context(cfg, run, inputs)
+    ctx._key = _open_key(run, [], stages) if save else None
+    if ctx._key is not None:
+        _OPEN[ctx._key] = ctx
+    return ctx
+
+
+def build_context(cfg: Config, run: RunDir, inputs: Inputs) -> RunContext:
+    return RunContext(cfg=cfg, run=run, task=get_task(cfg.task), seeds=inputs.seeds, eval_rows=inputs.eval_rows)
+
+
+def few_shot_examples(cfg: Config, seeds: list[dict]) -> list[dict]:
+    """The teacher's fixed few-shot seeds: varied kinds (error types, labels), at most one unchanged.
+
+    Fixed (not per-row) so every answer prompt shares one prefix that the server can cache, and so
+    the evaluation harness can rebuild exactly the teacher that labelled the data.
+    """
+    if cfg.teacher.adaptation.method == "lora":
+        return []  # the LoRA-adapted teacher learnt the task from the seeds; it is prompted zero-shot
+    rng = random.Random(f"{cfg.seed}:shots")
+    pool = seeds[:]
+    rng.shuffle(pool)
+    # round-robin over kinds (error type, label): one of each kind first, then a second of each, ...
+    seen: Counter = Counter()
+    ranked = []
+    for s in pool:
+        kind = s.get("error_type") or s.get("kind") or ("none" if s["input"] == s["output"] else "edit")
+        ranked.append((seen[kind], s))
+        seen[kind] += 1
+    ranked.sort(key=lambda rs: rs[0])  # stable: the shuffled order within each round
+    shots, unchanged = [], 0
+    for _, s in ranked:
+        same = s["input"] == s["output"]
+        if same and unchanged >= 1:
+            continue
+        shots.append(s)
+        unchanged += same
+        if len(shots) == cfg.teacher.adaptation.few_shot:
+            break
+    return shots

@@ -1,0 +1,89 @@
+"""The kept set as a Hugging Face dataset folder (parquet + dataset card), Hub-ready."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from distill.config import Config
+from distill.io import read_json
+from distill.records import Row, prompt_completion
+from distill.rundir import RunDir
+from distill.stages.context import RunContext
+
+
+def export_dataset(ctx: RunContext, kept: list[Row], stats: dict) -> Path:
+    from datasets import Dataset
+
+    cfg, rd = ctx.cfg, ctx.run
+    records = [{"id": r.id, "input": r.input, "output": r.output,
+                **prompt_completion(ctx.task.student_messages(r.input), r.output),
+                "meta": json.dumps(r.meta, ensure_ascii=False)} for r in kept]
+    ds = Dataset.from_list(records)
+    final = rd.dataset
+    tmp = Path(tempfile.mkdtemp(dir=rd.root, prefix=".dataset."))
+    try:
+        parquet, card = RunDir.dataset_files(tmp)
+        parquet.parent.mkdir(parents=True)
+        ds.to_parquet(str(parquet))
+        card.write_text(dataset_card(cfg, rd, stats), encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if cfg.export.push_to_hub:
+        push_to_hub(cfg, final)
+    return final
+
+
+def dataset_card(cfg: Config, rd: RunDir, stats: dict) -> str:
+    gen = read_json(rd.stats("generate")) if rd.stats("generate").exists() else {}
+    g = cfg.generation
+    filters = "\n".join(f"| `{s['stage']}` | `{json.dumps(s['params'])}` | {s['in']} | {s['kept']} | {s['dropped']} |"
+                        for s in stats["stages"])
+    return f"""---
+license: apache-2.0
+task_categories:
+- text-generation
+tags:
+- synthetic
+- distillation
+- {cfg.task}
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*
+---
+# {cfg.task}: distilled training set
+
+Synthetic data made by `distill` from a seed set and a teacher model, then filtered.
+
+- **Seeds:** `{cfg.seeds_path}`
+- **Teacher:** `{cfg.teacher.model}` ({cfg.teacher.adaptation.few_shot}-shot, temperature {cfg.teacher.temperature}, {g.samples_per_input} sample(s) per input)
+- **Generation:** {g.input_requests} Self-Instruct requests x {g.inputs_per_request} inputs, {g.seeds_per_prompt} seeds per prompt, input temperature {g.input_temperature}
+- **Teacher usage:** {json.dumps(gen.get('totals', {}))}
+- **Rows:** {stats['generated']} generated, {stats['kept']} kept ({stats['kept_with_edit']} with an edit), {stats['dropped']} dropped
+
+## Filters
+| filter | params | in | kept | dropped |
+|---|---|---|---|---|
+{filters}
+
+Columns: `id`, `input`, `output`, `prompt`/`completion` (TRL conversational prompt-completion format, the
+student's plain prompt), `meta` (JSON: source, error type, seed ids, topic, teacher, request keys).
+"""
+
+
+def push_to_hub(cfg: Config, folder: Path) -> None:
+    from huggingface_hub import HfApi
+
+    token = os.environ.get(cfg.export.hub_token_env)
+    if not token or not cfg.export.hub_repo:
+        raise ValueError("export.push_to_hub needs export.hub_repo and a token in $" + cfg.export.hub_token_env)
+    api = HfApi(token=token)
+    api.create_repo(cfg.export.hub_repo, repo_type="dataset", private=cfg.export.private, exist_ok=True)
+    api.upload_folder(repo_id=cfg.export.hub_repo, folder_path=str(folder), repo_type="dataset")

@@ -1,0 +1,96 @@
+"""The filter stage: generated.jsonl -> train.jsonl + dropped.jsonl + stats/filter.json + a HF dataset.
+
+Nothing is deleted silently: every row of generated.jsonl ends up in exactly one of train.jsonl
+and dropped.jsonl (failed teacher requests are dropped at stage "generate" with their error).
+"""
+from __future__ import annotations
+
+import time
+
+from distill.filters import FilterContext, run_filters
+from distill.io import read_jsonl, write_json, write_jsonl
+from distill.progress import progress_bar
+from distill.records import Message, Row
+from distill.stages.context import RunContext
+from distill.stages.dataset import export_dataset
+from distill.teacher import Request, RequestStore, Usage, response_format, teacher_cost
+
+
+def run(ctx: RunContext) -> dict:
+    t0 = time.perf_counter()
+    rd = ctx.run
+    if not rd.generated.exists():
+        raise FileNotFoundError(f"{rd.generated}: not found (run `distill generate` first)")
+    generated = [Row.from_dict(g) for g in read_jsonl(rd.generated)]
+    teacher = FilterTeacher(ctx)
+    fctx = FilterContext(task=ctx.task, seeds=ctx.seeds, eval_rows=ctx.eval_rows, teacher=teacher)
+
+    ledger = [{"id": g.id, "stage": "generate", "reason": g.error or "failed", **({"raw": g.raw} if g.raw is not None else {})}
+              for g in generated if not g.ok]
+    kept, dropped, stages = run_filters(ctx.cfg.filter_specs(), [g for g in generated if g.ok], fctx)
+    ledger += dropped
+
+    write_jsonl(rd.train, [r.to_kept_dict() for r in kept])
+    write_jsonl(rd.dropped, ledger)
+    if len(kept) + len(ledger) != len(generated):
+        raise RuntimeError(f"{len(generated)} rows in, {len(kept)} kept + {len(ledger)} dropped out: "
+                           "a filter lost or duplicated rows")
+
+    by_source = {}
+    for r in kept:
+        src = r.meta.get("source", "teacher")
+        by_source[src] = by_source.get(src, 0) + 1
+    stats = {
+        "generated": len(generated),
+        "failed_generation": sum(1 for g in generated if not g.ok),
+        "kept": len(kept),
+        "kept_by_source": by_source,
+        "kept_with_edit": sum(1 for r in kept if r.input != r.output),
+        "dropped": len(ledger),
+        "stages": stages,
+        "wall_seconds": round(time.perf_counter() - t0, 2),
+    }
+    if teacher.used:
+        stats["teacher"] = teacher.stats()
+    export_dataset(ctx, kept, stats)
+    write_json(rd.stats("filter"), stats)
+    return stats
+
+
+class FilterTeacher:
+    """The teacher as filters see it (`FilterContext.teacher`): started on the first request only,
+    replies kept in the run's request store (writer "filters"), so a re-run asks nothing twice, and
+    usage and cost add up for the report like generation's."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self.usage: list[dict] = []
+        self.busy_s = 0.0
+        self.used = False
+
+    def structured(self, messages: list[list[Message]], schema: dict, label: str, *, max_tokens: int = 16,
+                   model: str | None = None) -> list[dict]:
+        cfg, rd = self.ctx.cfg, self.ctx.run
+        self.used = True
+        fmt = response_format(cfg, schema, label)
+        params = {"temperature": 0.0, "max_tokens": max_tokens, **({"response_format": fmt} if fmt else {})}
+        reqs = [Request.make(model or cfg.teacher.model, m, **params) for m in messages]
+        teacher = self.ctx.teacher()
+        store = RequestStore(rd.requests(), writer="filters", journal=rd.batches("filters"))
+        t0 = time.perf_counter()
+        try:
+            with progress_bar(len(reqs), label) as advance:
+                replies, usage = teacher.structured(reqs, schema, store, None, advance)
+        finally:
+            store.close()
+        if usage.requests_sent:
+            self.busy_s += time.perf_counter() - t0
+        self.usage.append(usage.as_dict())
+        return replies
+
+    def stats(self) -> dict:
+        cfg = self.ctx.cfg
+        u = Usage.merge(self.usage).as_dict()
+        cost = teacher_cost(cfg, u["prompt_tokens"], u["completion_tokens"], self.busy_s)
+        return {"model": cfg.teacher.model, **u, "busy_seconds": round(self.busy_s, 2),
+                "cost_usd": cost["usd"], "cost_rule": cost["rule"]}

@@ -1,0 +1,125 @@
+"""The generate stage: seeds -> the adapted teacher -> data/generated.jsonl (see `shards.py` for the
+two phases). Every request goes through the request store, so a re-run sends only what never
+finished and row ids (hashes of the requests that made them) come out identical.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from typing import Callable
+
+from distill.config import Config, resolve_path
+from distill.io import load_examples, read_json, write_json, write_jsonl
+from distill.records import Row
+from distill.rundir import RunDir
+from distill.stages.adapt import adapt_teacher
+from distill.stages.context import RunContext, few_shot_examples
+from distill.stages.shards import ShardJob, _worker, answer_shard, input_plans, input_shard
+from distill.tasks import get_task
+from distill.teacher import Usage, estimate_tokens, teacher_cost
+
+# How the shards of a phase are run: (shard function, argument tuples) -> results in order. The flow
+# passes one that submits them as Prefect tasks to its task runner.
+MapShards = Callable[[Callable[..., dict], list[tuple]], list[dict]]
+
+
+def sequential(fn: Callable[..., dict], calls: list[tuple]) -> list[dict]:
+    return [fn(*args) for args in calls]
+
+
+def run(ctx: RunContext, map_shards: MapShards = sequential) -> dict:
+    """Adapt the teacher (once), then both phases over generation.shards shards, then one generated.jsonl.
+
+    Rows come out in the same order, with the same ids and texts, whatever the shard count or runner.
+    """
+    adapt_teacher(ctx)
+    cfg, rd, seeds = ctx.cfg, ctx.run, ctx.seeds
+    g, n = cfg.generation, cfg.generation.shards
+    prev = read_json(rd.stats("generate")).get("totals", {}) if rd.stats("generate").exists() else {}
+    spent = (prev.get("requests_sent", 0) - prev.get("retries", 0), prev.get("cost_usd", 0.0))
+    t_start = time.perf_counter()
+    job = ShardJob(cfg, rd, ctx.teacher(), seeds, ctx.shots, n)
+
+    made = ctx.task.programmatic_inputs(cfg.seed, g.input_requests * g.inputs_per_request,
+                                        {r["input"] for r in seeds + ctx.eval_rows})
+    if made is not None:  # inputs made by code, with their answers: no Self-Instruct requests
+        parts_in = [{"candidates": [], "failed": 0, "usage": Usage().as_dict(), "worker": _worker(), "cut_short": None}]
+        candidates = [{"id": "p-" + hashlib.sha256(m["input"].encode()).hexdigest()[:16], "text": m["input"],
+                       "reference": m["output"], "seed_ids": [], "topic": ""} for m in made]
+    else:
+        parts_in = map_shards(input_shard, [(job, i, spent) for i in range(n)])
+        candidates = [c for _, c in sorted((c for p in parts_in for c in p["candidates"]), key=lambda ic: ic[0])]
+    usage_in = Usage.merge([p["usage"] for p in parts_in])
+    if g.max_inputs:
+        candidates = candidates[: g.max_inputs]
+
+    sent_in = usage_in.requests_sent - usage_in.retries
+    cost_in = teacher_cost(cfg, usage_in.prompt_tokens, usage_in.completion_tokens,
+                           time.perf_counter() - t_start if sent_in else 0.0)["usd"]
+    spent = (spent[0] + sent_in, spent[1] + cost_in)
+    indexed = list(enumerate(candidates))
+    parts_ans = map_shards(answer_shard, [(job, i, spent, indexed[i::n]) for i in range(n)])
+    usage_ans = Usage.merge([p["usage"] for p in parts_ans])
+    rows = [r for _, r in sorted((r for p in parts_ans for r in p["rows"]), key=lambda ir: ir[0])]
+
+    seed_rows = [Row.from_seed(s).to_dict() for s in seeds]
+    all_rows = seed_rows + rows
+    write_jsonl(rd.generated, all_rows)
+
+    wall = time.perf_counter() - t_start
+    cut = [p["cut_short"] for p in parts_in + parts_ans if p["cut_short"]]
+    return _write_stats(cfg, rd, usage_in, usage_ans, wall, {
+        "input_requests": g.input_requests, "failed_input_requests": sum(p["failed"] for p in parts_in),
+        "parsed_inputs": len(candidates), "rows": len(all_rows), "seed_rows": len(seed_rows),
+        "teacher_rows_ok": sum(r["status"] == "ok" for r in rows),
+        "teacher_rows_failed": sum(r["status"] == "failed" for r in rows),
+        "few_shot_ids": [s["id"] for s in ctx.shots],
+        "shards": n, "shard_workers": sorted({p["worker"] for p in parts_in + parts_ans}),
+        "cut_short": cut[0] if cut else None,
+    })
+
+
+def plan_generation(cfg: Config) -> dict:
+    """What a generate run would ask of the teacher, without asking: for --dry-run.
+
+    Answer counts and completion tokens are upper bounds (every requested input parsed, every reply
+    at max_tokens); prompt tokens are estimated at ~4 characters a token.
+    """
+    task = get_task(cfg.task)
+    seeds = load_examples(resolve_path(cfg.seeds_path), what="seed file")
+    g, t = cfg.generation, cfg.teacher
+    plans = input_plans(cfg, task, seeds)
+    shots = few_shot_examples(cfg, seeds)
+    answers = g.input_requests * g.inputs_per_request * g.samples_per_input
+    if g.max_inputs:
+        answers = min(answers, g.max_inputs * g.samples_per_input)
+    avg_answer_prompt = sum(estimate_tokens(task.teacher_messages(s["input"], shots)) for s in seeds) / len(seeds)
+    prompt_tokens = sum(estimate_tokens(p[0].message_dicts()) for p in plans) + int(answers * avg_answer_prompt)
+    completion_tokens = g.input_requests * g.input_max_tokens + answers * t.max_tokens
+    seconds = completion_tokens / t.budget.expected_output_tokens_per_s
+    cost = teacher_cost(cfg, prompt_tokens, completion_tokens, seconds)
+    return {"teacher": t.model, "input_requests": g.input_requests, "answer_requests_at_most": answers,
+            "requests_at_most": g.input_requests + answers, "prompt_tokens_est": prompt_tokens,
+            "completion_tokens_at_most": completion_tokens, "cost_usd_at_most": cost["usd"], "cost_rule": cost["rule"],
+            "max_requests": t.budget.max_requests, "max_cost_usd": t.budget.max_cost_usd}
+
+
+def _write_stats(cfg: Config, rd: RunDir, usage_in: Usage, usage_ans: Usage, wall: float, counts: dict) -> dict:
+    u = {k: getattr(usage_in, k) + getattr(usage_ans, k)
+         for k in ("requests_sent", "cache_hits", "retries", "failed", "skipped", "prompt_tokens", "completion_tokens")}
+    u["errors"] = dict(Counter(usage_in.errors) + Counter(usage_ans.errors))
+    # Only time spent waiting on requests that were actually sent costs money; a fully cached re-run is free.
+    busy = wall if u["requests_sent"] else 0.0
+    cost = teacher_cost(cfg, u["prompt_tokens"], u["completion_tokens"], busy)
+    this = {**u, "wall_seconds": round(wall, 2), "cost_usd": cost["usd"], "cost_rule": cost["rule"],
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    path = rd.stats("generate")
+    history = read_json(path).get("invocations", []) if path.exists() else []
+    history.append(this)
+    totals = {k: sum(h.get(k, 0) for h in history) for k in
+              ("requests_sent", "cache_hits", "retries", "failed", "skipped", "prompt_tokens", "completion_tokens",
+               "wall_seconds", "cost_usd")}
+    stats = {"teacher": cfg.teacher.model, "counts": counts, "last": this, "totals": totals, "invocations": history}
+    write_json(path, stats)
+    return stats

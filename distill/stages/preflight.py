@@ -1,0 +1,149 @@
+"""Every check that can fail before work starts, so bad input fails fast, with one line naming the
+file, line and field, and writes nothing: plugins import, filters exist and take their parameters,
+seed and eval files parse and do not overlap, the teacher answers, the student fits in memory."""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from distill.config import Config, ConfigError, config_error, resolve_path
+from distill.filters import UnknownFilter, check_filter
+from distill.io import DataError, load_examples
+from distill.teacher import TeacherError
+from distill.text import dedup_key
+
+
+@dataclass
+class Inputs:
+    seeds: list[dict]
+    eval_rows: list[dict]
+
+
+def preflight(cfg: Config, stages: tuple[str, ...]) -> Inputs:
+    import_plugins(cfg)
+    check_filters(cfg)
+    seeds_path, eval_path = resolve_path(cfg.seeds_path), resolve_path(cfg.eval.path)
+    seeds = load_examples(seeds_path, what="seed file")
+    evals = load_examples(eval_path, what="eval set")
+    check_no_overlap(seeds_path, seeds, eval_path, evals)
+    if "generate" in stages or ("evaluate" in stages and "teacher" in cfg.eval.models):
+        check_teacher(cfg)
+    if "train" in stages:
+        check_student_fits(cfg)
+    return Inputs(seeds, evals)
+
+
+def import_plugins(cfg: Config) -> None:
+    """Modules named under `plugins:` (they register filters or tasks), importable from the config's folder."""
+    folder = str(Path(cfg._source).resolve().parent) if cfg._source != "config" else None
+    for i, mod in enumerate(cfg.plugins):
+        added = folder is not None and folder not in sys.path
+        if added:
+            sys.path.append(folder)
+        try:
+            importlib.import_module(mod)
+        except ImportError as e:
+            raise config_error(cfg, ["plugins"], f"plugin '{mod}' cannot be imported ({e})") from None
+
+
+def check_filters(cfg: Config) -> None:
+    for spec in cfg.filters:
+        name, params = (spec, {}) if isinstance(spec, str) else (spec.name, dict(spec.model_extra or {}))
+        try:
+            check_filter(name, params)
+        except UnknownFilter as e:
+            raise config_error(cfg, ["filters"], str(e)) from None
+
+
+def check_no_overlap(seeds_path: Path, seeds: list[dict], eval_path: Path, evals: list[dict]) -> None:
+    """The eval set must be held out: no eval input may also be a seed's input or output."""
+    seen = {}
+    for s in seeds:
+        for f in ("input", "output"):
+            seen.setdefault(dedup_key(s[f]), s["id"])
+    for e in evals:
+        if (sid := seen.get(dedup_key(e["input"]))) is not None:
+            raise DataError(f"{eval_path}:{_line_of(eval_path, e['id'])}: field 'input': eval row '{e['id']}' "
+                            f"overlaps seed '{sid}' ({seeds_path}:{_line_of(seeds_path, sid)}); the eval set must be held out")
+
+
+def _line_of(path: Path, row_id: str) -> int:
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip() and json.loads(line).get("id") == row_id:
+                return n
+    return 0
+
+
+def check_teacher(cfg: Config) -> None:
+    """A local teacher's weights exist; a remote teacher answers, accepts the key and serves the model."""
+    import httpx
+
+    from distill.models.load import default_gguf
+
+    t, ep = cfg.teacher, cfg.teacher.endpoint
+    if t.adaptation.method == "lora" and t.backend == "openai_batch":
+        raise ConfigError("teacher.adaptation: a LoRA-adapted teacher runs in-process; use backend openai "
+                          "(served by transformers here) or vllm_offline (vLLM's LoRA support)")
+    if t.adaptation.method == "lora" and t.adaptation.base and not (resolve_path(t.adaptation.base) / "config.json").exists():
+        raise ConfigError(f"teacher.adaptation.base: {t.adaptation.base}: not a transformers model directory (no config.json)")
+    if t.backend == "vllm_offline":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise ConfigError("teacher.backend: vllm_offline needs vLLM in this environment (pip install '.[vllm]')")
+        return
+    if ep.launch_local and t.backend != "openai_batch":
+        gguf = resolve_path(ep.local.gguf) if ep.local.gguf else default_gguf()
+        if not gguf.exists():
+            raise ConfigError(f"teacher.endpoint.local.gguf: {gguf}: file not found")
+        return
+    if not ep.base_url:
+        raise ConfigError("teacher.endpoint.base_url: required when teacher.endpoint.launch_local is false")
+    key = cfg.api_key()
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        r = httpx.get(ep.base_url.rstrip("/") + "/models", headers=headers, timeout=10)
+    except httpx.HTTPError as e:
+        raise TeacherError(f"teacher.endpoint.base_url {ep.base_url}: unreachable ({type(e).__name__}: {e})") from None
+    if r.status_code in (401, 403):
+        raise TeacherError(f"teacher.endpoint.api_key: rejected by {ep.base_url} (HTTP {r.status_code}); "
+                           f"set ${ep.api_key_env}")
+    if r.status_code != 200:
+        return  # some servers do not list models; the first request will tell
+    try:
+        served = [m["id"] for m in r.json().get("data", [])]
+    except (ValueError, TypeError, KeyError):
+        return
+    if served and t.model not in served:
+        raise TeacherError(f"teacher.model '{t.model}': not served by {ep.base_url} "
+                           f"(it serves: {', '.join(served[:10])}{', ...' if len(served) > 10 else ''})")
+
+
+def check_student_fits(cfg: Config) -> None:
+    """Refuse a student whose training would not fit in this machine's memory (GPU or RAM)."""
+    from distill.models.load import student_parameters, training_bytes
+
+    params = student_parameters(cfg.student)
+    need = training_bytes(params, lora=cfg.training.lora)
+    have, where = available_memory()
+    if need > have:
+        name = cfg.student.base or "the default SmolLM2-135M student"
+        mode = "LoRA" if cfg.training.lora else "full fine-tuning"
+        raise ConfigError(f"student.base: {name} has {params / 1e9:.2f}B parameters; {mode} needs about "
+                          f"{need / 2**30:.1f} GiB but {where} has {have / 2**30:.1f} GiB available "
+                          f"(try training.lora=true or a smaller student)")
+
+
+def available_memory() -> tuple[int, str]:
+    import torch
+
+    if torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return free, "the GPU"
+    import psutil
+
+    return psutil.virtual_memory().available, "this machine"

@@ -1,0 +1,169 @@
+"""Generation's two phases as shards: plain functions of picklable arguments, so the flow can run them
+on any task runner (Dask workers included).
+
+1. New inputs, Self-Instruct style: each request shows a few sampled seeds and a sampled topic and
+   asks the teacher for new inputs. Tasks with an error injector (grammar) turn each clean sentence
+   into an input with one seed-like error and keep the clean sentence as the row's reference.
+2. Answers: the teacher, adapted to the task with few-shot seeds, answers every input; with k > 1
+   samples the majority answer wins (self-consistency) and the votes are kept.
+"""
+from __future__ import annotations
+
+import os
+import random
+import socket
+from collections import Counter
+from dataclasses import dataclass
+
+from distill.config import Config
+from distill.progress import progress_bar
+from distill.records import Row
+from distill.rundir import RunDir
+from distill.tasks import Task, get_task
+from distill.teacher import Request, RequestStore, Teacher, make_budget, response_format
+from distill.text import normalise
+
+
+@dataclass
+class ShardJob:
+    """What every shard of a generation needs, sent once to wherever shards run."""
+
+    cfg: Config
+    run: RunDir
+    teacher: Teacher
+    seeds: list[dict]
+    shots: list[dict]
+    shards: int = 1
+
+    @property
+    def task(self) -> Task:
+        return get_task(self.cfg.task)
+
+    def store(self, shard: int) -> RequestStore:
+        writer = f"shard{shard}" if self.shards > 1 else None
+        return RequestStore(self.run.requests(), writer=writer, journal=self.run.batches(writer))
+
+
+def answer_requests(cfg: Config, task: Task, text: str, shots: list[dict]) -> list[Request]:
+    msgs = task.teacher_messages(text, shots)
+    k = cfg.generation.samples_per_input
+    extra = {}
+    if task.answer_schema is not None and (fmt := response_format(cfg, task.answer_schema, f"{task.name}_answer")):
+        extra["response_format"] = fmt
+    if k == 1:
+        return [Request.make(cfg.teacher.model, msgs, temperature=cfg.teacher.temperature,
+                             max_tokens=cfg.teacher.max_tokens, **extra)]
+    return [Request.make(cfg.teacher.model, msgs, temperature=cfg.generation.sample_temperature,
+                         max_tokens=cfg.teacher.max_tokens, seed=i, **extra) for i in range(k)]
+
+
+def vote(task: Task, replies: list[dict]) -> tuple[str | None, dict[str, int], str | None]:
+    """Majority answer over k replies: (answer, votes, error). Ties go to the earliest sample.
+
+    A reply cut off by the token limit (finish_reason "length") is no answer: it neither wins nor votes.
+    """
+    answers, errors = [], []
+    for r in replies:
+        if r.get("error") is not None:
+            errors.append(r["error"])
+        elif r.get("finish_reason") == "length":
+            errors.append("truncated reply (finish_reason=length)")
+        else:
+            answers.append(task.parse_answer(r["text"]))
+    if not answers:
+        return None, {}, errors[0] if errors else "no reply"
+    counts = Counter(normalise(a) for a in answers)
+    winner = max(counts, key=counts.get)  # max keeps the first of equals: dicts keep insertion order
+    return next(a for a in answers if normalise(a) == winner), dict(counts), None
+
+
+def input_plans(cfg: Config, task: Task, seeds: list[dict]) -> list[tuple[Request, list[str], str]]:
+    """The Self-Instruct requests of a run: (request, seed ids shown, topic), fixed by cfg.seed."""
+    g = cfg.generation
+    rng = random.Random(cfg.seed)
+    plans = []
+    for i in range(g.input_requests):
+        examples = rng.sample(seeds, min(g.seeds_per_prompt, len(seeds)))
+        topic = rng.choice(task.topics)
+        msgs = task.new_inputs_messages(examples, topic, g.inputs_per_request)
+        req = Request.make(cfg.teacher.model, msgs, temperature=g.input_temperature,
+                           max_tokens=g.input_max_tokens, seed=cfg.seed * 1_000_003 + i)
+        plans.append((req, [e["id"] for e in examples], topic))
+    return plans
+
+
+def _worker() -> str:
+    """Where a shard ran (host:pid), recorded in the stats of a fanned-out run."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _label(what: str, shard: int, shards: int) -> str:
+    return f"teacher: {what}" + (f" [shard {shard + 1}/{shards}]" if shards > 1 else "")
+
+
+def input_shard(job: ShardJob, shard: int, spent: tuple[int, float]) -> dict:
+    """Phase 1 for the Self-Instruct requests shard, shard+shards, ...: candidates keyed by plan index."""
+    task, n = job.task, job.shards
+    plans = list(enumerate(input_plans(job.cfg, task, job.seeds)))[shard::n]
+    budget = make_budget(job.cfg, *spent, shard, n)
+    store = job.store(shard)
+    try:
+        with progress_bar(len(plans), _label("new inputs", shard, n)) as advance:
+            replies, usage = job.teacher.run([p[1][0] for p in plans], store, budget, advance)
+    finally:
+        store.close()
+    found, failed = [], 0
+    for (idx, (req, seed_ids, topic)), rep in zip(plans, replies):
+        if rep.get("error") is not None:
+            failed += 1
+            continue
+        for j, text in enumerate(task.parse_inputs(rep["text"])):
+            found.append([idx, {"id": f"{req.key[:16]}-{j}", "text": text, "seed_ids": seed_ids, "topic": topic}])
+    return {"candidates": found, "failed": failed, "usage": usage.as_dict(), "worker": _worker(),
+            "cut_short": budget.exhausted if budget else None}
+
+
+def answer_shard(job: ShardJob, shard: int, spent: tuple[int, float], candidates: list[list]) -> dict:
+    """Phase 2: the adapted teacher answers this shard's [index, candidate] pairs; rows keep the index."""
+    cfg, task, n = job.cfg, job.task, job.shards
+    rows, answer_reqs = [], []
+    for idx, c in candidates:
+        r = random.Random(f"{cfg.seed}:{c['id']}")
+        reference, error_type, text = None, None, c["text"]
+        if c.get("reference") is not None:  # a programmatic input knows its answer
+            reference = c["reference"]
+        elif r.random() >= cfg.generation.unchanged_fraction and (hit := task.corrupt(c["text"], r)) is not None:
+            text, error_type = hit
+            reference = c["text"]
+        elif task.has_injector:
+            reference, error_type = c["text"], "none"
+        reqs = answer_requests(cfg, task, text, job.shots)
+        answer_reqs.append(reqs)
+        rows.append((idx, Row(id=c["id"], input=text, output=None, reference=reference,
+                              meta={"source": "teacher", "error_type": error_type, "seed_ids": c["seed_ids"],
+                                    "topic": c["topic"], "teacher": cfg.teacher.model,
+                                    "request_keys": [q.key for q in reqs]})))
+    flat = [q for reqs in answer_reqs for q in reqs]
+    budget = make_budget(cfg, *spent, shard, n)
+    store = job.store(shard)
+    try:
+        with progress_bar(len(flat), _label("answers", shard, n)) as advance:
+            if task.answer_schema is not None:
+                flat_replies, usage = job.teacher.structured(flat, task.answer_schema, store, budget, advance)
+            else:
+                flat_replies, usage = job.teacher.run(flat, store, budget, advance)
+    finally:
+        store.close()
+    it = iter(flat_replies)
+    for (_, row), reqs in zip(rows, answer_reqs):
+        replies = [next(it) for _ in reqs]
+        answer, votes, err = vote(task, replies)
+        row.output = answer
+        row.status = "ok" if answer is not None and err is None else "failed"
+        row.error = err
+        if row.status == "failed" and (raw := [r["raw"] for r in replies if r.get("raw") is not None]):
+            row.raw = raw[0]  # the invalid structured reply, kept for the ledger
+        if len(reqs) > 1:
+            row.meta["votes"] = votes
+    return {"rows": [[idx, row.to_dict()] for idx, row in rows], "usage": usage.as_dict(), "worker": _worker(),
+            "cut_short": budget.exhausted if budget else None}

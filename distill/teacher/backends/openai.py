@@ -1,0 +1,119 @@
+"""The OpenAI protocol, request by request: OpenAI, `vllm serve`, llama-cpp-python's server.
+
+Retries are ours (the SDK's are off) so every retry, Retry-After wait and failure is counted in the
+stage stats.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from dataclasses import dataclass
+
+import httpx
+import openai
+
+from distill.config import Config
+from distill.teacher.cached import Session
+from distill.teacher.request import Request, TeacherError, failed_record, reply_record
+
+
+def retry_after_seconds(headers: httpx.Headers | None) -> float | None:
+    """Retry-After as seconds (delta or HTTP date), or OpenAI's retry-after-ms."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if not ra:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(ra)
+            return max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def _short(e: Exception) -> str:
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return msg[:200]
+
+
+@dataclass
+class OpenAIBackend:
+    cfg: Config
+    base_url: str
+    concurrency: int | None = None  # None = teacher.endpoint.max_concurrency
+    engine: str = "OpenAI protocol"
+
+    def send(self, reqs: list[Request], session: Session) -> None:
+        asyncio.run(self._send_all(reqs, session))
+
+    async def _send_all(self, reqs: list[Request], session: Session) -> None:
+        ep = self.cfg.teacher.endpoint
+        # The key is read now, never kept on the backend: backends travel to shard workers.
+        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.cfg.api_key() or "not-needed",
+                                    max_retries=0, timeout=ep.timeout_s)
+        sem = asyncio.Semaphore(self.concurrency or ep.max_concurrency)
+
+        async def one(r: Request) -> None:
+            async with sem:
+                if session.admit(r):
+                    session.finish(r, await self._with_retries(client, r, session))
+
+        try:
+            await asyncio.gather(*(one(r) for r in reqs))
+        finally:
+            await client.close()
+
+    async def _once(self, client: openai.AsyncOpenAI, req: Request) -> dict:
+        t0 = time.perf_counter()
+        resp = await client.chat.completions.create(model=req.model, messages=req.message_dicts(), **dict(req.params))
+        latency = time.perf_counter() - t0
+        if not resp.choices:
+            raise TeacherError("reply has no choices")
+        ch = resp.choices[0]
+        u = resp.usage
+        return reply_record(req, ch.message.content, ch.finish_reason, getattr(u, "prompt_tokens", 0),
+                            getattr(u, "completion_tokens", 0), latency)
+
+    async def _with_retries(self, client: openai.AsyncOpenAI, req: Request, session: Session) -> dict:
+        ep, usage = self.cfg.teacher.endpoint, session.usage
+        attempt = 0
+        while True:
+            usage.requests_sent += 1
+            try:
+                if ep.prefect_concurrency_limit:
+                    from prefect.concurrency.asyncio import concurrency
+
+                    async with concurrency(ep.prefect_concurrency_limit, occupy=1, strict=False):
+                        rec = await self._once(client, req)
+                else:
+                    rec = await self._once(client, req)
+                usage.request_seconds += rec["latency_s"] or 0.0
+                return rec
+            except (openai.APIError, TeacherError, ValueError, TypeError, AttributeError) as e:
+                # ValueError & co.: a reply that is not the JSON the protocol promises (a proxy's
+                # error page, a truncated body); transient like a 5xx, so retried like one
+                status = getattr(e, "status_code", None)
+                name = (f"{type(e).__name__}" if isinstance(e, (openai.APIError, TeacherError))
+                        else "MalformedReply") + (f"({status})" if status else "")
+                usage.error(name)
+                retryable = status is None or status == 429 or status >= 500 or status == 408
+                if not retryable or attempt >= ep.max_retries:
+                    return failed_record(req, f"{name}: {_short(e)}", attempts=attempt + 1)
+                wait = retry_after_seconds(getattr(getattr(e, "response", None), "headers", None))
+                if wait is None:
+                    wait = min(ep.backoff_max_s, ep.backoff_base_s * 2 ** attempt)
+                    wait *= 0.5 + random.random() / 2
+                attempt += 1
+                usage.retries += 1
+                await asyncio.sleep(wait)

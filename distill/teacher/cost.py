@@ -1,0 +1,102 @@
+"""What the teacher costs: per token for hosted models, per busy second for self-hosted ones; and the
+budget that stops sending before a limit is crossed."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from distill.config import Config, Pricing
+
+
+def cost_of(pricing: Pricing, *, hosted: bool, model: str, hardware: str, prompt_tokens: int,
+            completion_tokens: int, seconds: float, batch: bool = False) -> dict:
+    """{"usd": ..., "rule": how it was priced}."""
+    if hosted:
+        if model not in pricing.models:
+            raise KeyError(f"pricing.models has no entry for hosted model '{model}'")
+        p = pricing.models[model]
+        usd = (prompt_tokens * p.input_per_1m + completion_tokens * p.output_per_1m) / 1e6
+        if batch:
+            usd *= p.batch_discount
+        return {"usd": round(usd, 6), "rule": f"hosted tokens x price of {model}" + (" (batch)" if batch else "")}
+    if hardware not in pricing.hardware:
+        raise KeyError(f"pricing.hardware has no entry for '{hardware}'")
+    usd = seconds / 3600 * pricing.hardware[hardware]
+    return {"usd": round(usd, 6), "rule": f"self-hosted {seconds:.1f} s x ${pricing.hardware[hardware]}/h on {hardware}"}
+
+
+def teacher_cost(cfg: Config, prompt_tokens: int, completion_tokens: int, seconds: float,
+                 batch: bool | None = None) -> dict:
+    """The teacher's cost under its pricing rule.
+
+    Generation through the Batch API is priced at the batch discount (batch=None: per the backend);
+    the evaluation harness asks the real-time API and passes batch=False.
+    """
+    t = cfg.teacher
+    if batch is None:
+        batch = t.backend == "openai_batch"
+    return cost_of(cfg.pricing, hosted=t.hosted, model=t.model, hardware=t.hardware, prompt_tokens=prompt_tokens,
+                   completion_tokens=completion_tokens, seconds=seconds, batch=batch)
+
+
+@dataclass
+class Budget:
+    """Admits a request only while the run stays within teacher.budget.max_requests and max_cost_usd.
+
+    Counted over the whole run (earlier invocations included). Requests in flight are reserved at the
+    estimated price, so concurrency cannot push spending over the limit.
+    """
+
+    max_requests: int | None
+    max_cost_usd: float | None
+    price: Callable[[int, int, float], float]  # (prompt tokens, completion tokens, busy seconds) -> USD
+    sent_before: int = 0
+    spent_before_usd: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    admitted: int = 0
+    in_flight: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    exhausted: str | None = None
+
+    def spent_usd(self) -> float:
+        return self.spent_before_usd + self.price(self.prompt_tokens, self.completion_tokens,
+                                                  time.monotonic() - self.started)
+
+    def admit(self, est_prompt_tokens: int, est_completion_tokens: int, est_seconds: float) -> bool:
+        if self.exhausted is None and self.max_requests is not None \
+                and self.sent_before + self.admitted >= self.max_requests:
+            self.exhausted = f"teacher.budget.max_requests={self.max_requests} reached"
+        if self.exhausted is None and self.max_cost_usd is not None:
+            nxt = self.price(est_prompt_tokens, est_completion_tokens, est_seconds)
+            if self.spent_usd() + nxt * (1 + self.in_flight) > self.max_cost_usd:
+                self.exhausted = (f"teacher.budget.max_cost_usd={self.max_cost_usd} would be exceeded "
+                                  f"(spent ${self.spent_usd():.4f})")
+        if self.exhausted is not None:
+            return False
+        self.admitted += 1
+        self.in_flight += 1
+        return True
+
+    def settle(self, usage: dict | None, admitted: bool = True) -> None:
+        """A reply (or failure) for a request; admitted=False: one this run never admitted (a batch an
+        earlier invocation submitted) whose spending still counts."""
+        if admitted:
+            self.in_flight -= 1
+        if usage:
+            self.prompt_tokens += usage.get("prompt_tokens", 0)
+            self.completion_tokens += usage.get("completion_tokens", 0)
+
+
+def make_budget(cfg: Config, spent_requests: int, spent_usd: float, shard: int = 0, shards: int = 1) -> Budget | None:
+    """This shard's share of what the run may still spend (the whole remainder with one shard)."""
+    b = cfg.teacher.budget
+    if b.max_requests is None and b.max_cost_usd is None:
+        return None
+    max_requests = None
+    if b.max_requests is not None:
+        left = max(0, b.max_requests - spent_requests)
+        max_requests = left // shards + (shard < left % shards)
+    max_cost = None if b.max_cost_usd is None else max(0.0, b.max_cost_usd - spent_usd) / shards
+    return Budget(max_requests, max_cost, lambda pt, ct, secs: teacher_cost(cfg, pt, ct, secs)["usd"])

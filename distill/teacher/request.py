@@ -1,0 +1,93 @@
+"""A teacher request, the record stored for its reply (the same schema from every backend), and usage."""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TeacherError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Request:
+    """One chat completion request; its key is the hash of everything that determines the reply."""
+
+    model: str
+    messages: tuple[tuple[str, str], ...]
+    params: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def make(cls, model: str, messages: list[dict], **params) -> "Request":
+        return cls(model, tuple((m["role"], m["content"]) for m in messages), tuple(sorted(params.items())))
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps([self.model, self.messages, self.params], ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+    def message_dicts(self) -> list[dict]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+    @property
+    def max_tokens(self) -> int:
+        return dict(self.params).get("max_tokens", 256)
+
+
+@dataclass
+class Usage:
+    requests_sent: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    request_seconds: float = 0.0
+    skipped: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def error(self, name: str) -> None:
+        self.errors[name] = self.errors.get(name, 0) + 1
+
+    @classmethod
+    def merge(cls, parts: list[dict]) -> "Usage":
+        total = cls()
+        for p in parts:
+            for k, v in p.items():
+                if k == "errors":
+                    total.errors = dict(Counter(total.errors) + Counter(v))
+                else:
+                    setattr(total, k, getattr(total, k) + v)
+        return total
+
+
+def estimate_tokens(messages: list[dict]) -> int:
+    """Rough prompt size without a tokenizer (about 4 characters a token in English), for budgets."""
+    return sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)
+
+
+def reply_record(req: Request, text: str | None, finish_reason: str | None, prompt_tokens: int | None,
+                 completion_tokens: int | None, latency_s: float | None, **extra) -> dict:
+    """The stored record of one finished request: the same schema from every backend."""
+    return {
+        "key": req.key,
+        "model": req.model,
+        "params": dict(req.params),
+        "messages": req.message_dicts(),
+        "text": text or "",
+        "finish_reason": finish_reason,
+        "usage": {"prompt_tokens": prompt_tokens or 0, "completion_tokens": completion_tokens or 0},
+        "latency_s": round(latency_s, 4) if latency_s is not None else None,
+        "error": None,
+        **extra,
+    }
+
+
+def failed_record(req: Request, error: str, **extra) -> dict:
+    return {"key": req.key, "model": req.model, "params": dict(req.params), "text": None, "error": error, **extra}

@@ -1,0 +1,45 @@
+"""The request store: an append-only JSONL of finished teacher requests, so a re-run sends only what
+never finished."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill.io import AppendLog
+
+
+class RequestStore:
+    """Append-only JSONL of finished requests, keyed by Request.key: a re-run skips what is here.
+
+    Only successful replies count as finished; a failed request is logged for the ledger but sent
+    again on the next run.
+    """
+
+    def __init__(self, path: Path, writer: str | None = None, journal: Path | None = None):
+        # Shards running in parallel processes each append to their own file
+        # (requests.<writer>.jsonl); every store reads all of them, so re-sharding never resends.
+        path = Path(path)
+        own = path.with_name(f"{path.stem}.{writer}{path.suffix}") if writer else path
+        # the Batch API journal of this writer (batch ids and their request keys) sits beside its file
+        self.journal = Path(journal) if journal else own.with_name("batches" + own.name[len(path.stem):])
+        self.done: dict[str, dict] = {}
+        for other in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")) + [path]:
+            if other != own and other.exists():
+                self._index(AppendLog.read(other))
+        self.log = AppendLog(own)
+        self._index(self.log)
+
+    def _index(self, records) -> None:
+        for rec in records:
+            if rec.get("error") is None:
+                self.done[rec["key"]] = rec
+
+    def get(self, key: str) -> dict | None:
+        return self.done.get(key)
+
+    def put(self, rec: dict) -> None:
+        self.log.append(rec)
+        if rec.get("error") is None:
+            self.done[rec["key"]] = rec
+
+    def close(self) -> None:
+        self.log.close()

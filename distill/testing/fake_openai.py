@@ -1,0 +1,236 @@
+"""A fake OpenAI-protocol server for fault injection: 429 with Retry-After, 5xx, resets, timeouts,
+empty, truncated, malformed and off-format replies.
+
+Each POST to /v1/chat/completions takes the next scripted step, else (with `fault_rate`) a random
+fault, else a normal reply from `reply(body)`. Only for tests: the real servers run elsewhere.
+
+It also implements the Batch API (files + batches): a batch stays in progress while `batch_hold` is
+clear, then completes, or expires after `batch_expire_after` lines with the rest written to the error
+file as batch_expired; `batch_line_status` makes chosen lines of the first batch fail with a status.
+"""
+from __future__ import annotations
+
+import email.parser
+import itertools
+import json
+import random
+import re
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FAULTS = ["429", "500", "502", "503", "reset", "timeout", "empty", "truncated", "malformed", "chatter"]
+
+
+def plausible_reply(body: dict) -> str:
+    """Numbered sentences for a Self-Instruct request; the input echoed back for a correction."""
+    last = body["messages"][-1]["content"]
+    m = re.search(r"list of (\d+) .* about (.+?)\. Each", last)
+    if m:
+        n, topic = int(m.group(1)), m.group(2)
+        seed = sum(map(ord, last))
+        subjects = ["My neighbour", "The old teacher", "Our small team", "A quiet student", "His younger sister",
+                    "The local baker", "Every visitor", "Her best friend"]
+        verbs = ["talks about", "often thinks about", "writes a note on", "reads a book on", "enjoys",
+                 "asks questions about", "dreams about", "learns more on"]
+        return "\n".join(f"{i + 1}. {subjects[(seed + i) % 8]} {verbs[(seed // 8 + i) % 8]} {topic} "
+                         f"every {['morning', 'evening', 'weekend'][(seed + i) % 3]}." for i in range(n))
+    return last.split(":", 1)[-1].strip()
+
+
+class FakeOpenAI:
+    def __init__(self, script: list[dict] | None = None, reply=plausible_reply, fault_rate: float = 0.0,
+                 faults: list[str] = FAULTS, seed: int = 0, models: list[str] = ("fake-model",),
+                 timeout_sleep_s: float = 1.5, batch_hold: threading.Event | None = None,
+                 batch_expire_after: int | None = None, batch_line_status: dict[int, int] | None = None):
+        self.script = list(script or [])
+        self.reply = reply
+        self.fault_rate, self.faults, self.rng = fault_rate, list(faults), random.Random(seed)
+        self.models = list(models)
+        self.timeout_sleep_s = timeout_sleep_s
+        self.requests: list[dict] = []
+        self.times: list[float] = []
+        self.headers_seen: list[dict] = []
+        self.gets: list[str] = []  # the path of every GET (model listings, batch polls, file downloads)
+        self.injected: dict[str, int] = {}
+        self.batch_hold, self.batch_expire_after = batch_hold, batch_expire_after
+        self.batch_line_status = dict(batch_line_status or {})
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.batch_lines: list[str] = []  # custom_id of every line ever submitted in a batch
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                outer.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
+                outer.gets.append(self.path)
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if parts[1:2] == ["files"] and parts[-1] == "content":
+                    data = outer.files[parts[2]]
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                if parts[1:2] == ["batches"]:
+                    with outer._lock:
+                        if len(parts) == 2:
+                            return self._send(200, {"object": "list", "has_more": False,
+                                                    "data": list(reversed(outer.batches.values()))})
+                        return self._send(200, outer._advance(parts[2]))
+                self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in outer.models]})
+
+            def do_POST(self):
+                if self.path.startswith("/v1/files"):
+                    raw = self.rfile.read(int(self.headers["Content-Length"]))
+                    msg = email.parser.BytesParser().parsebytes(
+                        b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
+                    fields = {p.get_param("name", header="content-disposition"): p.get_payload(decode=True)
+                              for p in msg.walk() if not p.is_multipart()}
+                    assert fields["purpose"].strip() == b"batch", fields.get("purpose")
+                    with outer._lock:
+                        fid = f"file-{next(outer._ids)}"
+                        outer.files[fid] = fields["file"]
+                    return self._send(200, {"id": fid, "object": "file", "bytes": len(fields["file"]),
+                                            "created_at": 0, "filename": "batch.jsonl", "purpose": "batch"})
+                if self.path.startswith("/v1/batches"):
+                    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                    with outer._lock:
+                        bid = f"batch_{next(outer._ids)}"
+                        lines = [json.loads(x) for x in outer.files[body["input_file_id"]].splitlines() if x.strip()]
+                        outer.batch_lines += [x["custom_id"] for x in lines]
+                        outer.batches[bid] = {
+                            "id": bid, "object": "batch", "endpoint": body["endpoint"], "errors": None,
+                            "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
+                            "status": "validating", "output_file_id": None, "error_file_id": None, "created_at": 0,
+                            "request_counts": {"total": len(lines), "completed": 0, "failed": 0}}
+                        return self._send(200, outer.batches[bid])
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                except (ValueError, TypeError):  # a client that gave up mid-request (after a reset)
+                    return
+                with outer._lock:
+                    outer.requests.append(body)
+                    outer.times.append(time.monotonic())
+                    outer.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
+                    if outer.script:
+                        step = outer.script.pop(0)
+                    elif outer.fault_rate and outer.rng.random() < outer.fault_rate:
+                        step = {"fault": outer.rng.choice(outer.faults)}
+                    else:
+                        step = {"status": 200}
+                    if "fault" in step:
+                        outer.injected[step["fault"]] = outer.injected.get(step["fault"], 0) + 1
+                try:
+                    self._respond(body, step)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def _respond(self, body, step):
+                fault = step.get("fault")
+                if fault in ("429", "500", "502", "503"):
+                    headers = {"Retry-After": "0"} if fault == "429" else {}
+                    return self._send(int(fault), {"error": {"message": f"injected {fault}"}}, headers)
+                if fault == "reset":
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault == "timeout":
+                    time.sleep(outer.timeout_sleep_s)
+                    return
+                if fault == "malformed":
+                    data = b'{"id": "chatcmpl-fake", "choices": [{"index": 0, "message": {"content": "He'
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                status = step.get("status", 200)
+                if status != 200:
+                    return self._send(status, {"error": {"message": f"injected {status}"}}, step.get("headers", {}))
+                text = step.get("text")
+                finish = step.get("finish_reason", "stop")
+                if fault == "empty":
+                    text = ""
+                elif fault == "truncated":
+                    text, finish = outer.reply(body)[:12], "length"
+                elif fault == "chatter":
+                    text = "Sure! Here is the corrected sentence for you:"
+                if text is None:
+                    text = outer.reply(body)
+                self._send(200, {
+                    "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": finish,
+                                 "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                })
+
+            def _send(self, status, obj, headers=None):
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _advance(self, bid: str) -> dict:
+        """A batch's state on retrieve: in progress while held, then run (whole, or cut off by expiry)."""
+        b = self.batches[bid]
+        if b["status"] not in ("validating", "in_progress"):
+            return b
+        if self.batch_hold is not None and not self.batch_hold.is_set():
+            b["status"] = "in_progress"
+            return b
+        lines = [json.loads(x) for x in self.files[b["input_file_id"]].splitlines() if x.strip()]
+        first = sum(1 for x in self.batches.values() if x["status"] in ("completed", "expired")) == 0
+        expire = self.batch_expire_after if first else None
+        out, err = [], []
+        for i, line in enumerate(lines):
+            cid = line["custom_id"]
+            if expire is not None and i >= expire:
+                err.append({"id": f"batch_req_{i}", "custom_id": cid, "response": None, "error": {
+                    "code": "batch_expired",
+                    "message": "This request could not be executed before the completion window expired."}})
+                continue
+            status = self.batch_line_status.get(i, 200) if first else 200
+            if status != 200:
+                err.append({"id": f"batch_req_{i}", "custom_id": cid, "error": None, "response": {
+                    "status_code": status, "body": {"error": {"message": f"injected {status}"}}}})
+                continue
+            body = line["body"]
+            out.append({"id": f"batch_req_{i}", "custom_id": cid, "error": None, "response": {
+                "status_code": 200, "request_id": f"req_{i}", "body": {
+                    "id": f"chatcmpl-{i}", "object": "chat.completion", "created": 0, "model": body["model"],
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": self.reply(body)}}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}}})
+        for name, rows in (("output_file_id", out), ("error_file_id", err)):
+            if rows:
+                fid = f"file-{next(self._ids)}"
+                self.files[fid] = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                b[name] = fid
+        b["status"] = "expired" if expire is not None and expire < len(lines) else "completed"
+        b["request_counts"] = {"total": len(lines), "completed": len(out), "failed": len(err)}
+        return b
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
