@@ -97,11 +97,11 @@ def generate(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = 
         return _dry_run(config, run_dir, set)
     ctx = _setup(config, run_dir, set, new=True, stages=("generate",))
     stats = _guard(stage.run, ctx)
-    last = stats["last"]
-    console.print(f"generated {stats['counts']['rows']} rows in {ctx.run}: {last['requests_sent']} teacher requests sent, "
+    last = stats.last
+    console.print(f"generated {stats.counts.rows} rows in {ctx.run}: {last.requests_sent} teacher requests sent, "
                   f"{last['cache_hits']} reused from the store, {last['failed']} failed")
-    if stats["counts"].get("cut_short"):
-        console.print(f"[yellow]cut short:[/yellow] {stats['counts']['cut_short']}; {last['skipped']} requests not sent")
+    if stats.counts.cut_short:
+        console.print(f"[yellow]cut short:[/yellow] {stats.counts.cut_short}; {last.skipped} requests not sent")
 
 
 @app.command("filter")
@@ -113,10 +113,10 @@ def filter_(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = N
     ctx = _setup(config, run_dir, set, new=False)
     stats = _guard(stage.run, ctx)
     t = Table("stage", "in", "kept", "dropped", "top reasons", title=f"filters ({ctx.run})")
-    for r in filter_rows(stats["stages"]):
+    for r in filter_rows(stats.stages):
         t.add_row(*(str(v) for v in r.values()))
     Console().print(t)
-    console.print(f"kept {stats['kept']} of {stats['generated']} rows -> {ctx.run.train}")
+    console.print(f"kept {stats.kept} of {stats.generated} rows -> {ctx.run.train}")
 
 
 @app.command()
@@ -126,9 +126,9 @@ def train(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = Non
 
     ctx = _setup(config, run_dir, set, new=False, stages=("train",))
     stats = _guard(stage.run, ctx)
-    if "rank" in stats:  # another process of `accelerate launch` writes the student
+    if stats.rank is not None:  # another process of `accelerate launch` writes the student
         return
-    console.print(f"student saved to {stats['output_dir']} (loss {stats['first_loss']:.3f} -> {stats['last_loss']:.3f})")
+    console.print(f"student saved to {stats.output_dir} (loss {stats.first_loss:.3f} -> {stats.last_loss:.3f})")
 
 
 @app.command()
@@ -138,8 +138,8 @@ def evaluate(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = 
 
     ctx = _setup(config, run_dir, set, new=False, stages=("evaluate",))
     res = _guard(stage.run, ctx)
-    for name, m in res["models"].items():
-        console.print(f"{name}: {m['metrics']}")
+    for name, m in res.models.items():
+        console.print(f"{name}: {m.metrics}")
 
 
 @app.command()

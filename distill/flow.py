@@ -26,14 +26,15 @@ from prefect.filesystems import LocalFileSystem
 from distill.config import PROJECT_ROOT, Config, resolve_path
 from distill.report import comparison_rows, filter_rows
 from distill.rundir import RunDir
+from distill.stages import context as contexts
 from distill.stages import evaluate, generate, report, train
 from distill.stages import filter as filtering
 from distill.stages.context import ALL_STAGES, RunContext, prepare_run
 from distill.stages.shards import answer_shard, input_shard
 
 # A stage's cache key: the run key (config, run directory, fingerprint of data, templates and code),
-# the upstream stage's result and the task's source. The context itself is not hashed.
-CACHE = INPUTS - "ctx" + TASK_SOURCE
+# the upstream stage's result and the task's source.
+CACHE = INPUTS + TASK_SOURCE
 
 
 # Shards are not cached by Prefect: the request store already answers every finished request, and
@@ -77,37 +78,42 @@ def shard_mapper(cfg: Config):
 
 
 @task(name="generate", cache_policy=CACHE, retries=2, retry_delay_seconds=10)
-def generate_task(ctx: RunContext, run_key: str) -> dict:
+def generate_task(run_key: str) -> dict:
+    ctx = contexts.lookup(run_key)
     with shard_mapper(ctx.cfg) if ctx.cfg.generation.shards > 1 else nullcontext() as map_shards:
         stats = generate.run(ctx, map_shards or generate.sequential)
-    get_run_logger().info("generate: %s", {k: stats["last"][k] for k in ("requests_sent", "cache_hits", "failed", "cost_usd")})
-    return stats
+    get_run_logger().info("generate: %s", stats.last.model_dump(include={"requests_sent", "cache_hits", "failed", "cost_usd"}))
+    return stats.model_dump(mode="json")
 
 
 @task(name="filter", cache_policy=CACHE, retries=1)
-def filter_task(ctx: RunContext, run_key: str, upstream: dict | None) -> dict:
+def filter_task(run_key: str, upstream: dict | None) -> dict:
+    ctx = contexts.lookup(run_key)
     stats = filtering.run(ctx)
-    get_run_logger().info("filter: kept %d of %d rows", stats["kept"], stats["generated"])
-    return stats
+    get_run_logger().info("filter: kept %d of %d rows", stats.kept, stats.generated)
+    return stats.model_dump(mode="json")
 
 
 @task(name="train", cache_policy=CACHE)
-def train_task(ctx: RunContext, run_key: str, upstream: dict | None) -> dict:
+def train_task(run_key: str, upstream: dict | None) -> dict:
+    ctx = contexts.lookup(run_key)
     stats = train.run(ctx)
-    get_run_logger().info("train: %d steps, loss %.3f -> %.3f", stats["steps"], stats["first_loss"], stats["last_loss"])
-    return stats
+    get_run_logger().info("train: %d steps, loss %.3f -> %.3f", stats.steps, stats.first_loss, stats.last_loss)
+    return stats.model_dump(mode="json")
 
 
 @task(name="evaluate", cache_policy=CACHE, retries=1, retry_delay_seconds=10)
-def evaluate_task(ctx: RunContext, run_key: str, upstream: dict | None) -> dict:
+def evaluate_task(run_key: str, upstream: dict | None) -> dict:
+    ctx = contexts.lookup(run_key)
     res = evaluate.run(ctx)
-    for name, m in res["models"].items():
-        get_run_logger().info("evaluate %s: %s", name, m["metrics"])
-    return res
+    for name, m in res.models.items():
+        get_run_logger().info("evaluate %s: %s", name, m.metrics)
+    return res.model_dump(mode="json")
 
 
 @task(name="report", cache_policy=CACHE, retries=1)
-def report_task(ctx: RunContext, run_key: str, upstream: dict | None) -> dict:
+def report_task(run_key: str, upstream: dict | None) -> dict:
+    ctx = contexts.lookup(run_key)
     return report.run(ctx)
 
 
@@ -157,18 +163,22 @@ def distill_flow(config_path: str | None = None, run_dir: str | None = None, ove
     rd = RunDir(Path(run_dir)) if run_dir else RunDir.new()
     with prepare_run(config_path, rd, overrides or [], stages=tuple(stages)) as ctx:
         key = run_key(ctx)
-        # results live in the run directory; Prefect wants the storage block saved server-side first
-        results_dir = rd.prefect_results.resolve()
-        storage = LocalFileSystem(basepath=str(results_dir))
-        storage.save(f"distill-results-{hashlib.sha256(str(results_dir).encode()).hexdigest()[:16]}", overwrite=True)
-        opts = {"result_storage": storage, "persist_result": True, "result_serializer": "json"}
-        steps = {"generate": generate_task, "filter": filter_task, "train": train_task,
-                 "evaluate": evaluate_task, "report": report_task}
-        results: dict[str, dict] = {}
-        upstream = None
-        for name in ALL_STAGES:
-            if name in stages:
-                fn = steps[name].with_options(**opts)
-                upstream = results[name] = fn(ctx, key) if name == "generate" else fn(ctx, key, upstream)
+        contexts.register(key, ctx)
+        try:
+            # results live in the run directory; Prefect wants the storage block saved server-side first
+            results_dir = rd.prefect_results.resolve()
+            storage = LocalFileSystem(basepath=str(results_dir))
+            storage.save(f"distill-results-{hashlib.sha256(str(results_dir).encode()).hexdigest()[:16]}", overwrite=True)
+            opts = {"result_storage": storage, "persist_result": True, "result_serializer": "json"}
+            steps = {"generate": generate_task, "filter": filter_task, "train": train_task,
+                     "evaluate": evaluate_task, "report": report_task}
+            results: dict[str, dict] = {}
+            upstream = None
+            for name in ALL_STAGES:
+                if name in stages:
+                    fn = steps[name].with_options(**opts)
+                    upstream = results[name] = fn(key) if name == "generate" else fn(key, upstream)
+        finally:
+            contexts.forget(key)
         publish(rd, results.get("filter"), results.get("report"))
     return str(rd.root)

@@ -44,4 +44,4 @@ def distill_cmd(*args: str) -> list[str]:
 
 def opened(ctx):
     """(context, config, run directory) of a prepared run."""
-    return ctx, ctx.cfg, ctx.run
+    return ctx, ctx.cfg, ctx.run.root

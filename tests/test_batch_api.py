@@ -112,7 +112,7 @@ def test_uploaded_but_unjournalled_batch_is_found_by_its_file(tmp_path):
         # rewrite the journal as if the crash came right after the upload
         path.write_text("".join(line + "\n" for line in path.read_text().splitlines()
                                 if '"submitted"' not in line))
-        journal = BatchJournal(rd.batches())
+        journal = BatchJournal(rd / "data" / "batches.jsonl")
         assert not journal.open_batches() and journal.pending_files
         journal.close()
         hold.set()

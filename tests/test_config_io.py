@@ -109,3 +109,23 @@ def test_gpu_config_trains_bf16_padding_free_and_fans_generation_out_on_dask():
     assert plan["precision"] == "bf16" and plan["padding_free"] and plan["attn_implementation"] == "flash_attention_2"
     assert cfg.generation.task_runner == "dask" and cfg.generation.shards > 1
     assert not cfg.teacher.endpoint.launch_local and cfg.teacher.endpoint.base_url.endswith("/v1")
+
+
+def test_earlier_flat_teacher_keys_still_work_and_say_where_they_moved(tmp_path):
+    """Breaks if an old key is dropped, lands in the wrong section, or loses to the file it overrides."""
+    old = tmp_path / "old.yaml"
+    old.write_text("teacher:\n  launch_local: false\n  base_url: http://x/v1\n  few_shot: 2\n  max_requests: 7\n"
+                   "  adaptation: few_shot\n")
+    with pytest.warns(FutureWarning, match="teacher.base_url is now teacher.endpoint.base_url"):
+        cfg = load_config(old)
+    t = cfg.teacher
+    assert (t.endpoint.launch_local, t.endpoint.base_url, t.adaptation.few_shot, t.budget.max_requests) == \
+        (False, "http://x/v1", 2, 7)
+    # --set with an old key overrides the new-style section of the file, and a method shorthand keeps the section
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: old.yaml\nteacher:\n  adaptation:\n    few_shot: 4\n")
+    with pytest.warns(FutureWarning):
+        cfg = load_config(child, ["teacher.max_concurrency=3", "teacher.adaptation=lora"])
+    assert cfg.teacher.endpoint.max_concurrency == 3 and cfg.teacher.endpoint.base_url == "http://x/v1"
+    assert cfg.teacher.adaptation.method == "lora" and cfg.teacher.adaptation.few_shot == 4
+    assert "launch_local" not in cfg.redacted()["teacher"]  # saved in the new layout

@@ -3,7 +3,7 @@
 endpoint (where requests go), backend settings (batch, offline), adaptation (how the teacher learns the
 task from the seeds) and budget (when to stop sending). The flat keys of earlier versions
 (`teacher.base_url`, `teacher.few_shot`, `teacher.max_requests`, ...) are still accepted and moved into
-their section, with a DeprecationWarning.
+their section, with a FutureWarning naming the new key.
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ class Teacher(Strict):
     def upgrade_key(key: str) -> list[str]:
         """The path of an earlier version's flat key in its section (others are returned as they are)."""
         if key in FLAT_KEYS:
-            warnings.warn(f"teacher.{key} is now teacher.{'.'.join(FLAT_KEYS[key])}", DeprecationWarning, stacklevel=3)
+            warnings.warn(f"teacher.{key} is now teacher.{'.'.join(FLAT_KEYS[key])}", FutureWarning, stacklevel=3)
             return list(FLAT_KEYS[key])
         return [key]
 

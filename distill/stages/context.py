@@ -64,6 +64,24 @@ class RunContext:
 _OPEN: dict[tuple, RunContext] = {}
 
 
+# Contexts handed to Prefect tasks by key: a task takes the key, not the context (Prefect records task
+# parameters and ships a running task's context and code to Dask workers; a context holds an open
+# teacher). Kept here, not in the flow module, so shipping the flow's tasks never drags them along.
+_BY_KEY: dict[str, RunContext] = {}
+
+
+def register(key: str, ctx: RunContext) -> None:
+    _BY_KEY[key] = ctx
+
+
+def lookup(key: str) -> RunContext:
+    return _BY_KEY[key]
+
+
+def forget(key: str) -> None:
+    _BY_KEY.pop(key, None)
+
+
 def _open_key(run: RunDir, overrides: list[str], stages: tuple[str, ...]) -> tuple | None:
     if not run.config.exists():
         return None

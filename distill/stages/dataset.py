@@ -8,13 +8,13 @@ import tempfile
 from pathlib import Path
 
 from distill.config import Config
-from distill.io import read_json
 from distill.records import Row, prompt_completion
 from distill.rundir import RunDir
 from distill.stages.context import RunContext
+from distill.stats import FilterStats, GenerateStats
 
 
-def export_dataset(ctx: RunContext, kept: list[Row], stats: dict) -> Path:
+def export_dataset(ctx: RunContext, kept: list[Row], stats: FilterStats) -> Path:
     from datasets import Dataset
 
     cfg, rd = ctx.cfg, ctx.run
@@ -39,11 +39,11 @@ def export_dataset(ctx: RunContext, kept: list[Row], stats: dict) -> Path:
     return final
 
 
-def dataset_card(cfg: Config, rd: RunDir, stats: dict) -> str:
-    gen = read_json(rd.stats("generate")) if rd.stats("generate").exists() else {}
+def dataset_card(cfg: Config, rd: RunDir, stats: FilterStats) -> str:
+    usage = GenerateStats.read(rd.stats("generate")).totals.model_dump(exclude={"errors", "cost_rule", "finished_at"})
     g = cfg.generation
     filters = "\n".join(f"| `{s['stage']}` | `{json.dumps(s['params'])}` | {s['in']} | {s['kept']} | {s['dropped']} |"
-                        for s in stats["stages"])
+                        for s in stats.stages)
     return f"""---
 license: apache-2.0
 task_categories:
@@ -65,8 +65,8 @@ Synthetic data made by `distill` from a seed set and a teacher model, then filte
 - **Seeds:** `{cfg.seeds_path}`
 - **Teacher:** `{cfg.teacher.model}` ({cfg.teacher.adaptation.few_shot}-shot, temperature {cfg.teacher.temperature}, {g.samples_per_input} sample(s) per input)
 - **Generation:** {g.input_requests} Self-Instruct requests x {g.inputs_per_request} inputs, {g.seeds_per_prompt} seeds per prompt, input temperature {g.input_temperature}
-- **Teacher usage:** {json.dumps(gen.get('totals', {}))}
-- **Rows:** {stats['generated']} generated, {stats['kept']} kept ({stats['kept_with_edit']} with an edit), {stats['dropped']} dropped
+- **Teacher usage:** {json.dumps(usage)}
+- **Rows:** {stats.generated} generated, {stats.kept} kept ({stats.kept_with_edit} with an edit), {stats.dropped} dropped
 
 ## Filters
 | filter | params | in | kept | dropped |

@@ -11,10 +11,11 @@ import statistics
 import time
 
 from distill.config import resolve_path
-from distill.io import write_json, write_jsonl
+from distill.io import write_jsonl
 from distill.models.load import base_student_dir, default_gguf, gguf_parameter_count, load_model, parameter_count
 from distill.progress import progress_bar
 from distill.stages.context import RunContext
+from distill.stats import EvalSummary, ModelResult
 from distill.teacher import Request, Teacher, cost_of, teacher_cost
 
 
@@ -90,7 +91,7 @@ def summarise(task, rows: list[dict], answers: list[dict], wall: float) -> dict:
     }, preds
 
 
-def run(ctx: RunContext) -> dict:
+def run(ctx: RunContext) -> EvalSummary:
     import torch
 
     cfg, rd, task = ctx.cfg, ctx.run, ctx.task
@@ -105,16 +106,15 @@ def run(ctx: RunContext) -> dict:
                 raise FileNotFoundError(f"{sdir}: no trained student (run `distill train` first)")
             students.append((model_key(name), student.name, sdir, "distilled student", student.hardware))
     rows = ctx.eval_rows[: cfg.eval.max_rows] if cfg.eval.max_rows else ctx.eval_rows
-    results: dict[str, dict] = {}
+    results: dict[str, ModelResult] = {}
     t_stage = time.perf_counter()
 
     def record(key: str, name: str, role: str, engine: str, params: int | None, answers, wall, cost: dict,
                prompt: str):
         summary, preds = summarise(task, rows, answers, wall)
         per_1k = cost["usd"] / len(rows) * 1000
-        summary.update({"name": name, "role": role, "engine": engine, "parameters": params, "prompt": prompt,
-                        "cost_per_1k_usd": round(per_1k, 6), "cost_rule": cost["rule"]})
-        results[key] = summary
+        results[key] = ModelResult(**summary, name=name, role=role, engine=engine, parameters=params, prompt=prompt,
+                                   cost_per_1k_usd=round(per_1k, 6), cost_rule=cost["rule"])
         write_jsonl(rd.predictions(cfg.eval.path, key), [
             {"id": r["id"], "input": r["input"], "reference": r["output"], "prediction": p, **a}
             for r, p, a in zip(rows, preds, answers)])
@@ -145,8 +145,7 @@ def run(ctx: RunContext) -> dict:
         del model
 
     copy = task.metrics([r["input"] for r in rows], [r["output"] for r in rows], [r["input"] for r in rows])
-    summary = {"eval_path": cfg.eval.path, "n": len(rows), "primary_metric": task.primary_metric,
-               "copy_baseline": copy, "models": results,
-               "wall_seconds": round(time.perf_counter() - t_stage, 2)}
-    write_json(rd.eval_summary(cfg.eval.path), summary)
+    summary = EvalSummary(eval_path=cfg.eval.path, n=len(rows), primary_metric=task.primary_metric,
+                          copy_baseline=copy, models=results, wall_seconds=round(time.perf_counter() - t_stage, 2))
+    summary.write(rd.eval_summary(cfg.eval.path))
     return summary

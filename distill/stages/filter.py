@@ -8,15 +8,16 @@ from __future__ import annotations
 import time
 
 from distill.filters import FilterContext, run_filters
-from distill.io import read_jsonl, write_json, write_jsonl
+from distill.io import read_jsonl, write_jsonl
 from distill.progress import progress_bar
 from distill.records import Message, Row
 from distill.stages.context import RunContext
 from distill.stages.dataset import export_dataset
+from distill.stats import FilterStats
 from distill.teacher import Request, RequestStore, Usage, response_format, teacher_cost
 
 
-def run(ctx: RunContext) -> dict:
+def run(ctx: RunContext) -> FilterStats:
     t0 = time.perf_counter()
     rd = ctx.run
     if not rd.generated.exists():
@@ -40,20 +41,13 @@ def run(ctx: RunContext) -> dict:
     for r in kept:
         src = r.meta.get("source", "teacher")
         by_source[src] = by_source.get(src, 0) + 1
-    stats = {
-        "generated": len(generated),
-        "failed_generation": sum(1 for g in generated if not g.ok),
-        "kept": len(kept),
-        "kept_by_source": by_source,
-        "kept_with_edit": sum(1 for r in kept if r.input != r.output),
-        "dropped": len(ledger),
-        "stages": stages,
-        "wall_seconds": round(time.perf_counter() - t0, 2),
-    }
-    if teacher.used:
-        stats["teacher"] = teacher.stats()
+    stats = FilterStats(
+        generated=len(generated), failed_generation=sum(1 for g in generated if not g.ok), kept=len(kept),
+        kept_by_source=by_source, kept_with_edit=sum(1 for r in kept if r.input != r.output), dropped=len(ledger),
+        stages=stages, wall_seconds=round(time.perf_counter() - t0, 2),
+        teacher=teacher.stats() if teacher.used else None)
     export_dataset(ctx, kept, stats)
-    write_json(rd.stats("filter"), stats)
+    stats.write(rd.stats("filter"))
     return stats
 
 

@@ -10,12 +10,13 @@ from collections import Counter
 from typing import Callable
 
 from distill.config import Config, resolve_path
-from distill.io import load_examples, read_json, write_json, write_jsonl
+from distill.io import load_examples, write_jsonl
 from distill.records import Row
 from distill.rundir import RunDir
 from distill.stages.adapt import adapt_teacher
 from distill.stages.context import RunContext, few_shot_examples
 from distill.stages.shards import ShardJob, _worker, answer_shard, input_plans, input_shard
+from distill.stats import GenerateCounts, GenerateStats, TeacherUsage
 from distill.tasks import get_task
 from distill.teacher import Usage, estimate_tokens, teacher_cost
 
@@ -28,7 +29,7 @@ def sequential(fn: Callable[..., dict], calls: list[tuple]) -> list[dict]:
     return [fn(*args) for args in calls]
 
 
-def run(ctx: RunContext, map_shards: MapShards = sequential) -> dict:
+def run(ctx: RunContext, map_shards: MapShards = sequential) -> GenerateStats:
     """Adapt the teacher (once), then both phases over generation.shards shards, then one generated.jsonl.
 
     Rows come out in the same order, with the same ids and texts, whatever the shard count or runner.
@@ -36,8 +37,8 @@ def run(ctx: RunContext, map_shards: MapShards = sequential) -> dict:
     adapt_teacher(ctx)
     cfg, rd, seeds = ctx.cfg, ctx.run, ctx.seeds
     g, n = cfg.generation, cfg.generation.shards
-    prev = read_json(rd.stats("generate")).get("totals", {}) if rd.stats("generate").exists() else {}
-    spent = (prev.get("requests_sent", 0) - prev.get("retries", 0), prev.get("cost_usd", 0.0))
+    prev = GenerateStats.read(rd.stats("generate")).totals
+    spent = (prev.requests_sent - prev.retries, prev.cost_usd)
     t_start = time.perf_counter()
     job = ShardJob(cfg, rd, ctx.teacher(), seeds, ctx.shots, n)
 
@@ -69,7 +70,7 @@ def run(ctx: RunContext, map_shards: MapShards = sequential) -> dict:
 
     wall = time.perf_counter() - t_start
     cut = [p["cut_short"] for p in parts_in + parts_ans if p["cut_short"]]
-    return _write_stats(cfg, rd, usage_in, usage_ans, wall, {
+    return _write_stats(cfg, rd, usage_in, usage_ans, wall, GenerateCounts(**{
         "input_requests": g.input_requests, "failed_input_requests": sum(p["failed"] for p in parts_in),
         "parsed_inputs": len(candidates), "rows": len(all_rows), "seed_rows": len(seed_rows),
         "teacher_rows_ok": sum(r["status"] == "ok" for r in rows),
@@ -77,7 +78,7 @@ def run(ctx: RunContext, map_shards: MapShards = sequential) -> dict:
         "few_shot_ids": [s["id"] for s in ctx.shots],
         "shards": n, "shard_workers": sorted({p["worker"] for p in parts_in + parts_ans}),
         "cut_short": cut[0] if cut else None,
-    })
+    }))
 
 
 def plan_generation(cfg: Config) -> dict:
@@ -105,21 +106,20 @@ def plan_generation(cfg: Config) -> dict:
             "max_requests": t.budget.max_requests, "max_cost_usd": t.budget.max_cost_usd}
 
 
-def _write_stats(cfg: Config, rd: RunDir, usage_in: Usage, usage_ans: Usage, wall: float, counts: dict) -> dict:
+def _write_stats(cfg: Config, rd: RunDir, usage_in: Usage, usage_ans: Usage, wall: float,
+                 counts: GenerateCounts) -> GenerateStats:
     u = {k: getattr(usage_in, k) + getattr(usage_ans, k)
          for k in ("requests_sent", "cache_hits", "retries", "failed", "skipped", "prompt_tokens", "completion_tokens")}
     u["errors"] = dict(Counter(usage_in.errors) + Counter(usage_ans.errors))
     # Only time spent waiting on requests that were actually sent costs money; a fully cached re-run is free.
     busy = wall if u["requests_sent"] else 0.0
     cost = teacher_cost(cfg, u["prompt_tokens"], u["completion_tokens"], busy)
-    this = {**u, "wall_seconds": round(wall, 2), "cost_usd": cost["usd"], "cost_rule": cost["rule"],
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    path = rd.stats("generate")
-    history = read_json(path).get("invocations", []) if path.exists() else []
-    history.append(this)
-    totals = {k: sum(h.get(k, 0) for h in history) for k in
-              ("requests_sent", "cache_hits", "retries", "failed", "skipped", "prompt_tokens", "completion_tokens",
-               "wall_seconds", "cost_usd")}
-    stats = {"teacher": cfg.teacher.model, "counts": counts, "last": this, "totals": totals, "invocations": history}
-    write_json(path, stats)
+    this = TeacherUsage(**u, wall_seconds=round(wall, 2), cost_usd=cost["usd"], cost_rule=cost["rule"],
+                        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    history = [*GenerateStats.read(rd.stats("generate")).invocations, this]
+    totals = TeacherUsage(**{k: sum(getattr(h, k) for h in history) for k in
+                             ("requests_sent", "cache_hits", "retries", "failed", "skipped", "prompt_tokens",
+                              "completion_tokens", "wall_seconds", "cost_usd")})
+    stats = GenerateStats(teacher=cfg.teacher.model, counts=counts, last=this, totals=totals, invocations=history)
+    stats.write(rd.stats("generate"))
     return stats

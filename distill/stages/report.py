@@ -8,6 +8,7 @@ from distill.report import choose_model, frontier_keys, markdown_table, plot_fro
 from distill.rundir import RunDir
 from distill.stages.adapt import describe
 from distill.stages.context import RunContext
+from distill.stats import EvalSummary, FilterStats, GenerateStats, TrainStats
 
 ROLE_ORDER = {"teacher": 0, "base student": 1, "distilled student": 2}
 
@@ -21,25 +22,22 @@ def build_report(cfg: Config, rd: RunDir) -> dict:
     summary_path = rd.eval_summary(cfg.eval.path)
     if not summary_path.exists():
         raise FileNotFoundError(f"{summary_path}: not found (run `distill evaluate` first)")
-    ev = read_json(summary_path)
-    metric = ev["primary_metric"]
-    models = ev["models"]
-    teacher = models.get("teacher")
+    ev = EvalSummary.read(summary_path)
+    metric = ev.primary_metric
+    teacher = ev.models.get("teacher")
     rows = []
-    for key, m in sorted(models.items(), key=lambda kv: ROLE_ORDER.get(kv[1]["role"], 9)):
-        q = m["metrics"][metric]
-        row = {"key": key, "name": m["name"], "role": m["role"], "engine": m["engine"],
-               "parameters": m["parameters"], "metrics": m["metrics"],
-               "cost_per_1k_usd": m["cost_per_1k_usd"], "cost_rule": m["cost_rule"],
-               "latency_p50_s": m["latency_p50_s"], "latency_p95_s": m["latency_p95_s"],
-               "throughput_rps": m["throughput_rps"], "prompt": m["prompt"]}
+    for key, m in sorted(ev.models.items(), key=lambda kv: ROLE_ORDER.get(kv[1].role, 9)):
+        row = {"key": key, **m.model_dump(include={"name", "role", "engine", "parameters", "metrics", "cost_per_1k_usd",
+                                                   "cost_rule", "latency_p50_s", "latency_p95_s", "throughput_rps",
+                                                   "prompt"})}
         if teacher:
-            tq, tc, tp = teacher["metrics"][metric], teacher["cost_per_1k_usd"], teacher["parameters"]
-            row["pct_of_teacher_quality"] = round(100 * q / tq, 1) if tq else None
-            row["x_cheaper"] = round(tc / m["cost_per_1k_usd"], 2) if m["cost_per_1k_usd"] else None
-            row["x_smaller"] = round(tp / m["parameters"], 2) if tp and m["parameters"] else None
+            tq = teacher.metrics[metric]
+            row["pct_of_teacher_quality"] = round(100 * m.metrics[metric] / tq, 1) if tq else None
+            row["x_cheaper"] = round(teacher.cost_per_1k_usd / m.cost_per_1k_usd, 2) if m.cost_per_1k_usd else None
+            row["x_smaller"] = round(teacher.parameters / m.parameters, 2) if teacher.parameters and m.parameters else None
         rows.append(row)
-    gen, filt, train = _stats(rd, "generate"), _stats(rd, "filter"), _stats(rd, "train")
+    gen, filt = GenerateStats.read(rd.stats("generate")), FilterStats.read(rd.stats("filter"))
+    train, adapt = TrainStats.read(rd.stats("train")), _stats(rd, "adapt")
     frontier = frontier_keys(rows, metric)
     selection = choose_model(rows, metric, cfg.quality_target)
     for r in rows:
@@ -49,25 +47,25 @@ def build_report(cfg: Config, rd: RunDir) -> dict:
         "task": cfg.task,
         "frontier": frontier,
         "selection": selection,
-        "eval": {"path": ev["eval_path"], "n": ev["n"], "primary_metric": metric, "copy_baseline": ev["copy_baseline"]},
+        "eval": {"path": ev.eval_path, "n": ev.n, "primary_metric": metric, "copy_baseline": ev.copy_baseline},
         "models": rows,
         "data": {
-            "generated": filt.get("generated"), "kept": filt.get("kept"), "dropped": filt.get("dropped"),
-            "kept_with_edit": filt.get("kept_with_edit"), "kept_by_source": filt.get("kept_by_source"),
-            "by_stage": [{k: s[k] for k in ("stage", "in", "kept", "dropped", "top_reasons")} for s in filt.get("stages", [])],
+            "generated": filt.generated, "kept": filt.kept, "dropped": filt.dropped,
+            "kept_with_edit": filt.kept_with_edit, "kept_by_source": filt.kept_by_source,
+            "by_stage": [{k: s[k] for k in ("stage", "in", "kept", "dropped", "top_reasons")} for s in filt.stages],
         },
-        "teacher_usage": {"model": cfg.teacher.model, **gen.get("totals", {}),
-                          "cost_rule": (gen.get("last") or {}).get("cost_rule")},
-        "teacher_adaptation": {"description": describe(cfg), **{k: v for k, v in _stats(rd, "adapt").items()
+        "teacher_usage": {"model": cfg.teacher.model, **gen.totals.model_dump(exclude={"errors", "cost_rule", "finished_at"}),
+                          "cost_rule": gen.last.cost_rule},
+        "teacher_adaptation": {"description": describe(cfg), **{k: v for k, v in adapt.items()
                                                                   if k in ("steps", "first_loss", "last_loss", "wall_seconds")}},
-        "judge_usage": filt.get("teacher"),
-        "cut_short": (gen.get("counts") or {}).get("cut_short"),
-        "training": {k: train.get(k) for k in ("rows", "steps", "epochs", "lora", "first_loss", "last_loss", "plan")},
-        "training_by_student": {v.get("name", k): {x: v.get(x) for x in ("keep_layers", "lora", "steps", "parameters",
-                                                                        "first_loss", "last_loss", "wall_seconds")}
-                                for k, v in (train.get("students") or {}).items()},
-        "wall_seconds": {"generate": gen.get("totals", {}).get("wall_seconds"), "filter": filt.get("wall_seconds"),
-                         "train": train.get("wall_seconds"), "evaluate": ev.get("wall_seconds")},
+        "judge_usage": filt.teacher,
+        "cut_short": gen.counts.cut_short,
+        "training": train.model_dump(include={"rows", "steps", "epochs", "lora", "first_loss", "last_loss", "plan"}),
+        "training_by_student": {v.name or k: v.model_dump(include={"keep_layers", "lora", "steps", "parameters",
+                                                                   "first_loss", "last_loss", "wall_seconds"})
+                                for k, v in (train.students or {}).items()},
+        "wall_seconds": {"generate": gen.totals.wall_seconds if rd.stats("generate").exists() else None,
+                         "filter": filt.wall_seconds, "train": train.wall_seconds, "evaluate": ev.wall_seconds},
     }
 
 

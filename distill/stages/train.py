@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 from distill.config import Training
-from distill.io import read_json, read_jsonl, write_json
+from distill.io import read_jsonl
 from distill.models.load import base_student_dir, parameter_count, pruned_dir, save_model_dir
 from distill.records import Row, prompt_completion
 from distill.stages.context import RunContext
+from distill.stats import TrainStats
 from distill.tasks import Task
 
 
@@ -27,7 +28,7 @@ def candidate_base(student) -> Path:
     return pruned_dir(base, student.keep_layers) if getattr(student, "keep_layers", None) else base
 
 
-def run(ctx: RunContext) -> dict:
+def run(ctx: RunContext) -> TrainStats:
     """Train every student candidate on the same filtered rows (one, unless `students` lists several)."""
     cfg, rd = ctx.cfg, ctx.run
     if not rd.train.exists():
@@ -40,21 +41,22 @@ def run(ctx: RunContext) -> dict:
     per = {}
     for name, student, t in candidates:
         per[name] = train_one(student, t, records, rd.checkpoints(name), rd.student(name), rd.student_stats(name))
-    if any("rank" in v for v in per.values()):  # not the main process: it writes nothing
+    if any(v.rank is not None for v in per.values()):  # not the main process: it writes nothing
         return next(iter(per.values()))
-    stats = dict(per[candidates[0][0]])
+    stats = per[candidates[0][0]].model_copy()
     if cfg.students:
-        stats = {**stats, "students": per, "wall_seconds": round(sum(v["wall_seconds"] for v in per.values()), 2)}
-    write_json(rd.stats("train"), stats)
+        stats = stats.model_copy(update={"students": per,
+                                         "wall_seconds": round(sum(v.wall_seconds for v in per.values()), 2)})
+    stats.write(rd.stats("train"))
     return stats
 
 
-def train_one(student, t: Training, records: list[dict], ckpt_dir: Path, out: Path, stats_path: Path) -> dict:
+def train_one(student, t: Training, records: list[dict], ckpt_dir: Path, out: Path, stats_path: Path) -> TrainStats:
     """Fine-tune one candidate and write it to `out` (skipped when a ladder re-run finds it done)."""
     from distill.models.sft import merged_model, run_sft
 
     if (out / "config.json").exists() and stats_path.exists():
-        return read_json(stats_path)
+        return TrainStats.read(stats_path)
     t0 = time.perf_counter()
     base_dir = candidate_base(student)
     trainer, plan, tok, resume, result = run_sft(t, base_dir, records, ckpt_dir,
@@ -65,30 +67,18 @@ def train_one(student, t: Training, records: list[dict], ckpt_dir: Path, out: Pa
     # weights on every rank, so merging there is safe.)
     if not trainer.accelerator.is_main_process:
         trainer.accelerator.wait_for_everyone()
-        return {"output_dir": str(out), "rank": trainer.accelerator.process_index}
+        return TrainStats(output_dir=str(out), rank=trainer.accelerator.process_index)
     merged = merged_model(trainer, plan, t.lora)
     save_model_dir(merged, tok, out)
 
-    stats = {
-        "base": str(base_dir),
-        "output_dir": str(out),
-        "name": student.name,
-        "keep_layers": getattr(student, "keep_layers", None),
-        "rows": len(records),
-        "steps": trainer.state.global_step,
-        "epochs": round(trainer.state.epoch or 0, 3),
-        "resumed_from": resume,
-        "plan": plan,
-        "processes": trainer.accelerator.num_processes,
-        "lora": t.lora,
-        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
-        "parameters": parameter_count(merged),
-        "first_loss": losses[0] if losses else math.nan,
-        "last_loss": losses[-1] if losses else math.nan,
-        "losses": losses,
-        "train_runtime_s": result.metrics.get("train_runtime"),
-        "wall_seconds": round(time.perf_counter() - t0, 2),
-    }
-    write_json(stats_path, stats)
+    stats = TrainStats(
+        base=str(base_dir), output_dir=str(out), name=student.name, keep_layers=getattr(student, "keep_layers", None),
+        rows=len(records), steps=trainer.state.global_step, epochs=round(trainer.state.epoch or 0, 3),
+        resumed_from=resume, plan=plan, processes=trainer.accelerator.num_processes, lora=t.lora,
+        trainable_parameters=sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        parameters=parameter_count(merged), first_loss=losses[0] if losses else math.nan,
+        last_loss=losses[-1] if losses else math.nan, losses=losses,
+        train_runtime_s=result.metrics.get("train_runtime"), wall_seconds=round(time.perf_counter() - t0, 2))
+    stats.write(stats_path)
     trainer.accelerator.wait_for_everyone()
     return stats

@@ -1,0 +1,139 @@
+"""What each stage records, as typed models: the stage writes one, the report
+reads it back by attribute (RunDir names the files). Unknown fields are kept (a run directory outlives the code that wrote it)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from distill.io import read_json, write_json
+
+
+class Stats(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    # Earlier code and the tests read stats as dicts (stats["counts"]["rows"]); both forms work.
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+    @classmethod
+    def read(cls, path: Path):
+        """The stats a stage wrote, or an empty record when it has not run."""
+        return cls.model_validate(read_json(path)) if Path(path).exists() else cls()
+
+    def write(self, path: Path) -> None:
+        write_json(path, self.model_dump(mode="json"))
+
+
+class TeacherUsage(Stats):
+    """One generate invocation's teacher usage (and, summed, the run's)."""
+
+    requests_sent: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    failed: int = 0
+    skipped: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wall_seconds: float = 0.0
+    cost_usd: float = 0.0
+    errors: dict[str, int] = Field(default_factory=dict)
+    cost_rule: str | None = None
+    finished_at: str | None = None
+
+
+class GenerateCounts(Stats):
+    input_requests: int = 0
+    failed_input_requests: int = 0
+    parsed_inputs: int = 0
+    rows: int = 0
+    seed_rows: int = 0
+    teacher_rows_ok: int = 0
+    teacher_rows_failed: int = 0
+    few_shot_ids: list[str] = Field(default_factory=list)
+    shards: int = 1
+    shard_workers: list[str] = Field(default_factory=list)
+    cut_short: str | None = None
+
+
+class GenerateStats(Stats):
+    teacher: str | None = None
+    counts: GenerateCounts = Field(default_factory=GenerateCounts)
+    last: TeacherUsage = Field(default_factory=TeacherUsage)
+    totals: TeacherUsage = Field(default_factory=TeacherUsage)
+    invocations: list[TeacherUsage] = Field(default_factory=list)
+
+
+class FilterStats(Stats):
+    generated: int = 0
+    failed_generation: int = 0
+    kept: int = 0
+    kept_by_source: dict[str, int] = Field(default_factory=dict)
+    kept_with_edit: int = 0
+    dropped: int = 0
+    # per filter, in order: {stage, params, in, kept, dropped, seconds, top_reasons}
+    stages: list[dict[str, Any]] = Field(default_factory=list)
+    wall_seconds: float | None = None
+    teacher: dict[str, Any] | None = None  # the judge's usage and cost, when a filter asked the teacher
+
+
+class TrainStats(Stats):
+    """One student's training (train_stats.json), or the stage's (stats/train.json: the first
+    student's figures, plus every ladder student under `students`)."""
+
+    base: str | None = None
+    output_dir: str | None = None
+    name: str | None = None
+    keep_layers: int | None = None
+    rows: int | None = None
+    steps: int | None = None
+    epochs: float | None = None
+    resumed_from: str | None = None
+    plan: dict[str, Any] = Field(default_factory=dict)
+    processes: int | None = None
+    lora: bool | None = None
+    trainable_parameters: int | None = None
+    parameters: int | None = None
+    first_loss: float | None = None
+    last_loss: float | None = None
+    losses: list[float] = Field(default_factory=list)
+    train_runtime_s: float | None = None
+    wall_seconds: float | None = None
+    rank: int | None = None  # set on every process but the main one of a multi-process run
+    students: dict[str, "TrainStats"] | None = None
+
+
+class ModelResult(Stats):
+    """One model on the eval set, through the one harness."""
+
+    name: str
+    role: str
+    engine: str
+    parameters: int | None = None
+    prompt: str = ""
+    metrics: dict[str, float] = Field(default_factory=dict)
+    n: int = 0
+    failed: int = 0
+    latency_p50_s: float = 0.0
+    latency_p95_s: float = 0.0
+    throughput_rps: float | None = None
+    wall_seconds: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_per_1k_usd: float = 0.0
+    cost_rule: str = ""
+
+
+class EvalSummary(Stats):
+    """The evaluation summary of one eval file (RunDir.eval_summary)."""
+
+    eval_path: str = ""
+    n: int = 0
+    primary_metric: str = ""
+    copy_baseline: dict[str, float] = Field(default_factory=dict)
+    models: dict[str, ModelResult] = Field(default_factory=dict)
+    wall_seconds: float | None = None
