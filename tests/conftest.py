@@ -42,6 +42,18 @@ def distill_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "distill.cli", *args]
 
 
+_OPENED = []
+
+
+@pytest.fixture(autouse=True)
+def _close_run_contexts():
+    # a context keeps its teacher (a local llama.cpp server) until closed: close each test's own
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
+
 def opened(ctx):
-    """(context, config, run directory) of a prepared run."""
+    """(context, config, run directory) of a prepared run, closed when the test ends."""
+    _OPENED.append(ctx)
     return ctx, ctx.cfg, ctx.run.root
