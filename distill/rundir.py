@@ -56,9 +56,6 @@ class RunDir:
     def __fspath__(self) -> str:
         return str(self.root)
 
-    def __truediv__(self, other: str | Path) -> Path:
-        return self.root / other
-
     # --- the run's definition -----------------------------------------------------------------------
     @property
     def config(self) -> Path:

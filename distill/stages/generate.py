@@ -15,7 +15,7 @@ from distill.records import Row
 from distill.rundir import RunDir
 from distill.stages.adapt import adapt_teacher
 from distill.stages.context import RunContext, few_shot_examples
-from distill.stages.shards import ShardJob, _worker, answer_shard, input_plans, input_shard
+from distill.stages.shards import ShardJob, answer_shard, input_plans, input_shard, worker_id
 from distill.stats import GenerateCounts, GenerateStats, TeacherUsage
 from distill.tasks import get_task
 from distill.teacher import Usage, estimate_tokens, teacher_cost
@@ -45,7 +45,7 @@ def run(ctx: RunContext, map_shards: MapShards = sequential) -> GenerateStats:
     made = ctx.task.programmatic_inputs(cfg.seed, g.input_requests * g.inputs_per_request,
                                         {r["input"] for r in seeds + ctx.eval_rows})
     if made is not None:  # inputs made by code, with their answers: no Self-Instruct requests
-        parts_in = [{"candidates": [], "failed": 0, "usage": Usage().as_dict(), "worker": _worker(), "cut_short": None}]
+        parts_in = [{"candidates": [], "failed": 0, "usage": Usage().as_dict(), "worker": worker_id(), "cut_short": None}]
         candidates = [{"id": "p-" + hashlib.sha256(m["input"].encode()).hexdigest()[:16], "text": m["input"],
                        "reference": m["output"], "seed_ids": [], "topic": ""} for m in made]
     else:

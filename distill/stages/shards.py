@@ -92,7 +92,7 @@ def input_plans(cfg: Config, task: Task, seeds: list[dict]) -> list[tuple[Reques
     return plans
 
 
-def _worker() -> str:
+def worker_id() -> str:
     """Where a shard ran (host:pid), recorded in the stats of a fanned-out run."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -119,7 +119,7 @@ def input_shard(job: ShardJob, shard: int, spent: tuple[int, float]) -> dict:
             continue
         for j, text in enumerate(task.parse_inputs(rep["text"])):
             found.append([idx, {"id": f"{req.key[:16]}-{j}", "text": text, "seed_ids": seed_ids, "topic": topic}])
-    return {"candidates": found, "failed": failed, "usage": usage.as_dict(), "worker": _worker(),
+    return {"candidates": found, "failed": failed, "usage": usage.as_dict(), "worker": worker_id(),
             "cut_short": budget.exhausted if budget else None}
 
 
@@ -165,5 +165,5 @@ def answer_shard(job: ShardJob, shard: int, spent: tuple[int, float], candidates
             row.raw = raw[0]  # the invalid structured reply, kept for the ledger
         if len(reqs) > 1:
             row.meta["votes"] = votes
-    return {"rows": [[idx, row.to_dict()] for idx, row in rows], "usage": usage.as_dict(), "worker": _worker(),
+    return {"rows": [[idx, row.to_dict()] for idx, row in rows], "usage": usage.as_dict(), "worker": worker_id(),
             "cut_short": budget.exhausted if budget else None}

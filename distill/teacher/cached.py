@@ -20,7 +20,7 @@ class Session:
         self.usage = Usage()
         self.results: dict[str, dict] = {}
 
-    def _done(self) -> None:
+    def done(self) -> None:
         if self.on_done:
             self.on_done()
 
@@ -36,7 +36,7 @@ class Session:
         self.usage.skipped += 1
         self.results[req.key] = {"key": req.key, "model": req.model, "params": dict(req.params), "text": None,
                                  "error": f"not sent: {self.budget.exhausted}", "skipped": True}
-        self._done()
+        self.done()
         return False
 
     def finish(self, req: Request, rec: dict, *, store: bool = True, admitted: bool = True) -> None:
@@ -52,7 +52,7 @@ class Session:
         if store:
             self.keep(rec)
         self.results[req.key] = rec
-        self._done()
+        self.done()
 
     def keep(self, rec: dict) -> None:
         """Store a record without answering a request of this call (a reply an earlier batch brought)."""
@@ -81,12 +81,12 @@ def run_cached(backend: Backend, reqs: list[Request], store: RequestStore | None
     for r in reqs:
         if r.key in queued:
             s.usage.cache_hits += 1
-            s._done()
+            s.done()
         elif store is not None and (rec := store.get(r.key)) is not None:
             s.usage.cache_hits += 1
             s.results[r.key] = rec
             queued.add(r.key)
-            s._done()
+            s.done()
         else:
             queued.add(r.key)
             todo.append(r)
