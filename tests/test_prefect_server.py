@@ -43,6 +43,19 @@ def _wait_final(client, flow_run_id, timeout=900):
     pytest.fail(f"flow run {flow_run_id} did not finish in {timeout} s")
 
 
+def _task_states(client, flow_run_id, expected: int, timeout=120) -> dict:
+    """Task-run states reach the server as events, after the flow run itself is final: wait for all of them."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout
+    while True:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        states = {t.name.rsplit("-", 1)[0]: t.state.name for t in tasks if t.state is not None and t.state.is_final()}
+        if len(states) >= expected or time.monotonic() > deadline:
+            return states
+        time.sleep(2)
+
+
 CHROMIUM = "/usr/bin/chromium"
 # Without the background-networking flags Chromium keeps dialling out, and this network refuses it.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -135,8 +148,7 @@ def test_deployment_runs_on_a_real_server_and_a_second_trigger_reuses_every_stag
 
             second = _wait_final(client, client.create_flow_run_from_deployment(dep.id).id)
             assert second.state.is_completed()
-            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[second.id])))
-            states = {t.name.rsplit("-", 1)[0]: t.state.name for t in tasks}
+            states = _task_states(client, second.id, expected=5)
             assert states == {s: "Cached" for s in ("generate", "filter", "train", "evaluate", "report")}, states
     finally:
         if worker is not None:
