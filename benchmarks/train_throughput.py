@@ -138,7 +138,7 @@ def run_mode(mode: str, rows: list[dict], lora: bool, batch_size: int, max_lengt
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default="data/eval/grammar_test.jsonl",
+    ap.add_argument("--data", default="distill/tasks/grammar/eval.jsonl",
                     help="grammar pairs (JSONL with input/output); the held-out set stands in for a train set")
     ap.add_argument("--rows", type=int, default=0, help="use the first N rows (0: all)")
     ap.add_argument("--batch-size", type=int, default=8)

@@ -73,13 +73,13 @@ def _dry_run(config: Path | None, run_dir: Path | None, overrides: list[str] | N
     from distill.config import load_config
     from distill.rundir import RunDir
     from distill.stages.generate import plan_generation
-    from distill.stages.preflight import import_plugins
+    from distill.stages.preflight import preflight
 
     saved = RunDir(run_dir).config if run_dir else None
     try:
         cfg = load_config(config or (saved if saved and saved.exists() else None), overrides or [])
-        import_plugins(cfg)
-        plan = plan_generation(cfg)
+        inputs = preflight(cfg, ())  # every file checked; the teacher is not probed
+        plan = plan_generation(cfg, inputs.task, inputs.seeds)
     except (ConfigError, DataError) as e:
         _fail(str(e))
     t = Table("planned", "value", title="dry run: nothing was sent to the teacher")

@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import json
 import logging
+import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.filesystems import LocalFileSystem
 
-from distill.config import PROJECT_ROOT, Config, resolve_path
+from distill.config import Config
 from distill.report import comparison_rows, filter_rows
 from distill.rundir import RunDir
 from distill.stages import context as contexts
@@ -118,16 +119,27 @@ def report_task(run_key: str, upstream: dict | None) -> dict:
 
 
 def fingerprint(ctx: RunContext) -> str:
-    """Hash of what a stage's output depends on beyond the config: seed and eval data, the task's
-    templates, library code."""
+    """Hash of what a stage's output depends on beyond the config: seed and eval data, every file of the
+    task folder (templates, task.yaml, its Python), the plugin modules the config names, library code."""
     h = hashlib.sha256()
-    files = [resolve_path(ctx.cfg.seeds_path), resolve_path(ctx.cfg.eval.path)]
-    files += sorted(p for p in ctx.task.prompt_dir.glob("*") if p.is_file())
-    files += sorted((PROJECT_ROOT / "distill").rglob("*.py"))
+    files = [ctx.seeds_path, ctx.eval_path, *ctx.task.files(), *plugin_files(ctx.cfg)]
+    files += sorted(Path(__file__).parent.rglob("*.py"))
     for f in files:
-        h.update(f.name.encode())
+        h.update(str(f).encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]
+
+
+def plugin_files(cfg: Config) -> list[Path]:
+    """The source files of the plugin modules (a package: all of its .py files), imported by preflight."""
+    out = []
+    for name in cfg.plugins:
+        mod = sys.modules.get(name)
+        if mod is None or not getattr(mod, "__file__", None):
+            continue
+        root = Path(mod.__file__)
+        out += sorted(root.parent.rglob("*.py")) if root.name == "__init__.py" else [root]
+    return out
 
 
 def run_key(ctx: RunContext) -> str:

@@ -1,6 +1,7 @@
-"""File I/O every stage shares: atomic writes, an fsync'd append-only JSONL log, validated JSONL input."""
+"""File I/O every stage shares: atomic writes, an fsync'd append-only JSONL log, validated seed and eval files."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -116,17 +117,90 @@ class AppendLog:
         self.close()
 
 
-def load_examples(path: Path, *, fields: tuple[str, ...] = ("id", "input", "output"), what: str = "file") -> list[dict]:
-    """Read a user-supplied JSONL set, checking every line; the first problem raises DataError naming file, line, field."""
+class Examples(list):
+    """Rows of a seed or eval file, each {"id", "input", "output", ...other columns}, and where each came
+    from (`where(id)` -> "file:line"), so later checks can still name the line."""
+
+    def __init__(self, rows: list[dict], path: Path, places: dict[str, str]):
+        super().__init__(rows)
+        self.path, self._places = path, places
+
+    def where(self, row_id: str) -> str:
+        return f"{self.path}{self._places.get(row_id, '')}"
+
+
+DEFAULT_COLUMNS = {"input": "input", "output": "output", "id": "id"}
+
+
+def load_examples(path: Path, *, columns: dict[str, str | None] | None = None, what: str = "file") -> Examples:
+    """Read a user-supplied seed or eval set (JSONL, CSV or parquet), checking every row.
+
+    `columns` maps our field names to the file's (`{"input": "source", "output": "target", "id": None}`);
+    rows without an id column get a stable id from their content. The first problem raises DataError
+    naming the file, line (row, for parquet) and the file's column.
+    """
     path = Path(path)
+    cols = {**DEFAULT_COLUMNS, **(columns or {})}
     if not path.exists():
         raise DataError(f"{path}: {what} not found")
+    rows, places, seen = [], {}, {}
+    for place, raw in _records(path):
+        out = {k: v for k, v in raw.items() if k not in cols.values()}
+        for f in ("input", "output"):
+            col = cols[f]
+            v = raw.get(col)
+            if f == "output" and isinstance(v, (dict, list)):  # an extraction answer given as an object
+                v = json.dumps(v, sort_keys=True, ensure_ascii=False)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                v = str(v)
+            if not isinstance(v, str) or not v.strip():
+                problem = "missing" if v is None and col not in raw else "must be a non-empty string"
+                raise DataError(f"{path}{place}: field '{col}': {problem}")
+            out[f] = v
+        if cols["id"] and raw.get(cols["id"]) not in (None, ""):
+            rid, id_field = str(raw[cols["id"]]), cols["id"]
+        else:
+            rid = "row-" + hashlib.sha256(f"{out['input']}\0{out['output']}".encode()).hexdigest()[:10]
+            id_field = cols["input"]
+        if rid in seen:
+            raise DataError(f"{path}{place}: field '{id_field}': duplicate "
+                            f"{'id ' + repr(rid) if id_field == cols['id'] else 'row'} (first on {_place_words(seen[rid])})")
+        seen[rid] = place
+        out["id"] = rid
+        rows.append({"id": rid, "input": out.pop("input"), "output": out.pop("output"), **out})
+        places[rid] = place
+    if not rows:
+        raise DataError(f"{path}: {what} is empty")
+    return Examples(rows, path, places)
+
+
+def _place_words(place: str) -> str:
+    return place.lstrip(": ") if "row" in place else f"line {place.lstrip(':')}"
+
+
+def _records(path: Path) -> Iterator[tuple[str, dict]]:
+    """(":line" or ": row n", record) for every record of a JSONL, CSV or parquet file."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv", ".parquet", ".pq"):
+        import datasets
+
+        datasets.disable_progress_bars()
+        try:
+            if suffix == ".parquet" or suffix == ".pq":
+                ds = datasets.Dataset.from_parquet(str(path), keep_in_memory=True)
+            else:
+                ds = datasets.Dataset.from_csv(str(path), keep_in_memory=True, sep="\t" if suffix == ".tsv" else ",")
+        except Exception as e:  # noqa: BLE001 - pyarrow's parse errors have many types; the message says enough
+            raise DataError(f"{path}: cannot read ({str(e).splitlines()[0][:200]})") from None
+        for i, rec in enumerate(ds):
+            # a CSV's first line is its header; parquet has no lines, only rows
+            yield (f":{i + 2}" if suffix != ".parquet" and suffix != ".pq" else f": row {i + 1}"), rec
+        return
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         line = path.read_bytes()[: e.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
-    rows, seen = [], {}
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -136,16 +210,4 @@ def load_examples(path: Path, *, fields: tuple[str, ...] = ("id", "input", "outp
             raise DataError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(row, dict):
             raise DataError(f"{path}:{n}: expected a JSON object")
-        for f in fields:
-            v = row.get(f)
-            if not isinstance(v, str) or not v.strip():
-                problem = "missing" if f not in row else "must be a non-empty string"
-                raise DataError(f"{path}:{n}: field '{f}': {problem}")
-        if "id" in fields:
-            if row["id"] in seen:
-                raise DataError(f"{path}:{n}: field 'id': duplicate id '{row['id']}' (first on line {seen[row['id']]})")
-            seen[row["id"]] = n
-        rows.append(row)
-    if not rows:
-        raise DataError(f"{path}: {what} is empty")
-    return rows
+        yield f":{n}", row

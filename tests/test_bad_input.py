@@ -8,7 +8,7 @@ from distill.cli import app
 from distill.testing.fake_openai import FakeOpenAI
 from tests.conftest import ROOT
 
-SEEDS = ROOT / "data" / "seeds" / "grammar.jsonl"
+SEEDS = ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl"
 
 
 def run_cli(*args):

@@ -57,7 +57,7 @@ def test_sigkill_during_training_resumes_from_the_last_checkpoint(tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    seeds = read_jsonl(ROOT / "data" / "seeds" / "grammar.jsonl")
+    seeds = read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl")
     rows = [{"id": s["id"], "input": s["input"], "output": s["output"], "reference": s["output"], "meta": {}}
             for s in seeds]
     sets = ["training.max_steps=8", "training.batch_size=4", "training.save_steps=2", "training.logging_steps=1"]

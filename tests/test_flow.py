@@ -51,7 +51,7 @@ def test_a_second_flow_run_with_the_same_parameters_reuses_every_stage(tmp_path)
 
     # another seed file is new input: generation runs again (its request store still spares old requests)
     seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text((ROOT / "data" / "seeds" / "grammar.jsonl").read_text())
+    seeds.write_text((ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl").read_text())
     third = distill_flow(**{**params, "overrides": TINY + [f"seeds_path={seeds}"]}, return_state=True)
     assert third.is_completed()
     assert len(read_json(rd / "stats" / "generate.json")["invocations"]) == 2

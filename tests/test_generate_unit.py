@@ -32,7 +32,7 @@ def test_truncated_or_failed_replies_are_no_answer():
 
 
 def test_k_samples_differ_only_by_seed_and_k1_is_greedy():
-    seeds = load_examples(ROOT / "data" / "seeds" / "grammar.jsonl")
+    seeds = load_examples(ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl")
     cfg = load_config(None, ["generation.samples_per_input=3"])
     shots = few_shot_examples(cfg, seeds)
     reqs = answer_requests(cfg, task, "She go home.", shots)
@@ -43,7 +43,7 @@ def test_k_samples_differ_only_by_seed_and_k1_is_greedy():
 
 
 def test_few_shot_examples_are_fixed_varied_and_mostly_edits():
-    seeds = load_examples(ROOT / "data" / "seeds" / "grammar.jsonl")
+    seeds = load_examples(ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl")
     cfg = load_config()
     shots = few_shot_examples(cfg, seeds)
     assert shots == few_shot_examples(cfg, seeds)
@@ -53,7 +53,7 @@ def test_few_shot_examples_are_fixed_varied_and_mostly_edits():
 
 
 def test_few_shot_examples_go_round_robin_over_kinds_when_there_are_more_shots_than_kinds():
-    seeds = load_examples(ROOT / "data" / "seeds" / "sentiment.jsonl")
+    seeds = load_examples(ROOT / "distill" / "tasks" / "sentiment" / "seeds.jsonl")
     cfg = load_config("configs/sentiment.yaml")
     shots = few_shot_examples(cfg, seeds)
     labels = [s["output"] for s in shots]

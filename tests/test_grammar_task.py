@@ -70,8 +70,8 @@ def test_metrics_reward_corrections_over_copies():
 
 
 def test_shipped_data_meets_its_spec():
-    seeds = [json.loads(line) for line in open(ROOT / "data/seeds/grammar.jsonl")]
-    evals = [json.loads(line) for line in open(ROOT / "data/eval/grammar_test.jsonl")]
+    seeds = [json.loads(line) for line in open(ROOT / "distill/tasks/grammar/seeds.jsonl")]
+    evals = [json.loads(line) for line in open(ROOT / "distill/tasks/grammar/eval.jsonl")]
     assert len(seeds) >= 30 and len(evals) >= 150
     kinds = {s["error_type"] for s in seeds}
     assert {"agreement", "tense", "article", "preposition", "plural", "spelling", "homophone", "word_order",

@@ -64,7 +64,7 @@ def test_small_ladder_trains_evaluates_and_reports(tmp_path):
     from distill.stages.context import prepare_run
     from tests.conftest import ROOT, opened
 
-    seeds = read_jsonl(ROOT / "data" / "seeds" / "grammar.jsonl")
+    seeds = read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl")
     ctx, cfg, rd = opened(prepare_run(None, tmp_path / "run", [
         "students=[{name: big}, {name: small, keep_layers: 6, lora: false, learning_rate: 3.0e-4}]",
         "quality_target=0.5", "training.max_steps=2", "training.batch_size=4", "training.save_steps=2",

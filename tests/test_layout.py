@@ -89,8 +89,6 @@ def _path_literals(tree: ast.AST, names: set[str]) -> list[tuple[int, str]]:
     """String constants used as run-directory paths: the right side of a `/` join, or a whole literal
     that is an artefact's name or a path into one (prose that mentions a file is not a path)."""
     def is_path(text: str) -> bool:
-        if text.startswith(("data/seeds/", "data/eval/")):  # the project's own inputs, not a run's
-            return False
         return text in names or text.split("/")[0] in names and "/" in text and " " not in text
 
     hits = []

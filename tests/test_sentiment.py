@@ -27,8 +27,8 @@ def test_reviews_are_distinct_reproducible_and_know_their_label():
 
 
 def test_shipped_seed_and_eval_sets_do_not_overlap():
-    seeds = read_jsonl(ROOT / "data" / "seeds" / "sentiment.jsonl")
-    evals = read_jsonl(ROOT / "data" / "eval" / "sentiment_test.jsonl")
+    seeds = read_jsonl(ROOT / "distill" / "tasks" / "sentiment" / "seeds.jsonl")
+    evals = read_jsonl(ROOT / "distill" / "tasks" / "sentiment" / "eval.jsonl")
     assert not {s["input"] for s in seeds} & {e["input"] for e in evals}
     assert {s["output"] for s in seeds} == {"positive", "negative"}
     # the eval set is written from held-out sentences and subjects: phrasings training never shows
@@ -61,7 +61,7 @@ def test_checker_filter_keeps_only_answers_that_agree_with_the_known_label():
     assert {d["id"]: d["reason"] for d in dropped} == {"b": "wrong label (positive, expected negative)",
                                                        "c": "output is not a label"}
     m = task.metrics(["positive", "negative", "meh"], ["positive", "positive", "negative"], [])
-    assert m == {"accuracy": 33.33, "answered_with_a_label": 66.67}
+    assert m == {"accuracy": 33.33, "macro_f1": 33.33, "answered_with_a_label": 66.67}
 
 
 @pytest.mark.slow

@@ -73,7 +73,7 @@ def _json_task_run(tmp_path, fake, seeds, *extra):
 
 def test_invalid_structured_replies_are_retried_then_recorded_with_raw_text(tmp_path):
     seeds = tmp_path / "seeds.jsonl"
-    rows = read_jsonl(ROOT / "data" / "seeds" / "grammar.jsonl")[:6]
+    rows = read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl")[:6]
     rows[0]["input"], rows[0]["output"] = "Tom go to school.", "Tom goes to school."
     rows[1]["input"], rows[1]["output"] = "Anna like tea.", "Anna likes tea."
     write_jsonl(seeds, rows)
@@ -115,7 +115,7 @@ def test_invalid_structured_replies_are_retried_then_recorded_with_raw_text(tmp_
 
 def test_structured_failures_reach_the_ledger(tmp_path):
     seeds = tmp_path / "seeds.jsonl"
-    rows = read_jsonl(ROOT / "data" / "seeds" / "grammar.jsonl")[:6]
+    rows = read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl")[:6]
     write_jsonl(seeds, rows)
 
     def teacher(body):
@@ -170,7 +170,7 @@ def test_judge_drops_low_scores_and_invalid_replies_with_reasons(tmp_path):
 @pytest.mark.slow
 def test_judge_option_of_the_default_config_against_the_local_teacher(tmp_path):
     """The default config's judge, switched on, against the real llama.cpp teacher (grammar-constrained JSON)."""
-    seeds = read_jsonl(ROOT / "data" / "seeds" / "grammar.jsonl")[:8]
+    seeds = read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl")[:8]
     rows = [{"id": s["id"] + suffix, "input": s["input"], "output": out, "reference": None, "status": "ok",
              "error": None, "meta": {}}
             for s in seeds for suffix, out in (("-good", s["output"]), ("-bad", "We had a picnic by the lake."))]

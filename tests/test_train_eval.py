@@ -12,7 +12,7 @@ from tests.conftest import ROOT, TINY, distill_cmd, opened
 
 
 def _seed_rows(n=24):
-    seeds = read_jsonl(ROOT / "data" / "seeds" / "grammar.jsonl")
+    seeds = read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl")
     return [{"id": s["id"], "input": s["input"], "output": s["output"], "reference": s["output"], "meta": {}}
             for s in seeds[:n]]
 
@@ -137,7 +137,7 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     assert "x cheaper" in md and "% of teacher gleu" in md
 
     other = tmp_path / "other.jsonl"
-    evals = read_jsonl(ROOT / "data" / "eval" / "grammar_test.jsonl")[100:106]
+    evals = read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "eval.jsonl")[100:106]
     write_jsonl(other, evals)
     student_mtime = (rd / "student" / "model.safetensors").stat().st_mtime
     r = subprocess.run(distill_cmd("evaluate", "--run-dir", str(rd), "--set", f"eval.path={other}",
@@ -146,7 +146,7 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     summary = read_json(rd / "eval" / "other" / "summary.json")
     assert summary["n"] == 6 and set(summary["models"]) == {"teacher", "base_student", "student"}
     assert (rd / "student" / "model.safetensors").stat().st_mtime == student_mtime
-    assert read_json(rd / "eval" / "grammar_test" / "summary.json")["n"] == 8  # the main eval is untouched
+    assert read_json(rd / "eval" / "eval" / "summary.json")["n"] == 8  # the main eval is untouched
 
 
 @pytest.mark.slow

@@ -77,7 +77,7 @@ def test_vllm_offline_backend_answers_like_the_server(vllm_url, tmp_path):
     from distill.tasks import get_task
 
     task = get_task("grammar")
-    seeds = read_jsonl(ROOT / "data" / "seeds" / "grammar.jsonl")
+    seeds = read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl")
     msgs = [task.teacher_messages(s["input"], seeds[:3]) for s in seeds[10:18]]
     script = OFFLINE % {"name": SERVED_NAME, "model": model_dir()}
     r = subprocess.run([str(PY), "-c", script], input=json.dumps(msgs), capture_output=True, text=True,

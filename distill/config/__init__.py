@@ -1,10 +1,12 @@
 """The run configuration: the schema (`schema.py`, `teacher.py`) and how it is loaded (`load.py`)."""
 from distill.config.load import (
+                                 CONFIGS_DIR,
                                  DEFAULT_CONFIG,
                                  PROJECT_ROOT,
                                  ConfigError,
                                  config_error,
                                  field_help,
+                                 find_config,
                                  load_config,
                                  resolve_path,
                                  save_config,
@@ -22,6 +24,6 @@ from distill.config.schema import (
 )
 from distill.config.teacher import Adaptation, BatchAPI, Budget, Endpoint, LocalServer, Teacher, VllmOffline
 
-__all__ = ["DEFAULT_CONFIG", "PROJECT_ROOT", "ConfigError", "config_error", "field_help", "load_config", "resolve_path",
+__all__ = ["CONFIGS_DIR", "DEFAULT_CONFIG", "find_config", "PROJECT_ROOT", "ConfigError", "config_error", "field_help", "load_config", "resolve_path",
            "save_config", "Config", "Eval", "Export", "FilterSpec", "Generation", "LadderStudent", "Pricing", "Student",
            "Training", "Adaptation", "BatchAPI", "Budget", "Endpoint", "LocalServer", "Teacher", "VllmOffline"]

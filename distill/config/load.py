@@ -1,7 +1,8 @@
 """Loading a config: YAML in, `extends:` merged, `--set a.b=c` overrides applied, validated into one-line
 errors naming the file, line and field; saved with secrets redacted; every field's help for `distill config`.
 
-Relative paths resolve against the current directory first, then the project root.
+Relative paths in a config file resolve against that file's folder (as `extends:` does); paths given
+with `--set` against the current directory. A bare `--config NAME` names a config shipped in the package.
 """
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from distill.config.teacher import Teacher
 from distill.io import write_text_atomic
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"  # package data: the wheel ships them
+DEFAULT_CONFIG = CONFIGS_DIR / "default.yaml"
+# Fields holding paths: always anchored to the config's folder / only when the file exists there
+# (the others may also be a model id such as HuggingFaceTB/SmolLM2-135M, or a path relative to the cwd).
+_PATHS = [("seeds_path",), ("eval", "path")]
+_MAYBE_PATHS = [("student", "base"), ("teacher", "adaptation", "base"), ("teacher", "endpoint", "local", "gguf"),
+                ("training", "deepspeed")]
 
 
 class ConfigError(ValueError):
@@ -24,12 +31,40 @@ class ConfigError(ValueError):
 
 
 def resolve_path(p: str | Path) -> Path:
-    """Relative paths: the current directory first, then the project root (so `distill` works from anywhere)."""
-    p = Path(p).expanduser()
-    if p.is_absolute() or p.exists():
+    """A path as given (config paths are already anchored to their file's folder by load_config)."""
+    return Path(p).expanduser()
+
+
+def find_config(name: str | Path) -> Path:
+    """A config file by path, or by the name of one shipped in the package (`sentiment`, `ladder.yaml`)."""
+    p = Path(name).expanduser()
+    if p.exists() or p.is_absolute() or len(p.parts) > 1:
         return p
-    alt = PROJECT_ROOT / p
-    return alt if alt.exists() else p
+    shipped = CONFIGS_DIR / (p.name if p.suffix in (".yaml", ".yml") else f"{p.name}.yaml")
+    return shipped if shipped.exists() else p
+
+
+def _anchor_paths(data: dict, folder: Path) -> None:
+    """Rewrite this file's relative paths against its folder, so a config works from any directory."""
+    def at(keys):
+        cur = data
+        for k in keys[:-1]:
+            cur = cur.get(k) if isinstance(cur, dict) else None
+        return cur if isinstance(cur, dict) and isinstance(cur.get(keys[-1]), str) else None
+
+    for keys, always in [*((k, True) for k in _PATHS), *((k, False) for k in _MAYBE_PATHS)]:
+        if (parent := at(keys)) is not None:
+            p = Path(parent[keys[-1]]).expanduser()
+            if not p.is_absolute() and (always or (folder / p).exists()):
+                parent[keys[-1]] = str((folder / p).resolve())
+    for s in data.get("students") or []:
+        if isinstance(s, dict) and isinstance(s.get("base"), str) and (folder / s["base"]).exists():
+            s["base"] = str((folder / s["base"]).resolve())
+    task = data.get("task")
+    if isinstance(task, str) and not Path(task).is_absolute():
+        looks_like_path = "/" in task or task.startswith((".", "~"))
+        if looks_like_path or (folder / task / "task.yaml").exists():
+            data["task"] = str((folder / Path(task).expanduser()).resolve())
 
 
 def _set_path(data: dict, dotted: str, raw: str, *, source: str) -> None:
@@ -88,7 +123,7 @@ def _yaml_line(text: str, keys: list[str]) -> str:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load YAML, apply `a.b=c` overrides, validate. Raises ConfigError with a one-line message."""
-    path = resolve_path(path) if path else DEFAULT_CONFIG
+    path = find_config(path) if path else DEFAULT_CONFIG
     source = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -106,6 +141,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"{source}: top level must be a mapping")
     if isinstance(data.get("teacher"), dict):
         data["teacher"] = Teacher.upgrade(data["teacher"])
+    _anchor_paths(data, Path(path).resolve().parent)
     if "extends" in data:  # a config that starts from another one (path relative to this file)
         parent = Path(str(data.pop("extends")))
         parent_path = parent if parent.is_absolute() else Path(path).parent / parent

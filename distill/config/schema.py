@@ -72,7 +72,8 @@ class Training(Strict):
 
 
 class Eval(Strict):
-    path: str = Field("data/eval/grammar_test.jsonl", description="Held-out eval set (JSONL with id, input, output). Never shown to the teacher during generation.")
+    path: str | None = Field(None, description="Held-out eval set (JSONL, CSV or parquet); null = the task folder's eval file. Never shown to the teacher during generation.")
+    fields: dict[str, str | None] | None = Field(None, description="Column names of the eval file when they differ from the task's `fields`, e.g. {input: question, output: answer, id: null}.")
     max_rows: int | None = Field(None, ge=1, description="Evaluate only the first N rows (smoke runs).")
     batch_size: int = Field(16, ge=1, description="Eval requests batched together for in-process (transformers) models; also the concurrency against servers.")
     max_new_tokens: int = Field(64, ge=1, description="Generation limit per eval answer.")
@@ -106,9 +107,9 @@ class Export(Strict):
 
 
 class Config(Strict):
-    task: str = Field("grammar", description="Task name: a registered task (built in: grammar, sentiment).")
+    task: str = Field("grammar", description="A task folder (a path such as ./tickets, relative to this config) or a task name: built in (grammar, sentiment), registered by a plugin, or an installed package's `distill.tasks` entry point.")
     seed: int = Field(0, description="Seed for every sampling decision (seeds per prompt, topics, error injection).")
-    seeds_path: str = Field("data/seeds/grammar.jsonl", description="Seed set (JSONL with id, input, output).")
+    seeds_path: str | None = Field(None, description="Seed set (JSONL, CSV or parquet; columns per the task's `fields`); null = the task folder's seed file.")
     teacher: Teacher = Field(default_factory=Teacher, description="The teacher model and how to reach it.")
     generation: Generation = Field(default_factory=Generation, description="Seed expansion and answering.")
     plugins: list[str] = Field(default_factory=list, description="Python modules imported before anything else, e.g. ones that register your own filters or tasks.")

@@ -17,9 +17,10 @@ from functools import cached_property
 from pathlib import Path
 
 from distill.config import Config, load_config, save_config
+from distill.io import Examples
 from distill.rundir import RunDir
 from distill.stages.preflight import Inputs, preflight
-from distill.tasks import Task, get_task
+from distill.tasks import ClassificationTask, Task
 from distill.teacher import Teacher, open_teacher
 
 ALL_STAGES = ("generate", "filter", "train", "evaluate", "report")
@@ -30,15 +31,23 @@ class RunContext:
     cfg: Config
     run: RunDir
     task: Task
-    seeds: list[dict]
-    eval_rows: list[dict]
+    seeds: Examples
+    eval_rows: Examples
     _stack: ExitStack = field(default_factory=ExitStack, repr=False)
     _teacher: Teacher | None = field(default=None, repr=False)
     _key: tuple | None = field(default=None, repr=False)
 
     @cached_property
     def shots(self) -> list[dict]:
-        return few_shot_examples(self.cfg, self.seeds)
+        return few_shot_examples(self.cfg, self.seeds, self.task)
+
+    @property
+    def seeds_path(self) -> Path:
+        return self.seeds.path
+
+    @property
+    def eval_path(self) -> Path:
+        return self.eval_rows.path
 
     def teacher(self) -> Teacher:
         """The teacher, started on first use (a local server lives until the context closes)."""
@@ -116,10 +125,10 @@ def prepare_run(config: str | Path | None, run_dir: Path | RunDir, overrides: li
 
 
 def build_context(cfg: Config, run: RunDir, inputs: Inputs) -> RunContext:
-    return RunContext(cfg=cfg, run=run, task=get_task(cfg.task), seeds=inputs.seeds, eval_rows=inputs.eval_rows)
+    return RunContext(cfg=cfg, run=run, task=inputs.task, seeds=inputs.seeds, eval_rows=inputs.eval_rows)
 
 
-def few_shot_examples(cfg: Config, seeds: list[dict]) -> list[dict]:
+def few_shot_examples(cfg: Config, seeds: list[dict], task: Task | None = None) -> list[dict]:
     """The teacher's fixed few-shot seeds: varied kinds (error types, labels), at most one unchanged.
 
     Fixed (not per-row) so every answer prompt shares one prefix that the server can cache, and so
@@ -134,7 +143,8 @@ def few_shot_examples(cfg: Config, seeds: list[dict]) -> list[dict]:
     seen: Counter = Counter()
     ranked = []
     for s in pool:
-        kind = s.get("error_type") or s.get("kind") or ("none" if s["input"] == s["output"] else "edit")
+        kind = s.get("error_type") or s.get("kind") or (s["output"] if isinstance(task, ClassificationTask) else None) \
+            or ("none" if s["input"] == s["output"] else "edit")
         ranked.append((seen[kind], s))
         seen[kind] += 1
     ranked.sort(key=lambda rs: rs[0])  # stable: the shuffled order within each round

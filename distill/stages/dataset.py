@@ -28,7 +28,7 @@ def export_dataset(ctx: RunContext, kept: list[Row], stats: FilterStats) -> Path
         parquet, card = RunDir.dataset_files(tmp)
         parquet.parent.mkdir(parents=True)
         ds.to_parquet(str(parquet))
-        card.write_text(dataset_card(cfg, rd, stats), encoding="utf-8")
+        card.write_text(dataset_card(cfg, rd, stats, ctx.seeds_path), encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -39,7 +39,7 @@ def export_dataset(ctx: RunContext, kept: list[Row], stats: FilterStats) -> Path
     return final
 
 
-def dataset_card(cfg: Config, rd: RunDir, stats: FilterStats) -> str:
+def dataset_card(cfg: Config, rd: RunDir, stats: FilterStats, seeds_path: Path) -> str:
     usage = GenerateStats.read(rd.stats("generate")).totals.model_dump(exclude={"errors", "cost_rule", "finished_at"})
     g = cfg.generation
     filters = "\n".join(f"| `{s['stage']}` | `{json.dumps(s['params'])}` | {s['in']} | {s['kept']} | {s['dropped']} |"
@@ -62,7 +62,7 @@ configs:
 
 Synthetic data made by `distill` from a seed set and a teacher model, then filtered.
 
-- **Seeds:** `{cfg.seeds_path}`
+- **Seeds:** `{seeds_path}`
 - **Teacher:** `{cfg.teacher.model}` ({cfg.teacher.adaptation.few_shot}-shot, temperature {cfg.teacher.temperature}, {g.samples_per_input} sample(s) per input)
 - **Generation:** {g.input_requests} Self-Instruct requests x {g.inputs_per_request} inputs, {g.seeds_per_prompt} seeds per prompt, input temperature {g.input_temperature}
 - **Teacher usage:** {json.dumps(usage)}

@@ -115,7 +115,7 @@ def run(ctx: RunContext) -> EvalSummary:
         per_1k = cost["usd"] / len(rows) * 1000
         results[key] = ModelResult(**summary, name=name, role=role, engine=engine, parameters=params, prompt=prompt,
                                    cost_per_1k_usd=round(per_1k, 6), cost_rule=cost["rule"])
-        write_jsonl(rd.predictions(cfg.eval.path, key), [
+        write_jsonl(rd.predictions(ctx.eval_path, key), [
             {"id": r["id"], "input": r["input"], "reference": r["output"], "prediction": p, **a}
             for r, p, a in zip(rows, preds, answers)])
 
@@ -145,7 +145,7 @@ def run(ctx: RunContext) -> EvalSummary:
         del model
 
     copy = task.metrics([r["input"] for r in rows], [r["output"] for r in rows], [r["input"] for r in rows])
-    summary = EvalSummary(eval_path=cfg.eval.path, n=len(rows), primary_metric=task.primary_metric,
+    summary = EvalSummary(eval_path=str(ctx.eval_path), n=len(rows), primary_metric=task.primary_metric,
                           copy_baseline=copy, models=results, wall_seconds=round(time.perf_counter() - t_stage, 2))
-    summary.write(rd.eval_summary(cfg.eval.path))
+    summary.write(rd.eval_summary(ctx.eval_path))
     return summary

@@ -9,15 +9,15 @@ import time
 from collections import Counter
 from typing import Callable
 
-from distill.config import Config, resolve_path
-from distill.io import load_examples, write_jsonl
+from distill.config import Config
+from distill.io import write_jsonl
 from distill.records import Row
 from distill.rundir import RunDir
 from distill.stages.adapt import adapt_teacher
 from distill.stages.context import RunContext, few_shot_examples
 from distill.stages.shards import ShardJob, answer_shard, input_plans, input_shard, worker_id
 from distill.stats import GenerateCounts, GenerateStats, TeacherUsage
-from distill.tasks import get_task
+from distill.tasks import Task
 from distill.teacher import Usage, estimate_tokens, teacher_cost
 
 # How the shards of a phase are run: (shard function, argument tuples) -> results in order. The flow
@@ -81,17 +81,15 @@ def run(ctx: RunContext, map_shards: MapShards = sequential) -> GenerateStats:
     }))
 
 
-def plan_generation(cfg: Config) -> dict:
+def plan_generation(cfg: Config, task: Task, seeds: list[dict]) -> dict:
     """What a generate run would ask of the teacher, without asking: for --dry-run.
 
     Answer counts and completion tokens are upper bounds (every requested input parsed, every reply
     at max_tokens); prompt tokens are estimated at ~4 characters a token.
     """
-    task = get_task(cfg.task)
-    seeds = load_examples(resolve_path(cfg.seeds_path), what="seed file")
     g, t = cfg.generation, cfg.teacher
     plans = input_plans(cfg, task, seeds)
-    shots = few_shot_examples(cfg, seeds)
+    shots = few_shot_examples(cfg, seeds, task)
     answers = g.input_requests * g.inputs_per_request * g.samples_per_input
     if g.max_inputs:
         answers = min(answers, g.max_inputs * g.samples_per_input)

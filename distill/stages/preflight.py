@@ -4,36 +4,39 @@ seed and eval files parse and do not overlap, the teacher answers, the student f
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from distill.config import Config, ConfigError, config_error, resolve_path
 from distill.filters import UnknownFilter, check_filter
-from distill.io import DataError, load_examples
+from distill.io import DataError, Examples, load_examples
+from distill.tasks import Task, load_task
 from distill.teacher import TeacherError
 from distill.text import dedup_key
 
 
 @dataclass
 class Inputs:
-    seeds: list[dict]
-    eval_rows: list[dict]
+    task: Task
+    seeds: Examples
+    eval_rows: Examples
 
 
 def preflight(cfg: Config, stages: tuple[str, ...]) -> Inputs:
     import_plugins(cfg)
     check_filters(cfg)
-    seeds_path, eval_path = resolve_path(cfg.seeds_path), resolve_path(cfg.eval.path)
-    seeds = load_examples(seeds_path, what="seed file")
-    evals = load_examples(eval_path, what="eval set")
-    check_no_overlap(seeds_path, seeds, eval_path, evals)
+    task = load_task(cfg.task)
+    seeds_path, eval_path = data_paths(cfg, task)
+    columns = task.spec.fields.model_dump()
+    seeds = load_examples(seeds_path, columns=columns, what="seed file")
+    evals = load_examples(eval_path, columns={**columns, **(cfg.eval.fields or {})}, what="eval set")
+    check_no_overlap(seeds, evals)
     if "generate" in stages or ("evaluate" in stages and "teacher" in cfg.eval.models):
         check_teacher(cfg)
     if "train" in stages:
         check_student_fits(cfg)
-    return Inputs(seeds, evals)
+    return Inputs(task, seeds, evals)
 
 
 def import_plugins(cfg: Config) -> None:
@@ -58,7 +61,18 @@ def check_filters(cfg: Config) -> None:
             raise config_error(cfg, ["filters"], str(e)) from None
 
 
-def check_no_overlap(seeds_path: Path, seeds: list[dict], eval_path: Path, evals: list[dict]) -> None:
+def data_paths(cfg: Config, task: Task) -> tuple[Path, Path]:
+    """The seed and eval files: the config's when it names them, else the task folder's own."""
+    out = []
+    for given, which, key in ((cfg.seeds_path, "seeds", ["seeds_path"]), (cfg.eval.path, "eval", ["eval", "path"])):
+        path = resolve_path(given) if given else task.data_path(which)
+        if path is None:
+            raise config_error(cfg, key, f"task '{task.name}' has no {which} file of its own; name one here")
+        out.append(path)
+    return out[0], out[1]
+
+
+def check_no_overlap(seeds: Examples, evals: Examples) -> None:
     """The eval set must be held out: no eval input may also be a seed's input or output."""
     seen = {}
     for s in seeds:
@@ -66,16 +80,8 @@ def check_no_overlap(seeds_path: Path, seeds: list[dict], eval_path: Path, evals
             seen.setdefault(dedup_key(s[f]), s["id"])
     for e in evals:
         if (sid := seen.get(dedup_key(e["input"]))) is not None:
-            raise DataError(f"{eval_path}:{_line_of(eval_path, e['id'])}: field 'input': eval row '{e['id']}' "
-                            f"overlaps seed '{sid}' ({seeds_path}:{_line_of(seeds_path, sid)}); the eval set must be held out")
-
-
-def _line_of(path: Path, row_id: str) -> int:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip() and json.loads(line).get("id") == row_id:
-                return n
-    return 0
+            raise DataError(f"{evals.where(e['id'])}: field 'input': eval row '{e['id']}' "
+                            f"overlaps seed '{sid}' ({seeds.where(sid)}); the eval set must be held out")
 
 
 def check_teacher(cfg: Config) -> None:

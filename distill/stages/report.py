@@ -2,6 +2,8 @@
 eval results the earlier stages wrote."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from distill.config import Config
 from distill.io import read_json, write_json, write_text_atomic
 from distill.report import choose_model, frontier_keys, markdown_table, plot_frontier, render_markdown
@@ -18,8 +20,8 @@ def _stats(rd: RunDir, name: str) -> dict:
     return read_json(p) if p.exists() else {}
 
 
-def build_report(cfg: Config, rd: RunDir) -> dict:
-    summary_path = rd.eval_summary(cfg.eval.path)
+def build_report(cfg: Config, rd: RunDir, eval_path: Path) -> dict:
+    summary_path = rd.eval_summary(eval_path)
     if not summary_path.exists():
         raise FileNotFoundError(f"{summary_path}: not found (run `distill evaluate` first)")
     ev = EvalSummary.read(summary_path)
@@ -71,7 +73,7 @@ def build_report(cfg: Config, rd: RunDir) -> dict:
 
 def run(ctx: RunContext) -> dict:
     rd = ctx.run
-    rep = build_report(ctx.cfg, rd)
+    rep = build_report(ctx.cfg, rd, ctx.eval_path)
     md = render_markdown(rep, plot=f"![quality vs cost]({rd.frontier_png.name})")
     plot_frontier(rep, rd.frontier_png)
     write_json(rd.report_json, rep)

@@ -19,7 +19,7 @@ from distill.config import Config
 from distill.progress import progress_bar
 from distill.records import Row
 from distill.rundir import RunDir
-from distill.tasks import Task, get_task
+from distill.tasks import Task, load_task
 from distill.teacher import Request, RequestStore, Teacher, make_budget, response_format
 from distill.text import normalise
 
@@ -37,7 +37,7 @@ class ShardJob:
 
     @property
     def task(self) -> Task:
-        return get_task(self.cfg.task)
+        return load_task(self.cfg.task)
 
     def store(self, shard: int) -> RequestStore:
         writer = f"shard{shard}" if self.shards > 1 else None

@@ -1,33 +1,39 @@
-"""A task = a folder: Jinja templates beside a small definition of how prompts are built, how replies
-are parsed, which rows are well-formed, and how predictions are scored. The built-in tasks are
-packages here (`distill/tasks/grammar/`), their templates shipped as package data.
+"""A task is a folder: `task.yaml` (kind, labels or schema, fields, metrics) beside its Jinja templates and,
+usually, its seed and eval files. No Python is needed; a Task subclass (`task.py` in the folder, or an
+installed package's `distill.tasks` entry point) adds what YAML cannot say.
 
 Templates a task folder holds:
   system.j2      the teacher's instructions (few-shot seeds follow as chat turns)
   user.j2        one input as a user turn; also the student's whole plain prompt
   new_inputs.j2  the Self-Instruct request: sampled seeds + a topic -> new inputs
   topics.txt     optional: one topic per line, sampled into new_inputs.j2 for diversity
+  judge.j2       optional: the rubric of the `judge` filter
+
+The built-in tasks (`grammar`, `sentiment`) are folders of this package, shipped as package data.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.resources
-import json
-import random
+import importlib.util
 import sys
-from functools import cached_property
+from importlib.metadata import entry_points
 from pathlib import Path
 
-import jinja2
+from distill.tasks.base import Task
+from distill.tasks.kinds import KINDS, ClassificationTask, ExtractionTask, GenerationTask
+from distill.tasks.spec import TaskError, TaskSpec, read_spec
 
-from distill.records import Message, Row
+ENTRY_POINTS = "distill.tasks"
+_TASKS: dict[str, type[Task]] = {}
 
-BUILTIN = ("grammar", "sentiment")
-
-_TASKS: dict[str, type["Task"]] = {}
+__all__ = ["ClassificationTask", "ExtractionTask", "GenerationTask", "Task", "TaskError", "TaskSpec", "get_task",
+           "known_tasks", "load_folder", "load_task", "register_task"]
 
 
 def register_task(name: str):
+    """Register a Task subclass under a name a config can use (`task: name`)."""
     def deco(cls):
         cls.name = name
         _TASKS[name] = cls
@@ -36,132 +42,84 @@ def register_task(name: str):
     return deco
 
 
-def get_task(name: str) -> "Task":
-    if name not in _TASKS and name in BUILTIN:
-        importlib.import_module(f"distill.tasks.{name}")  # registers it
-    if name not in _TASKS:
-        for builtin in BUILTIN:
-            importlib.import_module(f"distill.tasks.{builtin}")
-        raise ValueError(f"unknown task '{name}' (known: {', '.join(sorted(_TASKS))})")
-    return _TASKS[name]()
+def _builtin_dir() -> Path:
+    return Path(str(importlib.resources.files("distill.tasks")))
 
 
-class Task:
-    name = "base"
-    primary_metric = "exact_match"
-    # A JSON schema for the teacher's answer (structured output), with the field holding the output;
-    # None = free text parsed by parse_answer.
-    answer_schema: dict | None = None
-    answer_field: str = "answer"
+def known_tasks() -> dict[str, str]:
+    """name -> where it comes from, for `distill tasks` and error messages."""
+    out = {p.parent.name: "built in" for p in sorted(_builtin_dir().glob("*/task.yaml"))}
+    out.update({n: f"registered ({c.__module__})" for n, c in _TASKS.items()})
+    out.update({ep.name: f"entry point ({ep.value})" for ep in entry_points(group=ENTRY_POINTS)})
+    return out
 
-    @cached_property
-    def prompt_dir(self) -> Path:
-        """The folder of the nearest class in the hierarchy whose module's folder holds system.j2, so a
-        subclass defined elsewhere reuses its parent's templates."""
-        for cls in type(self).__mro__:
-            folder = _module_folder(cls.__module__)
-            if folder is not None and (folder / "system.j2").exists():
-                return folder
-        raise ValueError(f"task '{self.name}': no folder with templates (system.j2) found")
 
-    @cached_property
-    def _env(self) -> jinja2.Environment:
-        return jinja2.Environment(
-            loader=jinja2.FileSystemLoader(self.prompt_dir),
-            undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=False,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
+def is_path(ref: str) -> bool:
+    return "/" in ref or "\\" in ref or ref.startswith((".", "~"))
 
-    def render(self, template: str, **ctx) -> str:
-        return self._env.get_template(template).render(**ctx).strip()
 
-    @cached_property
-    def topics(self) -> list[str]:
-        p = self.prompt_dir / "topics.txt"
-        return [t.strip() for t in p.read_text().splitlines() if t.strip()] if p.exists() else [""]
+def load_task(ref: str) -> Task:
+    """A task by folder path, or by name: registered from Python, built in, or an installed package's
+    `distill.tasks` entry point (a Task subclass or a package whose folder holds task.yaml)."""
+    if is_path(ref):
+        return load_folder(Path(ref).expanduser())
+    if ref in _TASKS:
+        return _TASKS[ref]()
+    if (_builtin_dir() / ref / "task.yaml").exists():
+        return load_folder(_builtin_dir() / ref)
+    for ep in entry_points(group=ENTRY_POINTS, name=ref):
+        obj = ep.load()
+        if isinstance(obj, type) and issubclass(obj, Task):
+            return obj()
+        folder = Path(str(importlib.resources.files(obj.__name__))) if hasattr(obj, "__path__") else None
+        if folder is None:
+            raise TaskError(f"entry point {ENTRY_POINTS}:{ref} = {ep.value}: neither a Task subclass nor a task package")
+        return load_folder(folder)
+    raise TaskError(f"unknown task '{ref}' (known: {', '.join(sorted(known_tasks()))}; "
+                    f"a task folder is named by path, e.g. task: ./{ref})")
 
-    # --- prompts -----------------------------------------------------------------------------
-    def student_messages(self, text: str) -> list[Message]:
-        """The student's plain prompt: the user turn only, no instructions, no examples.
 
-        The empty system turn stops chat templates from inserting their default system prompt
-        (about 20 tokens for SmolLM2), which would cost training and serving time on every request.
-        """
-        return [{"role": "system", "content": ""}, {"role": "user", "content": self.render("user.j2", input=text)}]
+get_task = load_task
 
-    def teacher_messages(self, text: str, shots: list[dict]) -> list[Message]:
-        """The teacher adapted to the task by few-shot seeds, as alternating chat turns."""
-        msgs = [{"role": "system", "content": self.render("system.j2")}]
-        for s in shots:
-            msgs.append({"role": "user", "content": self.render("user.j2", input=s["input"])})
-            msgs.append({"role": "assistant", "content": s["output"]})
-        msgs.append({"role": "user", "content": self.render("user.j2", input=text)})
-        return msgs
 
-    def judge_messages(self, text: str, output: str) -> list[Message]:
-        """The judge's prompt for one row: the rubric (prompts/<task>/judge.j2) and the row."""
-        if not (self.prompt_dir / "judge.j2").exists():
-            raise ValueError(f"task '{self.name}' has no judge rubric ({self.prompt_dir / 'judge.j2'})")
-        return [{"role": "system", "content": self.render("judge.j2", part="system", input=text, output=output)},
-                {"role": "user", "content": self.render("judge.j2", part="user", input=text, output=output)}]
+def load_folder(folder: Path) -> Task:
+    if not (folder / "task.yaml").exists():
+        raise TaskError(f"{folder}: not a task folder (no task.yaml)" if folder.is_dir() else f"{folder}: task folder not found")
+    spec = read_spec(folder / "task.yaml")
+    cls = _python_class(spec, folder) or KINDS[spec.kind]
+    return cls(spec, folder)
 
-    def new_inputs_messages(self, examples: list[dict], topic: str, n: int) -> list[Message]:
-        return [{"role": "user", "content": self.render("new_inputs.j2", examples=examples, topic=topic, n=n)}]
 
-    # --- parsing and checks --------------------------------------------------------------------
-    def parse_inputs(self, text: str) -> list[str]:
-        """New inputs from a Self-Instruct reply."""
-        raise NotImplementedError
-
-    def parse_answer(self, text: str) -> str:
-        """A model's reply -> the task output (used identically for every model in the harness)."""
-        if self.answer_schema is not None:
-            try:
-                obj = json.loads(text)
-            except ValueError:
-                return text.strip()
-            if isinstance(obj, dict) and isinstance(obj.get(self.answer_field), (str, int, float)):
-                return str(obj[self.answer_field]).strip()
-        return text.strip()
-
-    def programmatic_inputs(self, seed: int, n: int, exclude: set[str]) -> list[dict] | None:
-        """Optional: n inputs made by code, each with its known answer ({"input", "output", ...}),
-        none of them in exclude (seed and eval inputs). Tasks that have them skip the teacher's
-        Self-Instruct phase, and their rows carry the answer as the reference a checker compares with."""
+def _python_class(spec: TaskSpec, folder: Path) -> type[Task] | None:
+    ref = spec.python or ("task.py" if (folder / "task.py").exists() else None)
+    if ref is None:
         return None
-
-    def check(self, row: Row) -> str | None:
-        """Optional programmatic answer check: why the row's output is wrong, or None when it is right."""
-        return None
-
-    def corrupt(self, text: str, rng: random.Random) -> tuple[str, str] | None:
-        """Optional error injector: a clean teacher-written text -> (input with an error, error type).
-
-        Tasks that have one get inputs with a known reference answer (the clean text), so a filter
-        can keep only teacher answers that restore it.
-        """
-        return None
-
-    @property
-    def has_injector(self) -> bool:
-        return type(self).corrupt is not Task.corrupt
-
-    def format_problem(self, row: Row) -> str | None:
-        """Why a generated row is malformed for this task, or None when it is fine."""
-        return None
-
-    def metrics(self, predictions: list[str], references: list[str], sources: list[str]) -> dict[str, float]:
-        raise NotImplementedError
-
-
-def _module_folder(module: str) -> Path | None:
-    """A package's own folder (its templates are package data), or a plain module's folder."""
-    mod = sys.modules.get(module)
-    if mod is None:
-        return None
-    if getattr(mod, "__path__", None):
-        return Path(str(importlib.resources.files(module)))
-    f = getattr(mod, "__file__", None)
-    return Path(f).parent if f else None
+    where = f"{folder / 'task.yaml'}: field 'python'"
+    mod_ref, _, cls_name = ref.partition(":")
+    if mod_ref.endswith(".py"):
+        path = (folder / mod_ref).resolve()
+        # one module per file: a second load of the task (a Dask worker, the flow) reuses it
+        name = f"distill_task_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+        module = sys.modules.get(name)
+        if module is None:
+            if not path.exists():
+                raise TaskError(f"{where}: {path} not found")
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(mod_ref)
+        except ImportError as e:
+            raise TaskError(f"{where}: cannot import '{mod_ref}' ({e})") from None
+    if cls_name:
+        cls = getattr(module, cls_name, None)
+        if not (isinstance(cls, type) and issubclass(cls, Task)):
+            raise TaskError(f"{where}: '{ref}' is not a Task subclass")
+        return cls
+    found = [v for v in vars(module).values()
+             if isinstance(v, type) and issubclass(v, Task) and v.__module__ == module.__name__]
+    if len(found) != 1:
+        raise TaskError(f"{where}: {mod_ref} defines {len(found)} Task subclasses; name one as {mod_ref}:ClassName")
+    return found[0]

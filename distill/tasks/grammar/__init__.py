@@ -10,12 +10,8 @@ from __future__ import annotations
 import random
 import re
 
-from nltk.translate.gleu_score import corpus_gleu
-from sacrebleu.metrics import CHRF
-
 from distill.records import Row
-from distill.tasks import Task, register_task
-from distill.text import normalise, tokens
+from distill.tasks import GenerationTask, register_task
 
 CHATTER = re.compile(
     r"^(here\b|sure\b|certainly\b|of course\b|okay\b|ok\b|note\b|i\b.*\b(corrected|fixed|changed)\b|"
@@ -187,8 +183,8 @@ INJECTORS = {
 
 
 @register_task("grammar")
-class Grammar(Task):
-    primary_metric = "gleu"
+class Grammar(GenerationTask):
+    """task.yaml sets the kind (rewrite), the metrics and the data; this adds the error injector."""
 
     def parse_inputs(self, text: str) -> list[str]:
         """Single plain sentences of 5-20 words from a Self-Instruct reply; chatter, labels and lists dropped.
@@ -242,10 +238,3 @@ class Grammar(Task):
         if len(out.split()) > 2 * len(src.split()) + 3:
             return "output much longer than input"
         return None
-
-    def metrics(self, predictions: list[str], references: list[str], sources: list[str]) -> dict[str, float]:
-        n = len(predictions)
-        em = sum(normalise(p) == normalise(r) for p, r in zip(predictions, references)) / max(n, 1)
-        gleu = corpus_gleu([[tokens(r)] for r in references], [tokens(p) for p in predictions])
-        chrf = CHRF().corpus_score(predictions, [references]).score
-        return {"exact_match": round(100 * em, 2), "gleu": round(gleu, 4), "chrf": round(chrf, 2)}

@@ -7,10 +7,8 @@ with the known one, so the student learns from correct, label-only answers.
 from __future__ import annotations
 
 import random
-import re
 
-from distill.records import Row
-from distill.tasks import Task, register_task
+from distill.tasks import ClassificationTask, register_task
 
 LABELS = ("positive", "negative")
 SUBJECTS = ["the hotel", "this phone", "the pizza", "the service", "this jacket", "the new laptop", "the movie",
@@ -69,30 +67,11 @@ def make_reviews(seed: int | str, n: int, exclude: set[str] = frozenset(), held_
 
 
 @register_task("sentiment")
-class Sentiment(Task):
-    primary_metric = "accuracy"
+class Sentiment(ClassificationTask):
+    """task.yaml sets the labels, metrics and data; this makes the inputs, each with its known label."""
 
     def programmatic_inputs(self, seed: int, n: int, exclude: set[str]) -> list[dict]:
         return make_reviews(f"{seed}:inputs", n, exclude)
 
     def parse_inputs(self, text: str) -> list[str]:
         return []  # reviews are made by make_reviews, not by the teacher
-
-    def parse_answer(self, text: str) -> str:
-        """The first label word in a reply ("Sentiment: Positive." -> "positive"); else the reply."""
-        m = re.search(r"\b(positive|negative)\b", text, re.I)
-        return m.group(1).lower() if m else text.strip()
-
-    def check(self, row: Row) -> str | None:
-        ref = row.reference
-        if ref is None:
-            return "no known label to check against"
-        out = row.output.strip().lower()
-        if out not in LABELS:
-            return "output is not a label"
-        return None if out == ref else f"wrong label ({out}, expected {ref})"
-
-    def metrics(self, predictions: list[str], references: list[str], sources: list[str]) -> dict[str, float]:
-        n = max(len(predictions), 1)
-        return {"accuracy": round(100 * sum(p == r for p, r in zip(predictions, references)) / n, 2),
-                "answered_with_a_label": round(100 * sum(p in LABELS for p in predictions) / n, 2)}

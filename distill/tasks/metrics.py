@@ -1,0 +1,117 @@
+"""Metrics by name, each from a well-kept library: scikit-learn for labels, sacrebleu (chrF), rouge-score
+(ROUGE-L), NLTK (GLEU, the edit metric grammatical error correction uses). Every function takes
+(predictions, references, sources) and returns a number on the scale the report prints."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from distill.text import normalise, tokens
+
+Metric = Callable[[list[str], list[str], list[str]], float]
+
+
+def exact_match(preds: list[str], refs: list[str], srcs: list[str]) -> float:
+    return round(100 * sum(normalise(p) == normalise(r) for p, r in zip(preds, refs)) / max(len(preds), 1), 2)
+
+
+def accuracy(preds: list[str], refs: list[str], srcs: list[str]) -> float:
+    from sklearn.metrics import accuracy_score
+
+    return round(100 * accuracy_score(refs, preds), 2) if preds else 0.0
+
+
+def macro_f1(preds: list[str], refs: list[str], srcs: list[str]) -> float:
+    """Over the labels of the references: an unparseable answer counts as a miss, not as a new class."""
+    from sklearn.metrics import f1_score
+
+    labels = sorted(set(refs))
+    return round(100 * f1_score(refs, preds, labels=labels, average="macro", zero_division=0), 2) if preds else 0.0
+
+
+def confusion(preds: list[str], refs: list[str], labels: list[str]) -> dict[str, dict[str, int]]:
+    """reference label -> predicted label -> count; answers outside the label set count as 'other'."""
+    from sklearn.metrics import confusion_matrix
+
+    cols = [*labels, "other"]
+    mapped = [p if p in labels else "other" for p in preds]
+    m = confusion_matrix(refs, mapped, labels=cols)
+    return {ref: {c: int(m[i][j]) for j, c in enumerate(cols)} for i, ref in enumerate(labels)}
+
+
+def chrf(preds: list[str], refs: list[str], srcs: list[str]) -> float:
+    from sacrebleu.metrics import CHRF
+
+    return round(CHRF().corpus_score(preds, [refs]).score, 2)
+
+
+def rouge_l(preds: list[str], refs: list[str], srcs: list[str]) -> float:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    scores = [scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(preds, refs)]
+    return round(100 * sum(scores) / max(len(scores), 1), 2)
+
+
+def gleu(preds: list[str], refs: list[str], srcs: list[str]) -> float:
+    from nltk.translate.gleu_score import corpus_gleu
+
+    return round(corpus_gleu([[tokens(r)] for r in refs], [tokens(p) for p in preds]), 4)
+
+
+def _obj(text: str) -> dict | None:
+    try:
+        v = json.loads(text)
+    except ValueError:
+        return None
+    return v if isinstance(v, dict) else None
+
+
+def _leaves(obj: dict, prefix: str = "") -> dict[str, str]:
+    """Flattened fields (a.b for nested objects); values compared as normalised JSON text."""
+    out = {}
+    for k, v in obj.items():
+        if isinstance(v, dict):
+            out.update(_leaves(v, f"{prefix}{k}."))
+        elif v is not None and v != "" and v != []:
+            out[prefix + k] = normalise(json.dumps(v, sort_keys=True) if not isinstance(v, str) else v)
+    return out
+
+
+def field_counts(preds: list[str], refs: list[str]) -> tuple[int, int, int, int, int]:
+    """(fields right, fields predicted, fields in references, field slots compared, slots right)."""
+    right = predicted = expected = slots = slot_right = 0
+    for p, r in zip(preds, refs):
+        pf, rf = _leaves(_obj(p) or {}), _leaves(_obj(r) or {})
+        hit = sum(pf.get(k) == v for k, v in rf.items())
+        right, predicted, expected = right + hit, predicted + len(pf), expected + len(rf)
+        keys = set(pf) | set(rf)
+        slots, slot_right = slots + len(keys), slot_right + sum(pf.get(k) == rf.get(k) for k in keys)
+    return right, predicted, expected, slots, slot_right
+
+
+def field_f1(preds: list[str], refs: list[str], srcs: list[str]) -> float:
+    """Micro F1 over (field, value) pairs: a field counts as found when its value equals the reference's."""
+    right, predicted, expected, _, _ = field_counts(preds, refs)
+    if not right:
+        return 0.0
+    precision, recall = right / predicted, right / expected
+    return round(100 * 2 * precision * recall / (precision + recall), 2)
+
+
+def field_accuracy(preds: list[str], refs: list[str], srcs: list[str]) -> float:
+    """Share of field slots (in either object) where prediction and reference agree, empty included."""
+    _, _, _, slots, slot_right = field_counts(preds, refs)
+    return round(100 * slot_right / slots, 2) if slots else 0.0
+
+
+def object_match(preds: list[str], refs: list[str], srcs: list[str]) -> float:
+    """Whole-object exact match, field order and whitespace aside."""
+    hits = sum(_obj(p) is not None and _leaves(_obj(p)) == _leaves(_obj(r) or {}) for p, r in zip(preds, refs))
+    return round(100 * hits / max(len(preds), 1), 2)
+
+
+METRICS: dict[str, Metric] = {
+    "exact_match": exact_match, "accuracy": accuracy, "macro_f1": macro_f1, "chrf": chrf, "rouge_l": rouge_l,
+    "gleu": gleu, "field_f1": field_f1, "field_accuracy": field_accuracy, "object_match": object_match,
+}
