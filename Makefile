@@ -8,10 +8,10 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 # apt needs root; as another user it goes through sudo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[local,test]'
 	touch $@
 
 install: $(VENV)/.installed

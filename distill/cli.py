@@ -264,6 +264,36 @@ def list_filters():
         print(f"{name}: {(fn.__doc__ or '').strip().splitlines()[0] if fn.__doc__ else ''}")
 
 
+@app.command("init")
+def init(name: Annotated[str, typer.Argument(help="Task name: the folder ./NAME and the config ./NAME.yaml.")],
+         kind: Annotated[str, typer.Option(help="classification, extraction or generation.")] = "classification"):
+    """Start your own task: a task folder (task.yaml, templates, placeholder seeds and eval rows) and a config."""
+    from distill.tasks.new import new_task
+
+    try:
+        folder, config = new_task(name, kind, Path.cwd())
+    except ConfigError as e:
+        _fail(str(e))
+    console.print(f"wrote {folder}/ and {config}\nnext: edit {folder}/seeds.jsonl and {folder}/eval.jsonl (and "
+                  f"task.yaml), then\n  distill run --config {config.name} --dry-run\n  distill run --config {config.name}",
+                  highlight=False)
+
+
+@app.command("tasks")
+def list_tasks(fields: Annotated[bool, typer.Option("--fields", help="List the fields of task.yaml instead.")] = False):
+    """List the tasks a config can name (built in, registered, installed entry points), or task.yaml's fields."""
+    from distill.tasks import TaskSpec, known_tasks
+
+    if fields:
+        t = Table("task.yaml field", "default", "help")
+        for name, default, help_ in field_help(TaskSpec):
+            t.add_row(name, default, help_)
+        Console().print(t)
+        return
+    for name, where in sorted(known_tasks().items()):
+        print(f"{name}: {where}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

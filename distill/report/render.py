@@ -73,6 +73,20 @@ def _ladder_lines(ladder: dict | None) -> str:
             + rows + "\n")
 
 
+def _confusion_lines(models: list[dict]) -> str:
+    """Per-label confusion of the teacher and the distilled students (classification tasks)."""
+    out = []
+    for r in models:
+        conf = (r.get("breakdown") or {}).get("confusion")
+        if not conf or r["role"] == "base student":
+            continue
+        cols = list(next(iter(conf.values())))
+        out += [f"\n**{r['name']}** ({r['role']}): rows are the reference label, columns the answer\n",
+                "| reference | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        out += [f"| {ref} | " + " | ".join(str(row[c]) for c in cols) + " |" for ref, row in conf.items()]
+    return ("\n## Confusion by label\n" + "\n".join(out) + "\n") if out else ""
+
+
 def render_markdown(rep: dict, plot: str) -> str:
     """report.md; `plot` is how the plot is shown (the Prefect UI cannot load a file of the run
     directory, so its artifact names the file instead)."""
@@ -109,7 +123,7 @@ Adapted to the seeds by {rep['teacher_adaptation']['description']}. Generation: 
 ## Training
 {tr.get('rows')} rows, {tr.get('steps')} steps ({tr.get('epochs')} epochs), {'LoRA (merged)' if tr.get('lora') else 'full fine-tuning'}, {(tr.get('plan') or {}).get('precision')} on {(tr.get('plan') or {}).get('device')}; loss {_num(tr.get('first_loss'))} -> {_num(tr.get('last_loss'))}.
 
-{_ladder_lines(rep.get('training_by_student'))}
+{_ladder_lines(rep.get('training_by_student'))}{_confusion_lines(rep["models"])}
 ## Wall time per stage
 {wall}
 """

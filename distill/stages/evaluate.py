@@ -114,7 +114,8 @@ def run(ctx: RunContext) -> EvalSummary:
         summary, preds = summarise(task, rows, answers, wall)
         per_1k = cost["usd"] / len(rows) * 1000
         results[key] = ModelResult(**summary, name=name, role=role, engine=engine, parameters=params, prompt=prompt,
-                                   cost_per_1k_usd=round(per_1k, 6), cost_rule=cost["rule"])
+                                   cost_per_1k_usd=round(per_1k, 6), cost_rule=cost["rule"],
+                                   breakdown=task.breakdown(preds, [r["output"] for r in rows]))
         write_jsonl(rd.predictions(ctx.eval_path, key), [
             {"id": r["id"], "input": r["input"], "reference": r["output"], "prediction": p, **a}
             for r, p, a in zip(rows, preds, answers)])

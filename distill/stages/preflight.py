@@ -4,6 +4,7 @@ seed and eval files parse and do not overlap, the teacher answers, the student f
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,13 +98,17 @@ def check_teacher(cfg: Config) -> None:
     if t.adaptation.method == "lora" and t.adaptation.base and not (resolve_path(t.adaptation.base) / "config.json").exists():
         raise ConfigError(f"teacher.adaptation.base: {t.adaptation.base}: not a transformers model directory (no config.json)")
     if t.backend == "vllm_offline":
-        import importlib.util
-
         if importlib.util.find_spec("vllm") is None:
             raise ConfigError("teacher.backend: vllm_offline needs vLLM in this environment (pip install '.[vllm]')")
         return
     if ep.launch_local and t.backend != "openai_batch":
-        gguf = resolve_path(ep.local.gguf) if ep.local.gguf else default_gguf()
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ConfigError("teacher.endpoint.launch_local: the local teacher needs llama-cpp-python: "
+                              "pip install 'distill[local]' (or set teacher.endpoint.base_url)")
+        try:
+            gguf = resolve_path(ep.local.gguf) if ep.local.gguf else default_gguf()
+        except FileNotFoundError as e:
+            raise ConfigError(f"teacher.endpoint.local.gguf: {e}") from None
         if not gguf.exists():
             raise ConfigError(f"teacher.endpoint.local.gguf: {gguf}: file not found")
         return

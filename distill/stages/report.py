@@ -2,9 +2,6 @@
 eval results the earlier stages wrote."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from distill.config import Config
 from distill.io import read_json, write_json, write_text_atomic
 from distill.report import choose_model, frontier_keys, markdown_table, plot_frontier, render_markdown
 from distill.rundir import RunDir
@@ -20,8 +17,9 @@ def _stats(rd: RunDir, name: str) -> dict:
     return read_json(p) if p.exists() else {}
 
 
-def build_report(cfg: Config, rd: RunDir, eval_path: Path) -> dict:
-    summary_path = rd.eval_summary(eval_path)
+def build_report(ctx: RunContext) -> dict:
+    cfg, rd = ctx.cfg, ctx.run
+    summary_path = rd.eval_summary(ctx.eval_path)
     if not summary_path.exists():
         raise FileNotFoundError(f"{summary_path}: not found (run `distill evaluate` first)")
     ev = EvalSummary.read(summary_path)
@@ -31,7 +29,7 @@ def build_report(cfg: Config, rd: RunDir, eval_path: Path) -> dict:
     for key, m in sorted(ev.models.items(), key=lambda kv: ROLE_ORDER.get(kv[1].role, 9)):
         row = {"key": key, **m.model_dump(include={"name", "role", "engine", "parameters", "metrics", "cost_per_1k_usd",
                                                    "cost_rule", "latency_p50_s", "latency_p95_s", "throughput_rps",
-                                                   "prompt"})}
+                                                   "prompt", "breakdown"})}
         if teacher:
             tq = teacher.metrics[metric]
             row["pct_of_teacher_quality"] = round(100 * m.metrics[metric] / tq, 1) if tq else None
@@ -46,7 +44,7 @@ def build_report(cfg: Config, rd: RunDir, eval_path: Path) -> dict:
         r["on_frontier"] = r["key"] in frontier
         r["chosen"] = r["key"] == selection["chosen"]
     return {
-        "task": cfg.task,
+        "task": ctx.task.name,
         "frontier": frontier,
         "selection": selection,
         "eval": {"path": ev.eval_path, "n": ev.n, "primary_metric": metric, "copy_baseline": ev.copy_baseline},
@@ -73,7 +71,7 @@ def build_report(cfg: Config, rd: RunDir, eval_path: Path) -> dict:
 
 def run(ctx: RunContext) -> dict:
     rd = ctx.run
-    rep = build_report(ctx.cfg, rd, ctx.eval_path)
+    rep = build_report(ctx)
     md = render_markdown(rep, plot=f"![quality vs cost]({rd.frontier_png.name})")
     plot_frontier(rep, rd.frontier_png)
     write_json(rd.report_json, rep)

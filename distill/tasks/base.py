@@ -66,7 +66,10 @@ class Task:
         )
 
     def render(self, template: str, **ctx) -> str:
-        return self._env.get_template(template).render(**ctx).strip()
+        """A template of the folder, with task.yaml's labels, schema and description available to it."""
+        spec = {"labels": self.spec.labels, "description": self.spec.description,
+                "schema": json.dumps(self.spec.json_schema) if self.spec.json_schema else ""}
+        return self._env.get_template(template).render(**{**spec, **ctx}).strip()
 
     @cached_property
     def topics(self) -> list[str]:
