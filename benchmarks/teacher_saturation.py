@@ -32,11 +32,10 @@ from typing import Callable
 
 from openai import AsyncOpenAI
 
-from distill.config import load_config, resolve_path
-from distill.io import load_examples
+from distill.config import load_config
 from distill.stages.context import few_shot_examples
+from distill.stages.preflight import preflight
 from distill.stages.shards import answer_requests
-from distill.tasks import get_task
 from distill.teacher import RequestStore, Teacher
 from distill.teacher.backends.openai import OpenAIBackend
 from distill.teacher.local_server import local_server
@@ -47,10 +46,9 @@ from _record import record  # noqa: E402
 
 def distinct_requests(cfg) -> list:
     """One answer request (the bulk of generation) per distinct seed-like input: eval set + seeds."""
-    task = get_task(cfg.task)
-    seeds = load_examples(resolve_path(cfg.seeds_path), what="seed file")
-    evals = load_examples(resolve_path(cfg.eval.path), what="eval set")
-    shots = few_shot_examples(cfg, seeds)
+    inputs = preflight(cfg, ())
+    task, seeds, evals = inputs.task, inputs.seeds, inputs.eval_rows
+    shots = few_shot_examples(cfg, seeds, task)
     texts = list(dict.fromkeys(e["input"] for e in evals + seeds))
     return [answer_requests(cfg, task, t, shots)[0] for t in texts]
 

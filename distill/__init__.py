@@ -10,7 +10,8 @@ _EXPORTS = {
     "Config": "distill.config", "ConfigError": "distill.config", "load_config": "distill.config",
     "FilterContext": "distill.filters", "Verdict": "distill.filters", "register_filter": "distill.filters",
     "Row": "distill.records",
-    "Task": "distill.tasks", "get_task": "distill.tasks", "register_task": "distill.tasks",
+    "Task": "distill.tasks", "get_task": "distill.tasks", "load_task": "distill.tasks", "register_task": "distill.tasks",
+    "ClassificationTask": "distill.tasks", "ExtractionTask": "distill.tasks", "GenerationTask": "distill.tasks",
 }
 __all__ = list(_EXPORTS)
 

@@ -67,6 +67,13 @@ class ClassificationTask(Task):
     def labels(self) -> list[str]:
         return self.spec.labels
 
+    @property
+    def answer_schema(self) -> dict | None:
+        if not self.spec.structured:
+            return None
+        return {"type": "object", "properties": {"label": {"type": "string", "enum": self.labels}},
+                "required": ["label"], "additionalProperties": False}
+
     def parse_inputs(self, text: str) -> list[str]:
         return list_items(text)
 

@@ -37,6 +37,7 @@ class TaskSpec(BaseModel):
     metrics: list[str] | None = Field(None, description="Metrics to report (default per kind: classification accuracy, macro_f1; extraction field_f1, field_accuracy, object_match, schema_valid; generation exact_match, chrf, rouge_l; rewrite adds gleu).")
     primary_metric: str | None = Field(None, description="The metric quality bars and verdicts use (default: accuracy, field_f1, chrf, gleu by kind).")
     python: str | None = Field(None, description="A Task subclass for what YAML cannot say: `task.py:MyTask` (a file in the folder) or `package.module:MyTask`. Default: task.py when the folder has one.")
+    structured: bool = Field(False, description="classification: constrain the teacher's generation answers to the label set through structured output ({\"label\": one of labels}) where the server supports it; off = the reply is parsed for a label.")
     answer_max_words: int | None = Field(None, ge=1, description="generation: drop generated rows whose output is longer than this (the task_format filter).")
 
     @model_validator(mode="after")
