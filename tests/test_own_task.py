@@ -182,9 +182,10 @@ def test_editing_a_user_template_reruns_generation_and_an_unrelated_edit_does_no
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["classification", "extraction", "generation"])
+@pytest.mark.parametrize("kind", ["extraction", "generation"])
 def test_each_kind_runs_the_whole_path_against_the_local_teacher(tmp_path, kind):
-    """generate -> filter -> train (a few steps) -> evaluate -> report for a task that is only a folder."""
+    """generate -> filter -> train (a few steps) -> evaluate -> report for a task that is only a folder.
+    The classification kind runs this path in tests/test_wheel.py (`distill init tickets`, from the wheel)."""
     folder, config = _init(tmp_path, f"my-{kind}", kind)
     rd = tmp_path / "run"
     sets = [a for s in [*TINY, "eval.max_rows=6", "eval.models=[teacher,student]"] for a in ("--set", s)]

@@ -51,11 +51,14 @@ def test_the_wheel_runs_the_default_and_a_new_task_from_an_empty_directory(tmp_p
     assert rep["task"] == "grammar" and "gleu" in rep["models"][0]["metrics"]
 
     _run(["distill", "init", "tickets", "--kind", "classification"], empty, env)
-    _run(["distill", "run", "--config", "tickets.yaml", "--run-dir", "tickets-run", *sets, "--set", "eval.max_rows=10"],
+    _run(["distill", "run", "--config", "tickets.yaml", "--run-dir", "tickets-run", *sets, "--set", "eval.max_rows=10",
+          "--set", "eval.models=[teacher,student]"],
          empty, env)
     rep = read_json(empty / "tickets-run" / "report.json")
     assert rep["task"] == "tickets"
     assert all({"accuracy", "macro_f1"} <= set(m["metrics"]) for m in rep["models"])
     md = (empty / "tickets-run" / "report.md").read_text()
+    assert [m["role"] for m in rep["models"]] == ["teacher", "distilled student"]
+    assert rep["data"]["generated"] > 10 and read_json(empty / "tickets-run" / "stats" / "train.json")["steps"] == 4
     assert "| accuracy | macro_f1 |" in md and "## Confusion by label" in md
     assert sorted(p.name for p in empty.iterdir()) == ["default", "tickets", "tickets-run", "tickets.yaml"]
