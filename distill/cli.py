@@ -274,9 +274,8 @@ def init(name: Annotated[str, typer.Argument(help="Task name: the folder ./NAME 
         folder, config = new_task(name, kind, Path.cwd())
     except ConfigError as e:
         _fail(str(e))
-    console.print(f"wrote {folder}/ and {config}\nnext: edit {folder}/seeds.jsonl and {folder}/eval.jsonl (and "
-                  f"task.yaml), then\n  distill run --config {config.name} --dry-run\n  distill run --config {config.name}",
-                  highlight=False)
+    console.print(f"wrote {folder}/ and {config}; edit the seeds, eval set and task.yaml there, then "
+                  f"`distill run --config {config.name} --dry-run` and `distill run --config {config.name}`", highlight=False)
 
 
 @app.command("tasks")
@@ -286,10 +285,9 @@ def list_tasks(fields: Annotated[bool, typer.Option("--fields", help="List the f
 
     if fields:
         t = Table("task.yaml field", "default", "help")
-        for name, default, help_ in field_help(TaskSpec):
-            t.add_row(name, default, help_)
-        Console().print(t)
-        return
+        for row in field_help(TaskSpec):
+            t.add_row(*row)
+        return Console().print(t)
     for name, where in sorted(known_tasks().items()):
         print(f"{name}: {where}")
 
