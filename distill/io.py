@@ -166,7 +166,6 @@ def load_examples(path: Path, *, columns: dict[str, str | None] | None = None, w
             raise DataError(f"{path}{place}: field '{id_field}': duplicate "
                             f"{'id ' + repr(rid) if id_field == cols['id'] else 'row'} (first on {_place_words(seen[rid])})")
         seen[rid] = place
-        out["id"] = rid
         rows.append({"id": rid, "input": out.pop("input"), "output": out.pop("output"), **out})
         places[rid] = place
     if not rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import cached_property
 
 import jsonschema
 
@@ -129,11 +130,15 @@ class ExtractionTask(Task):
         obj = _first_object(text)
         return json.dumps(obj, sort_keys=True, ensure_ascii=False) if obj is not None else text.strip()
 
+    @cached_property
+    def _validator(self) -> jsonschema.Draft202012Validator:
+        return jsonschema.Draft202012Validator(self.answer_schema)  # checked once per row: build it once
+
     def schema_problem(self, text: str) -> str | None:
         obj = _first_object(text)
         if obj is None:
             return "output is not a JSON object"
-        err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(self.answer_schema).iter_errors(obj))
+        err = jsonschema.exceptions.best_match(self._validator.iter_errors(obj))
         if err is None:
             return None
         where = "/".join(str(p) for p in err.absolute_path)
