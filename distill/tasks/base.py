@@ -30,16 +30,10 @@ class Task:
             yaml_path = self.folder / "task.yaml"
             spec = read_spec(yaml_path) if yaml_path.exists() else TaskSpec()
         self.spec = spec
-        if spec.name and type(self).name in ("base", *KIND_NAMES):
-            self.name = spec.name
-        elif type(self).name in ("base", *KIND_NAMES):
-            self.name = self.folder.name
+        if type(self).name in ("base", *KIND_NAMES):  # a registered subclass keeps its registered name
+            self.name = spec.name or self.folder.name
         if spec.primary_metric:
             self.primary_metric = spec.primary_metric
-
-    @property
-    def prompt_dir(self) -> Path:
-        return self.folder
 
     def files(self) -> list[Path]:
         """Every file the task is made of (templates, task.yaml, data, its Python): the cache fingerprint."""
@@ -58,7 +52,7 @@ class Task:
     @cached_property
     def _env(self) -> jinja2.Environment:
         return jinja2.Environment(
-            loader=jinja2.FileSystemLoader(self.prompt_dir),
+            loader=jinja2.FileSystemLoader(self.folder),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=False,
             trim_blocks=True,
@@ -73,7 +67,7 @@ class Task:
 
     @cached_property
     def topics(self) -> list[str]:
-        p = self.prompt_dir / "topics.txt"
+        p = self.folder / "topics.txt"
         return [t.strip() for t in p.read_text().splitlines() if t.strip()] if p.exists() else [""]
 
     # --- prompts -----------------------------------------------------------------------------
@@ -97,7 +91,7 @@ class Task:
     def judge_messages(self, text: str, output: str) -> list[Message]:
         """The judge's prompt for one row: the rubric (judge.j2 in the task folder) and the row."""
         if not (self.folder / "judge.j2").exists():
-            raise ValueError(f"task '{self.name}' has no judge rubric ({self.prompt_dir / 'judge.j2'})")
+            raise ValueError(f"task '{self.name}' has no judge rubric ({self.folder / 'judge.j2'})")
         return [{"role": "system", "content": self.render("judge.j2", part="system", input=text, output=output)},
                 {"role": "user", "content": self.render("judge.j2", part="user", input=text, output=output)}]
 

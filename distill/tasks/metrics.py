@@ -107,7 +107,7 @@ def field_accuracy(preds: list[str], refs: list[str], srcs: list[str]) -> float:
 
 def object_match(preds: list[str], refs: list[str], srcs: list[str]) -> float:
     """Whole-object exact match, field order and whitespace aside."""
-    hits = sum(_obj(p) is not None and _leaves(_obj(p)) == _leaves(_obj(r) or {}) for p, r in zip(preds, refs))
+    hits = sum((o := _obj(p)) is not None and _leaves(o) == _leaves(_obj(r) or {}) for p, r in zip(preds, refs))
     return round(100 * hits / max(len(preds), 1), 2)
 
 
