@@ -148,9 +148,9 @@ def report(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = No
     from distill.stages import report as stage
 
     ctx = _setup(config, run_dir, set, new=False)
-    rep = _guard(stage.run, ctx)
-    print(stage.views(rep, ctx.run)[0])
-    console.print(f"report: {ctx.run.report_md}")
+    from distill.report.console import show_report
+
+    show_report(_guard(stage.run, ctx), ctx.run.report_md)
 
 
 @app.command()
@@ -183,7 +183,10 @@ def run(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None,
         _fail(str(e))
     finally:
         ctx.close()
-    print(f"report: {rd.report_md}")
+    from distill.io import read_json
+    from distill.report.console import show_report
+
+    show_report(read_json(rd.report_json), rd.report_md)
 
 
 def _deployment_params(config: Path | None, run_dir: Path | None, overrides: list[str] | None, name: str) -> dict:
@@ -290,10 +293,6 @@ def list_tasks(fields: Annotated[bool, typer.Option("--fields", help="List the f
         return Console().print(t)
     for name, where in sorted(known_tasks().items()):
         print(f"{name}: {where}")
-
-
-def main() -> None:  # pragma: no cover
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

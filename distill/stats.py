@@ -124,8 +124,14 @@ class ModelResult(Stats):
     wall_seconds: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost_per_1k_usd: float = 0.0
+    cost_per_1k_usd: float = 0.0  # the serving measurement's median where it ran, else the quality pass's
     cost_rule: str = ""
+    quality_pass_cost_per_1k_usd: float | None = None
+    cost_note: str | None = None  # e.g. "engines differ", next to the figure in the report
+    serving: dict | None = None  # the serving measurement: per-round seconds and cost, median, spread, engine
+    interval: dict | None = None  # the primary metric: {"value", "low", "high"} (95%, paired bootstrap)
+    vs_teacher: dict | None = None  # {"difference", "low", "high", "verdict"}: this model minus the teacher
+    vs_prompted: dict | None = None  # a distilled student minus the best prompted base student ("against": its key)
     breakdown: dict | None = None  # per-class detail, e.g. {"confusion": {reference: {prediction: count}}}
 
 
@@ -138,3 +144,4 @@ class EvalSummary(Stats):
     copy_baseline: dict[str, float] = Field(default_factory=dict)
     models: dict[str, ModelResult] = Field(default_factory=dict)
     wall_seconds: float | None = None
+    cost_usd: float | None = None  # what evaluating cost: every quality pass plus the serving measurement

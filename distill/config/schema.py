@@ -71,32 +71,71 @@ class Training(Strict):
     save_steps: int = Field(50, ge=1, description="Checkpoint every N steps (a killed run resumes from the last one).")
 
 
+class Serving(Strict):
+    rounds: int = Field(3, ge=1, description="Interleaved rounds of the serving measurement; each round serves every self-hosted model in turn, in a rotated order, so drift in the machine's load lands on all of them alike.")
+    requests: int = Field(16, ge=1, description="Eval requests each model serves per round (the first N eval rows, in each model's own prompt).")
+    batch_size: int | None = Field(None, ge=1, description="Requests per batch on the serving engine; null = eval.batch_size.")
+
+
 class Eval(Strict):
     path: str | None = Field(None, description="Held-out eval set (JSONL, CSV or parquet); null = the task folder's eval file. Never shown to the teacher during generation.")
     fields: dict[str, str | None] | None = Field(None, description="Column names of the eval file when they differ from the task's `fields`, e.g. {input: question, output: answer, id: null}.")
     max_rows: int | None = Field(None, ge=1, description="Evaluate only the first N rows (smoke runs).")
     batch_size: int = Field(16, ge=1, description="Eval requests batched together for in-process (transformers) models; also the concurrency against servers.")
     max_new_tokens: int = Field(64, ge=1, description="Generation limit per eval answer.")
-    models: list[Literal["teacher", "base_student", "student"]] = Field(["teacher", "base_student", "student"], description="Which models the harness evaluates.")
+    models: list[Literal["teacher", "base_student", "base_zero_shot", "base_few_shot", "student"]] = Field(
+        ["teacher", "base_student", "base_zero_shot", "base_few_shot", "student"],
+        description="Which models the harness evaluates: the teacher; the base student with the student's plain prompt "
+                    "(the starting point of fine-tuning); the base student prompted like the teacher, zero-shot "
+                    "(instructions) and k-shot (the teacher's own examples): the cheaper alternatives to fine-tuning; "
+                    "the distilled student(s).")
+    serving: Serving = Field(default_factory=Serving, description="The serving-cost measurement: every self-hosted model on one engine, interleaved rounds, after a warm-up.")
+    bootstrap_resamples: int = Field(2000, ge=100, description="Resamples of the paired bootstrap behind every quality interval.")
 
 
 class HostedPrice(Strict):
     input_per_1m: float = Field(..., ge=0, description="USD per 1M prompt tokens.")
     output_per_1m: float = Field(..., ge=0, description="USD per 1M completion tokens.")
     batch_discount: float = Field(0.5, ge=0, le=1, description="Price multiplier when the Batch API is used.")
+    source: str | None = Field(None, description="Where the price comes from (a URL or a contract); the report prints it.")
+    as_of: str | None = Field(None, description="When the price was read (a price without a date goes stale unnoticed).")
+
+
+class HardwarePrice(Strict):
+    usd_per_hour: float = Field(..., ge=0, description="USD per hour of this hardware.")
+    source: str | None = Field(None, description="Where the price comes from (a provider's price list, your own cost).")
+    as_of: str | None = Field(None, description="When the price was read.")
+
+
+_ASSUMED = "assumed on-demand cloud price: set your provider's"
+_OPENAI = "openai.com/api/pricing, standard tier"
 
 
 class Pricing(Strict):
-    hardware: dict[str, float] = Field(
-        default_factory=lambda: {"cpu-2core": 0.10, "a10g": 1.01, "l4": 0.80, "a100-80gb": 3.67, "h100": 4.76},
-        description="USD per hour of each kind of hardware a self-hosted model runs on.")
+    hardware: dict[str, HardwarePrice] = Field(
+        default_factory=lambda: {k: HardwarePrice(usd_per_hour=v, source=_ASSUMED, as_of="2026-11-23") for k, v in
+                                 {"cpu-2core": 0.10, "a10g": 1.01, "l4": 0.80, "a100-80gb": 3.67, "h100": 4.76}.items()},
+        description="Price per hour of each kind of hardware a self-hosted model runs, trains or is served on: "
+                    "{usd_per_hour, source, as_of}, or just the number.")
     models: dict[str, HostedPrice] = Field(
         default_factory=lambda: {
-            "gpt-4o": HostedPrice(input_per_1m=2.50, output_per_1m=10.00),
-            "gpt-4o-mini": HostedPrice(input_per_1m=0.15, output_per_1m=0.60),
-            "gpt-4.1-mini": HostedPrice(input_per_1m=0.40, output_per_1m=1.60),
+            "gpt-4o": HostedPrice(input_per_1m=2.50, output_per_1m=10.00, source=_OPENAI, as_of="2026-04"),
+            "gpt-4o-mini": HostedPrice(input_per_1m=0.15, output_per_1m=0.60, source=_OPENAI, as_of="2026-04"),
+            "gpt-4.1-mini": HostedPrice(input_per_1m=0.40, output_per_1m=1.60, source=_OPENAI, as_of="2026-04"),
         },
-        description="Per-token prices of hosted models (USD per 1M tokens).")
+        description="Per-token prices of hosted models (USD per 1M tokens). A hosted teacher without an entry "
+                    "stops the run in preflight, before any request.")
+    expected_requests_per_day: float | None = Field(
+        10000, gt=0, description="Traffic the distilled model is expected to serve: the report turns the "
+                                 "break-even request count into days. null = no days figure.")
+
+    @field_validator("hardware", mode="before")
+    @classmethod
+    def _plain_numbers(cls, v):
+        """`cpu-2core: 0.10` stays valid: a bare number is the hourly price, source and date unknown."""
+        if isinstance(v, dict):
+            return {k: {"usd_per_hour": p} if isinstance(p, (int, float)) else p for k, p in v.items()}
+        return v
 
 
 class Export(Strict):

@@ -42,11 +42,14 @@ def base_student_dir(cfg: Student) -> Path:
     """A plain HF directory for the configured base student (converting the bundled GGUF once)."""
     if cfg.base and not cfg.gguf_file:
         return resolve_path(cfg.base)
-    gguf = resolve_path(Path(cfg.base) / cfg.gguf_file) if cfg.base else default_gguf()
+    return gguf_as_hf(resolve_path(Path(cfg.base) / cfg.gguf_file) if cfg.base else default_gguf())
+
+
+def gguf_as_hf(gguf: Path) -> Path:
+    """A GGUF file's weights, dequantised to fp32, as a plain transformers directory (converted once)."""
     target = cache_dir() / "hf" / gguf.stem
-    if (target / "config.json").exists():
-        return target
-    _convert_gguf(gguf, target)
+    if not (target / "config.json").exists():
+        _convert_gguf(gguf, target)
     return target
 
 

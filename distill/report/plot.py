@@ -15,10 +15,16 @@ def plot_frontier(rep: dict, path: Path) -> None:
 
     metric = rep["eval"]["primary_metric"]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    colors = {"teacher": "tab:red", "base student": "tab:gray", "distilled student": "tab:blue"}
+    colors = {"teacher": "tab:red", "base student": "tab:gray", "prompted base student": "tab:orange",
+              "distilled student": "tab:blue"}
     for r in rep["models"]:
         x = max(r["cost_per_1k_usd"], 1e-9)
         y = r["metrics"][metric]
+        iv, sv = r.get("interval"), r.get("serving")
+        if iv or sv:  # the quality interval (95%) and the cost range over serving rounds
+            ax.errorbar([x], [y], yerr=[[y - iv["low"]], [iv["high"] - y]] if iv else None,
+                        xerr=[[x - max(sv["low"], 1e-9)], [sv["high"] - x]] if sv else None,
+                        fmt="none", ecolor=colors.get(r["role"], "tab:green"), alpha=0.6, capsize=3, zorder=2)
         ax.scatter([x], [y], s=80, color=colors.get(r["role"], "tab:green"), zorder=3)
         ax.annotate(f"{r['name']}\n({_fmt_params(r['parameters'])})", (x, y), textcoords="offset points",
                     xytext=(8, -14), fontsize=8)
@@ -44,7 +50,8 @@ def plot_frontier(rep: dict, path: Path) -> None:
     xs = [max(r["cost_per_1k_usd"], 1e-9) for r in rep["models"]]
     if xs:
         ax.set_xlim(min(xs) / 2.5, max(xs) * 4)
-    ys = [r["metrics"][metric] for r in rep["models"]] + [copy] + ([bar] if bar is not None else [])
+    ys = [r["metrics"][metric] for r in rep["models"]] + [copy] + ([bar] if bar is not None else []) + [
+        v for r in rep["models"] if r.get("interval") for v in (r["interval"]["low"], r["interval"]["high"])]
     span = max(ys) - min(ys) or 1
     ax.set_ylim(min(ys) - 0.1 * span, max(ys) + 0.12 * span)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:g}"))
@@ -52,7 +59,7 @@ def plot_frontier(rep: dict, path: Path) -> None:
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"${v:g}" if f"{v:.0e}"[0] in "25" else ""))
     ax.set_xlabel("cost per 1k requests (USD, log scale)")
     ax.set_ylabel(metric.upper() if len(metric) <= 5 else metric)
-    ax.set_title(f"{rep['task']}: quality vs cost")
+    ax.set_title(f"{rep['task']}: quality (95% CI) vs serving cost (range over rounds)")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")

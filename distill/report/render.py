@@ -2,58 +2,70 @@
 training and wall time."""
 from __future__ import annotations
 
+from distill.report.phrases import cost_phrase, fine_tuning_needed, verdict
 from distill.report.tables import filter_rows, fmt_params
 
 
 def markdown_table(rep: dict) -> str:
     metric = rep["eval"]["primary_metric"]
     names = [k for k in rep["models"][0]["metrics"]] if rep["models"] else []
-    head = ["model", "role", "size", "x smaller", *names, f"% of teacher {metric}", "cost / 1k req", "x cheaper",
-            "latency p50 / p95", "frontier"]
+    head = ["model", "role", "prompt", "size", *names, f"{metric} 95% CI", f"{metric} minus teacher (95% CI)",
+            "cost / 1k req (range)", "serving vs teacher", "latency p50 / p95", "frontier"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rep["models"]:
-        cells = [r["name"], r["role"], fmt_params(r["parameters"]), _x(r.get("x_smaller")),
-                 *[f"{r['metrics'][k]}" for k in names],
-                 f"{r['pct_of_teacher_quality']}%" if r.get("pct_of_teacher_quality") is not None else "-",
-                 f"${r['cost_per_1k_usd']:.4f}", _x(r.get("x_cheaper")),
+        cells = [r["name"], r["role"], r.get("prompt") or "-", fmt_params(r["parameters"]),
+                 *[f"{r['metrics'][k]}" for k in names], interval_text(r.get("interval")),
+                 difference_text(r.get("vs_teacher")), cost_text(r),
+                 cost_phrase(r["cost_ratio"]) if r.get("cost_ratio") else "-",
                  f"{r['latency_p50_s']:.2f} s / {r['latency_p95_s']:.2f} s",
                  "**chosen**" if r.get("chosen") else "yes" if r.get("on_frontier") else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     copy = rep["eval"]["copy_baseline"]
     lines.append("| copy the input (baseline) | - | - | - | " + " | ".join(str(copy[k]) for k in names)
-                 + " | - | $0 | - | - | - |")
+                 + " | - | - | $0 | - | - | - |")
     return "\n".join(lines)
 
 
-def _x(v) -> str:
-    return f"{v:.1f}x" if v else "-"
+def interval_text(iv: dict | None) -> str:
+    return f"[{iv['low']:g}, {iv['high']:g}]" if iv else "-"
+
+
+def difference_text(d: dict | None) -> str:
+    return f"{d['verdict']}: {d['difference']:+g} [{d['low']:+g}, {d['high']:+g}]" if d else "-"
+
+
+def cost_text(r: dict) -> str:
+    s = r.get("serving")
+    text = f"${r['cost_per_1k_usd']:.4f}" + (f" (${s['low']:.4f}-{s['high']:.4f})" if s else "")
+    return text + (" ¹" if r.get("cost_note") else "")
 
 
 def _num(v) -> str:
     return f"{v:.3f}" if isinstance(v, (int, float)) else "?"
 
 
-def verdict(rep: dict) -> str:
-    """One sentence a reader can act on: quality kept and money saved by the distilled student."""
-    metric = rep["eval"]["primary_metric"]
-    by_role = {r["role"]: r for r in rep["models"]}
-    distilled = [r for r in rep["models"] if r["role"] == "distilled student"]
-    chosen = [r for r in distilled if r.get("chosen")]
-    s = (chosen or sorted(distilled, key=lambda r: -r["metrics"][metric]) or [None])[0]
-    t, b = by_role.get("teacher"), by_role.get("base student")
-    if not (s and t):
+def bill_lines(bill: dict | None) -> str:
+    if not bill:
         return ""
-    who = f" {s['name']}" if len(distilled) > 1 else ""
-    text = (f"**The distilled student{who} reaches {s['pct_of_teacher_quality']}% of the teacher's {metric} "
-            f"({s['metrics'][metric]} vs {t['metrics'][metric]}) at {_x(s.get('x_cheaper'))} lower cost per 1k requests")
-    if b:
-        text += f", up from {b['metrics'][metric]} for the base student before distillation"
-    text += ".**"
-    if s.get("x_smaller") and s["x_smaller"] <= 1.0:
-        text += (" Teacher and student have the same size here (the offline default distils a model into "
-                 "itself): the saving comes from the student's short plain prompt and batched serving, "
-                 "not from a smaller model.")
-    return text
+    rows = "\n".join(f"| {s['stage']} | ${s['usd']:.4f} | {s['how']} |" for s in bill["one_off"])
+    serving = ", ".join(f"{k} ${v:.4f}" for k, v in bill["serving_per_1k"].items())
+    be = bill.get("break_even")
+    return (f"""
+## The whole bill
+| stage (one-off) | cost | how |
+|---|---|---|
+{rows}
+| **total** | **${bill['one_off_usd']:.4f}** | |
+
+Serving per 1k requests (the serving measurement): {serving}.
+""" + (f"**Break-even for {be['student']}: {be['message']}.**\n" if be else ""))
+
+
+def _prices(prices: list[dict] | None) -> str:
+    if not prices:
+        return ""
+    return "\nPrices: " + "; ".join(f"{p['item']} {p['price']} ({p.get('source') or 'source not given'}, "
+                                    f"{p.get('as_of') or 'undated'})" for p in prices) + ".\n"
 
 
 def _judge_line(j: dict | None) -> str:
@@ -94,8 +106,8 @@ def render_markdown(rep: dict, plot: str) -> str:
     tr = rep["training"]
     stages = "\n".join(f"| {r['stage']} | {r['in']} | {r['kept']} | {r['dropped']} | {r['top reasons']} |"
                        for r in filter_rows(d["by_stage"]))
-    rules = "\n".join(f"- **{r['name']}** ({r['engine']}, {r['prompt']}): {r['cost_rule']} for "
-                      f"{rep['eval']['n']} requests" for r in rep["models"])
+    rules = "\n".join(f"- **{r['name']}** ({r['prompt']}; quality pass on {r['engine']}): {r['cost_rule']}"
+                      + (f". ¹ {r['cost_note']}" if r.get("cost_note") else "") for r in rep["models"])
     wall = ", ".join(f"{k} {v:.0f} s" for k, v in rep["wall_seconds"].items() if v is not None)
     return f"""# distill report: {rep['task']}
 
@@ -107,9 +119,11 @@ Eval set: `{rep['eval']['path']}` ({rep['eval']['n']} held-out rows, never shown
 
 {plot}
 
+{fine_tuning_needed(rep)}
+{bill_lines(rep.get('bill'))}
 ## How each model was priced
 {rules}
-
+{_prices(rep.get('prices'))}
 ## Data
 {d['generated']} rows generated, {d['kept']} kept ({d['kept_with_edit']} with an edit; by source {d['kept_by_source']}), {d['dropped']} dropped (ledger: `data/dropped.jsonl`).
 

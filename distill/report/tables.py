@@ -20,7 +20,16 @@ def filter_rows(stages: list[dict]) -> list[dict]:
 
 
 def comparison_rows(rep: dict) -> list[dict]:
-    """One row per model of the report: size, metrics, share of the teacher, cost, latency."""
-    return [{"model": r["name"], "role": r["role"], "parameters": r["parameters"], **r["metrics"],
-             "% of teacher": r.get("pct_of_teacher_quality"), "cost per 1k (USD)": r["cost_per_1k_usd"],
-             "x cheaper": r.get("x_cheaper"), "latency p50 (s)": r["latency_p50_s"]} for r in rep["models"]]
+    """One row per model of the report: size, metrics with the primary one's interval and difference to
+    the teacher, cost and how it compares, latency."""
+    from distill.report.phrases import cost_phrase
+
+    def iv(d: dict | None, key: str = "") -> str:
+        return f"{d.get(key, '')}{' ' if key else ''}[{d['low']:g}, {d['high']:g}]".strip() if d else "-"
+
+    return [{"model": r["name"], "role": r["role"], "prompt": r.get("prompt"), "parameters": r["parameters"],
+             **r["metrics"], "95% CI": iv(r.get("interval")),
+             "vs teacher": f"{r['vs_teacher']['verdict']} {iv(r['vs_teacher'], 'difference')}" if r.get("vs_teacher") else "-",
+             "cost per 1k (USD)": r["cost_per_1k_usd"],
+             "serving vs teacher": cost_phrase(r["cost_ratio"]) if r.get("cost_ratio") else "-",
+             "latency p50 (s)": r["latency_p50_s"]} for r in rep["models"]]

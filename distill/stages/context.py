@@ -41,6 +41,12 @@ class RunContext:
     def shots(self) -> list[dict]:
         return few_shot_examples(self.cfg, self.seeds, self.task)
 
+    @cached_property
+    def prompt_shots(self) -> list[dict]:
+        """The k-shot examples of the teacher's few-shot prompt even when the teacher was LoRA-adapted
+        (the few-shot baseline shows them to the base student)."""
+        return few_shot_examples(self.cfg, self.seeds, self.task, prompting=True)
+
     @property
     def seeds_path(self) -> Path:
         return self.seeds.path
@@ -128,13 +134,13 @@ def build_context(cfg: Config, run: RunDir, inputs: Inputs) -> RunContext:
     return RunContext(cfg=cfg, run=run, task=inputs.task, seeds=inputs.seeds, eval_rows=inputs.eval_rows)
 
 
-def few_shot_examples(cfg: Config, seeds: list[dict], task: Task | None = None) -> list[dict]:
+def few_shot_examples(cfg: Config, seeds: list[dict], task: Task | None = None, prompting: bool = False) -> list[dict]:
     """The teacher's fixed few-shot seeds: varied kinds (error types, labels), at most one unchanged.
 
     Fixed (not per-row) so every answer prompt shares one prefix that the server can cache, and so
     the evaluation harness can rebuild exactly the teacher that labelled the data.
     """
-    if cfg.teacher.adaptation.method == "lora":
+    if cfg.teacher.adaptation.method == "lora" and not prompting:
         return []  # the LoRA-adapted teacher learnt the task from the seeds; it is prompted zero-shot
     rng = random.Random(f"{cfg.seed}:shots")
     pool = seeds[:]

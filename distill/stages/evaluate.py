@@ -1,22 +1,35 @@
 """One harness for every model: same eval rows, same parsing, same metrics, same hardware.
 
-Models are reached through one of two engines: an OpenAI-protocol server (the teacher, exactly as
-it labelled the data: same few-shot prompt, same sampling) or transformers in-process (students,
-with their plain prompt, in batches). Each records per-request latency and tokens; cost per 1k
-requests comes from the busy wall time (self-hosted) or tokens (hosted).
+Quality: models are reached through one of two engines: an OpenAI-protocol server (the teacher, exactly
+as it labelled the data: same few-shot prompt, same sampling) or transformers in-process (students and
+the prompted base student, in batches). Every model's primary metric gets a paired-bootstrap interval,
+and every model but the teacher an interval of its difference to the teacher (`distill.report.intervals`).
+Cost: a separate serving measurement on one engine (`serving.py`); a hosted teacher is priced per token.
 """
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from distill.config import resolve_path
 from distill.io import write_jsonl
+from distill.models.infer import engine_name, generate_batched
 from distill.models.load import base_student_dir, default_gguf, gguf_parameter_count, load_model, parameter_count
 from distill.progress import progress_bar
+from distill.report.intervals import compare, difference, scorer
 from distill.stages.context import RunContext
+from distill.stages.serving import Served, measure, teacher_weights
 from distill.stats import EvalSummary, ModelResult
 from distill.teacher import Request, Teacher, cost_of, teacher_cost
+
+BASELINES = {  # key -> (name suffix, role, prompt description)
+    "base_student": ("(base)", "base student", "plain prompt, zero-shot"),
+    "base_zero_shot": ("(base, instructions)", "prompted base student", "the teacher's system prompt, zero-shot"),
+    "base_few_shot": ("(base, {k}-shot)", "prompted base student", "the teacher's {k}-shot prompt"),
+}
 
 
 def model_key(ladder_name: str | None) -> str:
@@ -49,30 +62,11 @@ def answer_with_teacher(ctx: RunContext, teacher: Teacher, messages: list[list[d
 
 def answer_with_transformers(model, tok, messages: list[list[dict]], *, batch_size: int, max_new_tokens: int,
                              label: str):
-    """Greedy batched generation; every request in a batch waits for the whole batch (its latency)."""
-    import torch
-
-    tok.padding_side = "left"
-    model.eval()
-    out = []
-    t_start = time.perf_counter()
-    with progress_bar(len(messages), f"eval: {label}") as advance, torch.inference_mode():
-        for i in range(0, len(messages), batch_size):
-            chunk = messages[i:i + batch_size]
-            texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in chunk]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-            t0 = time.perf_counter()
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            dt = time.perf_counter() - t0
-            new = gen[:, enc["input_ids"].shape[1]:]
-            for j in range(len(chunk)):
-                ids = new[j]
-                n_out = int((ids != tok.pad_token_id).sum())
-                out.append({"raw": tok.decode(ids, skip_special_tokens=True), "error": None, "latency_s": dt,
-                            "prompt_tokens": int(enc["attention_mask"][j].sum()), "completion_tokens": n_out})
-            advance(len(chunk))
-    return out, time.perf_counter() - t_start
+    t0 = time.perf_counter()
+    with progress_bar(len(messages), f"eval: {label}") as advance:
+        out = generate_batched(model, tok, messages, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                               on_batch=advance)
+    return out, time.perf_counter() - t0
 
 
 def summarise(task, rows: list[dict], answers: list[dict], wall: float) -> dict:
@@ -91,31 +85,59 @@ def summarise(task, rows: list[dict], answers: list[dict], wall: float) -> dict:
     }, preds
 
 
-def run(ctx: RunContext) -> EvalSummary:
-    import torch
+@dataclass
+class InProcess:
+    """A model the harness runs in-process: the base student under one of its prompts, or a distilled student."""
 
-    cfg, rd, task = ctx.cfg, ctx.run, ctx.task
-    students = []
-    if "base_student" in cfg.eval.models:
-        base = base_student_dir(cfg.student)
-        students.append(("base_student", f"{base.name.split('.')[0]} (base)", base, "base student", cfg.student.hardware))
-    if "student" in cfg.eval.models:
+    key: str
+    name: str
+    path: Path
+    role: str
+    hardware: str
+    prompt: str
+    messages: Callable[[str], list[dict]]
+
+
+def in_process_models(ctx: RunContext) -> list[InProcess]:
+    cfg, task, wanted = ctx.cfg, ctx.task, ctx.cfg.eval.models
+    out = []
+    if any(k in wanted for k in BASELINES):
+        base, k = base_student_dir(cfg.student), len(ctx.prompt_shots)
+        prompts = {"base_student": task.student_messages, "base_zero_shot": lambda x: task.teacher_messages(x, []),
+                   "base_few_shot": lambda x: task.teacher_messages(x, ctx.prompt_shots)}
+        for key, (suffix, role, prompt) in BASELINES.items():
+            if key in wanted:
+                out.append(InProcess(key, f"{base.name.split('.')[0]} {suffix.format(k=k)}", base, role,
+                                     cfg.student.hardware, prompt.format(k=k), prompts[key]))
+    if "student" in wanted:
         for name, student, _ in cfg.student_candidates():
-            sdir = rd.student(name)
+            sdir = ctx.run.student(name)
             if not (sdir / "config.json").exists():
                 raise FileNotFoundError(f"{sdir}: no trained student (run `distill train` first)")
-            students.append((model_key(name), student.name, sdir, "distilled student", student.hardware))
+            out.append(InProcess(model_key(name), student.name, sdir, "distilled student", student.hardware,
+                                 "plain prompt, zero-shot", task.student_messages))
+    return out
+
+
+def run(ctx: RunContext) -> EvalSummary:
+    cfg, rd, task = ctx.cfg, ctx.run, ctx.task
     rows = ctx.eval_rows[: cfg.eval.max_rows] if cfg.eval.max_rows else ctx.eval_rows
+    refs, srcs = [r["output"] for r in rows], [r["input"] for r in rows]
     results: dict[str, ModelResult] = {}
+    predictions: dict[str, list[str]] = {}
+    spent = 0.0
     t_stage = time.perf_counter()
 
     def record(key: str, name: str, role: str, engine: str, params: int | None, answers, wall, cost: dict,
                prompt: str):
+        nonlocal spent
         summary, preds = summarise(task, rows, answers, wall)
         per_1k = cost["usd"] / len(rows) * 1000
+        spent += cost["usd"]
+        predictions[key] = preds
         results[key] = ModelResult(**summary, name=name, role=role, engine=engine, parameters=params, prompt=prompt,
-                                   cost_per_1k_usd=round(per_1k, 6), cost_rule=cost["rule"],
-                                   breakdown=task.breakdown(preds, [r["output"] for r in rows]))
+                                   cost_per_1k_usd=round(per_1k, 7), quality_pass_cost_per_1k_usd=round(per_1k, 7),
+                                   cost_rule=cost["rule"], breakdown=task.breakdown(preds, refs))
         write_jsonl(rd.predictions(ctx.eval_path, key), [
             {"id": r["id"], "input": r["input"], "reference": r["output"], "prediction": p, **a}
             for r, p, a in zip(rows, preds, answers)])
@@ -133,20 +155,64 @@ def run(ctx: RunContext) -> EvalSummary:
         record("teacher", t.model, "teacher", teacher.realtime(1).engine, params, answers, wall, cost,
                f"{len(ctx.shots)}-shot, system prompt" + (", LoRA-adapted on the seeds" if t.adaptation.method == "lora" else ""))
 
-    for key, name, path, role, hardware in students:
-        model, tok = load_model(path, trust_remote_code=cfg.student.trust_remote_code)
-        msgs = [task.student_messages(r["input"]) for r in rows]
-        answers, wall = answer_with_transformers(model, tok, msgs, batch_size=cfg.eval.batch_size,
-                                                 max_new_tokens=cfg.eval.max_new_tokens, label=name)
-        cost = cost_of(cfg.pricing, hosted=False, model=name, hardware=hardware,
+    local = in_process_models(ctx)
+    loaded: dict[Path, tuple] = {}
+    for m in local:
+        if m.path not in loaded:
+            loaded.clear()  # one set of weights in memory at a time; the three base prompts share one
+            loaded[m.path] = load_model(m.path, trust_remote_code=cfg.student.trust_remote_code)
+        model, tok = loaded[m.path]
+        answers, wall = answer_with_transformers(model, tok, [m.messages(r["input"]) for r in rows],
+                                                 batch_size=cfg.eval.batch_size,
+                                                 max_new_tokens=cfg.eval.max_new_tokens, label=m.name)
+        cost = cost_of(cfg.pricing, hosted=False, model=m.name, hardware=m.hardware,
                        prompt_tokens=0, completion_tokens=0, seconds=wall)
-        record(key, name, role,
-               f"transformers (batch {cfg.eval.batch_size}, fp32, {torch.get_num_threads()} threads)",
-               parameter_count(model), answers, wall, cost, "plain prompt, zero-shot")
-        del model
+        record(m.key, m.name, m.role, engine_name(cfg.eval.batch_size), parameter_count(model), answers, wall, cost,
+               m.prompt)
+    loaded.clear()
 
-    copy = task.metrics([r["input"] for r in rows], [r["output"] for r in rows], [r["input"] for r in rows])
-    summary = EvalSummary(eval_path=str(ctx.eval_path), n=len(rows), primary_metric=task.primary_metric,
-                          copy_baseline=copy, models=results, wall_seconds=round(time.perf_counter() - t_stage, 2))
+    metric, n, seed, b = task.primary_metric, len(rows), cfg.seed, cfg.eval.bootstrap_resamples
+    scorers = {k: scorer(task, metric, p, refs, srcs) for k, p in predictions.items()}
+    for k, iv in compare(scorers, n, against="teacher" if "teacher" in results else None, seed=seed,
+                         n_resamples=b).items():
+        results[k].interval, results[k].vs_teacher = iv["interval"], iv.get("vs_teacher")
+    prompted = [m.key for m in local if m.role == "prompted base student"]
+    if prompted:  # was fine-tuning needed: each distilled student against the best prompted base student
+        best = max(prompted, key=lambda k: results[k].metrics[metric])
+        for m in local:
+            if m.role == "distilled student":
+                d = difference(scorers[m.key], scorers[best], n, seed=seed, n_resamples=b)
+                results[m.key].vs_prompted = {"against": best, **d}
+
+    spent += _serving_cost(ctx, rows, local, results)
+    copy = task.metrics(srcs, refs, srcs)
+    summary = EvalSummary(eval_path=str(ctx.eval_path), n=len(rows), primary_metric=metric, copy_baseline=copy,
+                          models=results, wall_seconds=round(time.perf_counter() - t_stage, 2), cost_usd=round(spent, 6))
     summary.write(rd.eval_summary(ctx.eval_path))
     return summary
+
+
+def _serving_cost(ctx: RunContext, rows, local: list[InProcess], results: dict[str, ModelResult]) -> float:
+    """Replace the quality pass's cost figures by the serving measurement's; returns what measuring cost."""
+    cfg, task, sv = ctx.cfg, ctx.task, ctx.cfg.eval.serving
+    sample = rows[:sv.requests]
+    served = [Served(m.key, m.path, [m.messages(r["input"]) for r in sample], m.hardware) for m in local]
+    weights, how = teacher_weights(cfg, ctx.run) if "teacher" in results else (None, "")
+    if weights is not None:
+        served.insert(0, Served("teacher", weights, [task.teacher_messages(r["input"], ctx.shots) for r in sample],
+                                cfg.teacher.hardware))
+    t0 = time.perf_counter()
+    measured = measure(served, cfg.pricing, rounds=sv.rounds, batch_size=sv.batch_size or cfg.eval.batch_size,
+                       max_new_tokens=cfg.eval.max_new_tokens)
+    wall = time.perf_counter() - t0
+    for key, m in measured.items():
+        r = results[key]
+        r.serving = {**m, "weights": how if key == "teacher" else "fp32 safetensors"}
+        r.cost_per_1k_usd = m["cost_per_1k_usd"]
+        r.cost_rule = (f"serving measurement: median of {m['rounds']} interleaved rounds of {m['requests']} requests "
+                       f"on {m['engine']}, ${m['usd_per_hour']:g}/h on {m['hardware']}"
+                       + (f"; weights: {how}" if key == "teacher" else ""))
+    if "teacher" in results and weights is None and measured:
+        results["teacher"].cost_note = f"engines differ: the teacher is priced as {how}"
+    return cost_of(cfg.pricing, hosted=False, model="", hardware=cfg.student.hardware, prompt_tokens=0,
+                   completion_tokens=0, seconds=wall)["usd"] if measured else 0.0

@@ -27,6 +27,7 @@ class Inputs:
 def preflight(cfg: Config, stages: tuple[str, ...]) -> Inputs:
     import_plugins(cfg)
     check_filters(cfg)
+    check_prices(cfg)
     task = load_task(cfg.task)
     seeds_path, eval_path = data_paths(cfg, task)
     columns = task.spec.fields.model_dump()
@@ -38,6 +39,19 @@ def preflight(cfg: Config, stages: tuple[str, ...]) -> Inputs:
     if "train" in stages:
         check_student_fits(cfg)
     return Inputs(task, seeds, evals)
+
+
+def check_prices(cfg: Config) -> None:
+    """Every model the run prices has a price: a hosted teacher its token prices, every machine its hourly one."""
+    t = cfg.teacher
+    if t.hosted and t.model not in cfg.pricing.models:
+        raise config_error(cfg, ["pricing", "models"], f"no price for the hosted teacher '{t.model}' (add {t.model}: "
+                           "{input_per_1m: ..., output_per_1m: ..., source: ..., as_of: ...})")
+    for keys, hw in [(["teacher", "hardware"], None if t.hosted else t.hardware), (["student", "hardware"], cfg.student.hardware),
+                     *((["students", "hardware"], s.hardware) for s in cfg.students)]:
+        if hw is not None and hw not in cfg.pricing.hardware:
+            raise config_error(cfg, keys, f"'{hw}' has no price in pricing.hardware "
+                               f"(known: {', '.join(sorted(cfg.pricing.hardware))})")
 
 
 def import_plugins(cfg: Config) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from distill.io import read_json, write_json, write_text_atomic
 from distill.report import choose_model, frontier_keys, markdown_table, plot_frontier, render_markdown
+from distill.report.ledger import ledger, one_off
+from distill.report.phrases import cost_ratio
 from distill.rundir import RunDir
 from distill.stages.adapt import describe
 from distill.stages.context import RunContext
 from distill.stats import EvalSummary, FilterStats, GenerateStats, TrainStats
+from distill.teacher import cost_of
 
-ROLE_ORDER = {"teacher": 0, "base student": 1, "distilled student": 2}
+ROLE_ORDER = {"teacher": 0, "base student": 1, "prompted base student": 2, "distilled student": 3}
 
 
 def _stats(rd: RunDir, name: str) -> dict:
@@ -27,15 +30,21 @@ def build_report(ctx: RunContext) -> dict:
     teacher = ev.models.get("teacher")
     rows = []
     for key, m in sorted(ev.models.items(), key=lambda kv: ROLE_ORDER.get(kv[1].role, 9)):
-        row = {"key": key, **m.model_dump(include={"name", "role", "engine", "parameters", "metrics", "cost_per_1k_usd",
-                                                   "cost_rule", "latency_p50_s", "latency_p95_s", "throughput_rps",
-                                                   "prompt", "breakdown"})}
+        row = {"key": key, **m.model_dump(include={
+            "name", "role", "engine", "parameters", "metrics", "interval", "vs_teacher", "vs_prompted", "cost_per_1k_usd",
+            "cost_rule", "cost_note", "serving", "quality_pass_cost_per_1k_usd", "latency_p50_s", "latency_p95_s",
+            "throughput_rps", "prompt", "breakdown"})}
         if teacher:
             tq = teacher.metrics[metric]
             row["pct_of_teacher_quality"] = round(100 * m.metrics[metric] / tq, 1) if tq else None
-            row["x_cheaper"] = round(teacher.cost_per_1k_usd / m.cost_per_1k_usd, 2) if m.cost_per_1k_usd else None
+            row["cost_ratio"] = cost_ratio(teacher.model_dump(), m.model_dump()) if key != "teacher" else None
+            row["x_cheaper"] = row["cost_ratio"]["ratio"] if row["cost_ratio"] else None
             row["x_smaller"] = round(teacher.parameters / m.parameters, 2) if teacher.parameters and m.parameters else None
         rows.append(row)
+    by_key = {r["key"]: r for r in rows}
+    for r in rows:
+        if r.get("vs_prompted"):
+            r["cost_vs_prompted"] = cost_ratio(by_key[r["vs_prompted"]["against"]], r)
     gen, filt = GenerateStats.read(rd.stats("generate")), FilterStats.read(rd.stats("filter"))
     train, adapt = TrainStats.read(rd.stats("train")), _stats(rd, "adapt")
     frontier = frontier_keys(rows, metric)
@@ -44,6 +53,8 @@ def build_report(ctx: RunContext) -> dict:
         r["on_frontier"] = r["key"] in frontier
         r["chosen"] = r["key"] == selection["chosen"]
     return {
+        "bill": _bill(ctx, rows, gen, filt, train, adapt, ev),
+        "prices": _prices(cfg),
         "task": ctx.task.name,
         "frontier": frontier,
         "selection": selection,
@@ -67,6 +78,43 @@ def build_report(ctx: RunContext) -> dict:
         "wall_seconds": {"generate": gen.totals.wall_seconds if rd.stats("generate").exists() else None,
                          "filter": filt.wall_seconds, "train": train.wall_seconds, "evaluate": ev.wall_seconds},
     }
+
+
+def _bill(ctx: RunContext, rows: list[dict], gen, filt, train, adapt: dict, ev: EvalSummary) -> dict:
+    """Every stage's one-off cost, serving per 1k requests, and the break-even of the headline student."""
+    cfg = ctx.cfg
+
+    def hw(seconds: float | None, hardware: str) -> tuple[float, str]:
+        c = cost_of(cfg.pricing, hosted=False, model="", hardware=hardware, prompt_tokens=0, completion_tokens=0,
+                    seconds=seconds or 0.0)
+        return c["usd"], c["rule"].replace("self-hosted ", "")
+
+    trained = {k: v for k, v in (train.students or {}).items()} or ({"": train} if train.wall_seconds else {})
+    train_s = sum(v.wall_seconds or 0.0 for v in trained.values())
+    judge = filt.teacher or {}
+    stages = [one_off("teacher generation", gen.totals.cost_usd, gen.last.cost_rule or "not run"),
+              one_off("teacher adaptation", *hw(adapt.get("wall_seconds"), cfg.teacher.hardware))
+              if cfg.teacher.adaptation.method == "lora" else one_off("teacher adaptation", 0.0, "few-shot prompt: none"),
+              one_off("judge", judge.get("cost_usd"), judge.get("cost_rule") or "no LLM filter"),
+              one_off("training", *hw(train_s, cfg.student.hardware)),
+              one_off("evaluation", ev.cost_usd, "every quality pass and the serving measurement")]
+    distilled = [r for r in rows if r["role"] == "distilled student"]
+    student = next((r for r in distilled if r.get("chosen")), None) or (
+        max(distilled, key=lambda r: r["metrics"][ev.primary_metric]) if distilled else None)
+    teacher = next((r for r in rows if r["role"] == "teacher"), None)
+    return ledger(stages, teacher, student, cfg.pricing.expected_requests_per_day)
+
+
+def _prices(cfg) -> list[dict]:
+    """The prices the report used, with their source and date."""
+    used = {cfg.student.hardware, *(s.hardware for s in cfg.students)} | ({cfg.teacher.hardware} if not cfg.teacher.hosted else set())
+    out = [{"item": f"hardware {k}", "price": f"${p.usd_per_hour:g}/h", "source": p.source, "as_of": p.as_of}
+           for k, p in cfg.pricing.hardware.items() if k in used]
+    if cfg.teacher.hosted and cfg.teacher.model in cfg.pricing.models:
+        p = cfg.pricing.models[cfg.teacher.model]
+        out.append({"item": f"hosted {cfg.teacher.model}", "source": p.source, "as_of": p.as_of,
+                    "price": f"${p.input_per_1m:g} / ${p.output_per_1m:g} per 1M input / output tokens"})
+    return out
 
 
 def run(ctx: RunContext) -> dict:

@@ -22,8 +22,9 @@ def cost_of(pricing: Pricing, *, hosted: bool, model: str, hardware: str, prompt
         return {"usd": round(usd, 6), "rule": f"hosted tokens x price of {model}" + (" (batch)" if batch else "")}
     if hardware not in pricing.hardware:
         raise KeyError(f"pricing.hardware has no entry for '{hardware}'")
-    usd = seconds / 3600 * pricing.hardware[hardware]
-    return {"usd": round(usd, 6), "rule": f"self-hosted {seconds:.1f} s x ${pricing.hardware[hardware]}/h on {hardware}"}
+    per_hour = pricing.hardware[hardware].usd_per_hour
+    usd = seconds / 3600 * per_hour
+    return {"usd": round(usd, 6), "rule": f"self-hosted {seconds:.1f} s x ${per_hour:g}/h on {hardware}"}
 
 
 def teacher_cost(cfg: Config, prompt_tokens: int, completion_tokens: int, seconds: float,

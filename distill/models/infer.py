@@ -1,0 +1,41 @@
+"""Greedy batched generation with transformers: the in-process engine of the evaluation harness and of
+the serving measurement."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+def engine_name(batch_size: int) -> str:
+    import torch
+
+    return f"transformers (batch {batch_size}, fp32, {torch.get_num_threads()} threads)"
+
+
+def generate_batched(model, tok, messages: list[list[dict]], *, batch_size: int, max_new_tokens: int,
+                     on_batch: Callable[[int], None] | None = None) -> list[dict]:
+    """One answer per conversation: {"raw", "error", "latency_s", "prompt_tokens", "completion_tokens"}.
+    Every request of a batch waits for the whole batch (that is its latency)."""
+    import torch
+
+    tok.padding_side = "left"
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(messages), batch_size):
+            chunk = messages[i:i + batch_size]
+            texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in chunk]
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            t0 = time.perf_counter()
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            dt = time.perf_counter() - t0
+            new = gen[:, enc["input_ids"].shape[1]:]
+            for j in range(len(chunk)):
+                ids = new[j]
+                out.append({"raw": tok.decode(ids, skip_special_tokens=True), "error": None, "latency_s": dt,
+                            "prompt_tokens": int(enc["attention_mask"][j].sum()),
+                            "completion_tokens": int((ids != tok.pad_token_id).sum())})
+            if on_batch:
+                on_batch(len(chunk))
+    return out

@@ -1,0 +1,74 @@
+"""Serving cost, measured on purpose rather than read off the quality pass's wall time.
+
+Every self-hosted model is served by one engine with one batching policy (transformers, fp32, the
+same batch size and token limit), after a warm-up batch, in several rounds; each round serves every
+model in turn and the order rotates from round to round. Load on a shared machine drifts by tens of
+percent over minutes, so a model measured in its own window would carry the load of that window;
+interleaved, the drift lands on every model alike and the per-round ratios between models hold still.
+Each model's cost per 1k requests is the median over rounds, with the rounds' range as its spread.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from distill.config import Config, Pricing, resolve_path
+from distill.models.infer import engine_name, generate_batched
+from distill.models.load import default_gguf, gguf_as_hf, load_model
+from distill.rundir import RunDir
+
+
+@dataclass
+class Served:
+    key: str
+    path: Path  # transformers weights
+    messages: list[list[dict]]  # the requests, each in this model's own prompt
+    hardware: str  # key of pricing.hardware
+
+
+def teacher_weights(cfg: Config, rd: RunDir) -> tuple[Path | None, str]:
+    """The teacher as a transformers directory and what its weights are, or None (and why) when it
+    cannot be served here: a hosted teacher is priced per token; a remote server's weights are not here."""
+    t = cfg.teacher
+    if t.hosted:
+        return None, "hosted: priced per token"
+    if t.adaptation.method == "lora":
+        return rd.teacher_merged, "the LoRA-adapted teacher's merged weights"
+    if t.backend == "openai" and t.endpoint.launch_local:
+        gguf = resolve_path(t.endpoint.local.gguf) if t.endpoint.local.gguf else default_gguf()
+        return gguf_as_hf(gguf), f"{gguf.name} dequantised to fp32 (the quality pass used the GGUF on llama.cpp)"
+    return None, "its own endpoint (not served here): cost from the quality pass's wall time, on another engine"
+
+
+def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: int, max_new_tokens: int,
+            log=print) -> dict[str, dict]:
+    """Per model key: seconds and cost per 1k requests per round, the median and the spread."""
+    if not served:
+        return {}
+    loaded = {}
+    for s in served:  # models that share weights (the base student under three prompts) load once
+        if s.path not in loaded:
+            loaded[s.path] = load_model(s.path)
+    for s in served:  # warm-up: first-call allocations and kernel selection stay out of the figures
+        model, tok = loaded[s.path]
+        generate_batched(model, tok, s.messages[:batch_size], batch_size=batch_size, max_new_tokens=max_new_tokens)
+    seconds: dict[str, list[float]] = {s.key: [] for s in served}
+    for r in range(rounds):
+        order = served[r % len(served):] + served[:r % len(served)]
+        for s in order:
+            model, tok = loaded[s.path]
+            t0 = time.perf_counter()
+            generate_batched(model, tok, s.messages, batch_size=batch_size, max_new_tokens=max_new_tokens)
+            seconds[s.key].append(time.perf_counter() - t0)
+        log(f"serving round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()))
+    out = {}
+    for s in served:
+        price = pricing.hardware[s.hardware].usd_per_hour
+        per_1k = [secs / 3600 * price / len(s.messages) * 1000 for secs in seconds[s.key]]
+        out[s.key] = {"engine": engine_name(batch_size), "rounds": rounds, "requests": len(s.messages),
+                      "hardware": s.hardware, "usd_per_hour": price, "seconds": [round(x, 3) for x in seconds[s.key]],
+                      "usd_per_1k": [round(x, 7) for x in per_1k], "cost_per_1k_usd": round(statistics.median(per_1k), 7),
+                      "low": round(min(per_1k), 7), "high": round(max(per_1k), 7)}
+    return out
