@@ -2,8 +2,8 @@
 `select.py` (frontier, the cheapest model meeting the bar), `tables.py` (rows shared by every view),
 `render.py` (report.md), `plot.py` (frontier.png), `intervals.py` (paired bootstrap), `phrases.py`
 (sentences no stronger than the figures), `ledger.py` (the whole bill and the break-even)."""
-from distill.report.plot import plot_frontier
 from distill.report.phrases import verdict
+from distill.report.plot import plot_frontier
 from distill.report.render import markdown_table, render_markdown
 from distill.report.select import choose_model, frontier_keys
 from distill.report.tables import comparison_rows, filter_rows, fmt_params, reasons_text

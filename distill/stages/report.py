@@ -107,7 +107,8 @@ def _bill(ctx: RunContext, rows: list[dict], gen, filt, train, adapt: dict, ev: 
 
 def _prices(cfg) -> list[dict]:
     """The prices the report used, with their source and date."""
-    used = {cfg.student.hardware, *(s.hardware for s in cfg.students)} | ({cfg.teacher.hardware} if not cfg.teacher.hosted else set())
+    used = {cfg.student.hardware, *(s.hardware for s in cfg.students)}
+    used |= set() if cfg.teacher.hosted else {cfg.teacher.hardware}
     out = [{"item": f"hardware {k}", "price": f"${p.usd_per_hour:g}/h", "source": p.source, "as_of": p.as_of}
            for k, p in cfg.pricing.hardware.items() if k in used]
     if cfg.teacher.hosted and cfg.teacher.model in cfg.pricing.models:
