@@ -57,6 +57,10 @@ def test_eval_set_overlapping_the_seeds(tmp_path):
     ("teacher:\n  modle: x\n", "c.yaml:2: field 'teacher.modle': unknown key"),
     ("generation:\n  samples_per_input: 0\n", "c.yaml:2: field 'generation.samples_per_input': Input should be greater"),
     ("filters:\n  - {name: length, min_wordz: 3}\n", "filter 'length' has no parameter 'min_wordz'"),
+    # a hosted teacher nobody priced: stopped before any request, not after the money is spent
+    ("teacher:\n  model: gpt-9\n  hosted: true\n", "c.yaml: field 'pricing.models': no price for the hosted teacher 'gpt-9'"),
+    ("student:\n  hardware: tpu-v9\n", "c.yaml:2: field 'student.hardware': 'tpu-v9' has no price in pricing.hardware"),
+    ("pricing:\n  hardware: {cpu-2core: {usd_per_hour: -1}}\n", "field 'pricing.hardware.cpu-2core.usd_per_hour'"),
 ])
 def test_bad_config(tmp_path, yaml_text, expected):
     c = tmp_path / "c.yaml"

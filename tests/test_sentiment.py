@@ -79,4 +79,8 @@ def test_sentiment_runs_end_to_end_offline(tmp_path):
     assert all(k["output"] == k["reference"] for k in kept)
     rep = read_json(rd / "report.json")
     assert rep["task"] == "sentiment" and rep["eval"]["primary_metric"] == "accuracy"
-    assert {m["role"] for m in rep["models"]} == {"teacher", "base student", "distilled student"}
+    assert {m["role"] for m in rep["models"]} == {"teacher", "base student", "prompted base student", "distilled student"}
+    # the prompting baselines, in the same harness: zero-shot with the task's instructions, and the teacher's k-shot prompt
+    by_key = {m["key"]: m for m in rep["models"]}
+    assert by_key["base_few_shot"]["prompt"] == "the teacher's 6-shot prompt" and "base_zero_shot" in by_key
+    assert all(m["interval"] and m["serving"] for m in rep["models"])

@@ -125,16 +125,31 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"report: {rd / 'report.md'}" in r.stdout
     rep = read_json(rd / "report.json")
-    roles = [m["role"] for m in rep["models"]]
-    assert roles == ["teacher", "base student", "distilled student"]
+    assert [m["key"] for m in rep["models"]] == ["teacher", "base_student", "base_zero_shot", "base_few_shot", "student"]
+    assert [m["role"] for m in rep["models"]][2:4] == ["prompted base student"] * 2
+    engines = set()
     for m in rep["models"]:
         assert set(m["metrics"]) == {"exact_match", "gleu", "chrf"} and m["cost_per_1k_usd"] > 0
         assert m["latency_p95_s"] >= m["latency_p50_s"] > 0
-    assert "self-hosted" in rep["models"][0]["cost_rule"]
+        iv = m["interval"]
+        assert iv["low"] <= iv["value"] == m["metrics"]["gleu"] <= iv["high"]
+        # every self-hosted model, the teacher included, priced by the one serving measurement
+        assert len(m["serving"]["usd_per_1k"]) == 3 and m["cost_per_1k_usd"] == m["serving"]["cost_per_1k_usd"]
+        engines.add(m["serving"]["engine"])
+        if m["key"] != "teacher":
+            assert m["vs_teacher"]["verdict"] in ("beats", "matches", "falls short of")
+    assert len(engines) == 1 and "dequantised" in rep["models"][0]["cost_rule"]
+    assert rep["models"][-1]["vs_prompted"]["against"] in ("base_zero_shot", "base_few_shot")
+    assert [s["stage"] for s in rep["bill"]["one_off"]] == ["teacher generation", "teacher adaptation", "judge",
+                                                           "training", "evaluation"]
+    assert rep["bill"]["one_off"][0]["usd"] > 0 and rep["bill"]["one_off"][3]["usd"] > 0
     assert rep["data"]["generated"] == rep["data"]["kept"] + rep["data"]["dropped"]
     assert (rd / "frontier.png").stat().st_size > 10_000
     md = (rd / "report.md").read_text()
-    assert "x cheaper" in md and "% of teacher gleu" in md
+    for text in ("gleu 95% CI", "gleu minus teacher (95% CI)", "Was fine-tuning needed?", "## The whole bill", "Break-even"):
+        assert text in md, text
+    # the verdict and the table end the console output, as in report.md
+    assert "95% paired bootstrap" in r.stdout and "vs teacher" in r.stdout and "lower cost" not in md + r.stdout
 
     other = tmp_path / "other.jsonl"
     evals = read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "eval.jsonl")[100:106]

@@ -203,7 +203,7 @@ def _serving_cost(ctx: RunContext, rows, local: list[InProcess], results: dict[s
                                 cfg.teacher.hardware))
     t0 = time.perf_counter()
     measured = measure(served, cfg.pricing, rounds=sv.rounds, batch_size=sv.batch_size or cfg.eval.batch_size,
-                       max_new_tokens=cfg.eval.max_new_tokens)
+                       max_new_tokens=cfg.eval.max_new_tokens, threads=sv.threads)
     wall = time.perf_counter() - t0
     for key, m in measured.items():
         r = results[key]

@@ -2,13 +2,14 @@
 
 Every self-hosted model is served by one engine with one batching policy (transformers, fp32, the
 same batch size and token limit), after a warm-up batch, in several rounds; each round serves every
-model in turn and the order rotates from round to round. Load on a shared machine drifts by tens of
+model in turn, the order rotated (and every other round reversed) from round to round. Load on a shared machine drifts by tens of
 percent over minutes, so a model measured in its own window would carry the load of that window;
 interleaved, the drift lands on every model alike and the per-round ratios between models hold still.
 Each model's cost per 1k requests is the median over rounds, with the rounds' range as its spread.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -42,11 +43,44 @@ def teacher_weights(cfg: Config, rd: RunDir) -> tuple[Path | None, str]:
     return None, "its own endpoint (not served here): cost from the quality pass's wall time, on another engine"
 
 
+def replicas(threads: int | None) -> tuple[int | None, int]:
+    """(torch threads per replica or None to leave torch's default, replicas the machine serves at once)."""
+    import torch
+
+    if threads is None or torch.cuda.is_available():
+        return None, 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return threads, max(1, cores // threads)
+
+
 def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: int, max_new_tokens: int,
-            log=print) -> dict[str, dict]:
+            threads: int | None = 1, log=print) -> dict[str, dict]:
     """Per model key: seconds and cost per 1k requests per round, the median and the spread."""
+    import torch
+
     if not served:
         return {}
+    per_replica, n_replicas = replicas(threads)
+    before = torch.get_num_threads()
+    if per_replica is not None:
+        torch.set_num_threads(per_replica)
+    try:
+        seconds = _rounds(served, rounds, batch_size, max_new_tokens, log)
+        engine = engine_name(batch_size) + (f" x {n_replicas} replicas" if n_replicas > 1 else "")
+    finally:
+        torch.set_num_threads(before)
+    out = {}
+    for s in served:
+        price = pricing.hardware[s.hardware].usd_per_hour
+        per_1k = [secs / n_replicas / 3600 * price / len(s.messages) * 1000 for secs in seconds[s.key]]
+        out[s.key] = {"engine": engine, "rounds": rounds, "requests": len(s.messages), "replicas": n_replicas,
+                      "hardware": s.hardware, "usd_per_hour": price, "seconds": [round(x, 3) for x in seconds[s.key]],
+                      "usd_per_1k": [round(x, 7) for x in per_1k], "cost_per_1k_usd": round(statistics.median(per_1k), 7),
+                      "low": round(min(per_1k), 7), "high": round(max(per_1k), 7)}
+    return out
+
+
+def _rounds(served: list[Served], rounds: int, batch_size: int, max_new_tokens: int, log) -> dict[str, list[float]]:
     loaded = {}
     for s in served:  # models that share weights (the base student under three prompts) load once
         if s.path not in loaded:
@@ -57,18 +91,12 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
     seconds: dict[str, list[float]] = {s.key: [] for s in served}
     for r in range(rounds):
         order = served[r % len(served):] + served[:r % len(served)]
+        if r % 2:  # reversed too, so a model does not always follow the same one (caches, allocator state)
+            order.reverse()
         for s in order:
             model, tok = loaded[s.path]
             t0 = time.perf_counter()
             generate_batched(model, tok, s.messages, batch_size=batch_size, max_new_tokens=max_new_tokens)
             seconds[s.key].append(time.perf_counter() - t0)
         log(f"serving round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()))
-    out = {}
-    for s in served:
-        price = pricing.hardware[s.hardware].usd_per_hour
-        per_1k = [secs / 3600 * price / len(s.messages) * 1000 for secs in seconds[s.key]]
-        out[s.key] = {"engine": engine_name(batch_size), "rounds": rounds, "requests": len(s.messages),
-                      "hardware": s.hardware, "usd_per_hour": price, "seconds": [round(x, 3) for x in seconds[s.key]],
-                      "usd_per_1k": [round(x, 7) for x in per_1k], "cost_per_1k_usd": round(statistics.median(per_1k), 7),
-                      "low": round(min(per_1k), 7), "high": round(max(per_1k), 7)}
-    return out
+    return seconds

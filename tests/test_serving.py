@@ -1,0 +1,49 @@
+"""The serving measurement holds still under machine load: the offline default's models measured twice,
+the second time with a CPU-bound process occupying one of the two cores throughout."""
+import subprocess
+import sys
+
+import pytest
+
+from distill.report.phrases import cost_phrase, cost_ratio
+from distill.stages.context import prepare_run
+from distill.stages.evaluate import in_process_models
+from distill.stages.serving import Served, measure, teacher_weights
+
+
+def _measure(ctx) -> dict:
+    cfg, task = ctx.cfg, ctx.task
+    sample = ctx.eval_rows[:cfg.eval.serving.requests]
+    weights, _ = teacher_weights(cfg, ctx.run)
+    served = [Served("teacher", weights, [task.teacher_messages(r["input"], ctx.shots) for r in sample],
+                     cfg.teacher.hardware)]
+    served += [Served(m.key, m.path, [m.messages(r["input"]) for r in sample], m.hardware) for m in in_process_models(ctx)]
+    out = measure(served, cfg.pricing, rounds=cfg.eval.serving.rounds, batch_size=cfg.eval.batch_size,
+                  max_new_tokens=cfg.eval.max_new_tokens, threads=cfg.eval.serving.threads)
+    rows = {k: {"key": k, "name": k, **v, "serving": v} for k, v in out.items()}
+    return {k: cost_ratio(rows["teacher"], r) for k, r in rows.items() if k != "teacher"}
+
+
+@pytest.mark.slow
+def test_cost_verdict_and_ratios_hold_with_one_core_busy(tmp_path):
+    """Catches cost read off one uninterleaved pass (the busy core lands on whichever model runs while it
+    spins) and ratios of medians taken from different moments. The models are the offline default's
+    before training: the teacher (its GGUF as fp32 weights, 6-shot prompt) and the base student under
+    its plain, instruction and 6-shot prompts, all on the one serving engine."""
+    ctx = prepare_run(None, tmp_path / "run", ["eval.models=[teacher, base_student, base_zero_shot, base_few_shot]",
+                                                "eval.serving.requests=8"])
+    with ctx:
+        quiet = _measure(ctx)
+        busy_proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            busy = _measure(ctx)
+        finally:
+            busy_proc.kill()
+            busy_proc.wait()
+    print({k: (quiet[k], busy[k]) for k in quiet})
+    assert set(quiet) == {"base_student", "base_zero_shot", "base_few_shot"}
+    for k in quiet:
+        assert cost_phrase(quiet[k]) == cost_phrase(busy[k]), (k, quiet[k], busy[k])
+        assert abs(busy[k]["ratio"] / quiet[k]["ratio"] - 1) < 0.25, (k, quiet[k], busy[k])
+    # the teacher's own prompt on the teacher's own weights: no cost difference is claimed
+    assert cost_phrase(quiet["base_few_shot"]) == "no measurable cost difference"
