@@ -94,6 +94,10 @@ class Eval(Strict):
     bootstrap_resamples: int = Field(2000, ge=100, description="Resamples of the paired bootstrap behind every quality interval.")
 
 
+def _date_text(cls, v):
+    return None if v is None else str(v)  # YAML reads an unquoted 2026-11-23 as a date
+
+
 class HostedPrice(Strict):
     input_per_1m: float = Field(..., ge=0, description="USD per 1M prompt tokens.")
     output_per_1m: float = Field(..., ge=0, description="USD per 1M completion tokens.")
@@ -101,11 +105,15 @@ class HostedPrice(Strict):
     source: str | None = Field(None, description="Where the price comes from (a URL or a contract); the report prints it.")
     as_of: str | None = Field(None, description="When the price was read (a price without a date goes stale unnoticed).")
 
+    _as_of = field_validator("as_of", mode="before")(_date_text)
+
 
 class HardwarePrice(Strict):
     usd_per_hour: float = Field(..., ge=0, description="USD per hour of this hardware.")
     source: str | None = Field(None, description="Where the price comes from (a provider's price list, your own cost).")
     as_of: str | None = Field(None, description="When the price was read.")
+
+    _as_of = field_validator("as_of", mode="before")(_date_text)
 
 
 _ASSUMED = "assumed on-demand cloud price: set your provider's"

@@ -203,7 +203,8 @@ def _serving_cost(ctx: RunContext, rows, local: list[InProcess], results: dict[s
                                 cfg.teacher.hardware))
     t0 = time.perf_counter()
     measured = measure(served, cfg.pricing, rounds=sv.rounds, batch_size=sv.batch_size or cfg.eval.batch_size,
-                       max_new_tokens=cfg.eval.max_new_tokens, threads=sv.threads)
+                       max_new_tokens=cfg.eval.max_new_tokens, threads=sv.threads,
+                       trust_remote_code=cfg.student.trust_remote_code)
     wall = time.perf_counter() - t0
     for key, m in measured.items():
         r = results[key]
@@ -212,7 +213,7 @@ def _serving_cost(ctx: RunContext, rows, local: list[InProcess], results: dict[s
         r.cost_rule = (f"serving measurement: median of {m['rounds']} interleaved rounds of {m['requests']} requests "
                        f"on {m['engine']}, ${m['usd_per_hour']:g}/h on {m['hardware']}"
                        + (f"; weights: {how}" if key == "teacher" else ""))
-    if "teacher" in results and weights is None and measured:
+    if "teacher" in results and weights is None and measured and not cfg.teacher.hosted:
         results["teacher"].cost_note = f"engines differ: the teacher is priced as {how}"
     return cost_of(cfg.pricing, hosted=False, model="", hardware=cfg.student.hardware, prompt_tokens=0,
                    completion_tokens=0, seconds=wall)["usd"] if measured else 0.0

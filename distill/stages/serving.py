@@ -54,7 +54,7 @@ def replicas(threads: int | None) -> tuple[int | None, int]:
 
 
 def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: int, max_new_tokens: int,
-            threads: int | None = 1, log=print) -> dict[str, dict]:
+            threads: int | None = 1, trust_remote_code: bool = False, log=print) -> dict[str, dict]:
     """Per model key: seconds and cost per 1k requests per round, the median and the spread."""
     import torch
 
@@ -65,7 +65,7 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
     if per_replica is not None:
         torch.set_num_threads(per_replica)
     try:
-        seconds = _rounds(served, rounds, batch_size, max_new_tokens, log)
+        seconds = _rounds(served, rounds, batch_size, max_new_tokens, trust_remote_code, log)
         engine = engine_name(batch_size) + (f" x {n_replicas} replicas" if n_replicas > 1 else "")
     finally:
         torch.set_num_threads(before)
@@ -80,11 +80,12 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
     return out
 
 
-def _rounds(served: list[Served], rounds: int, batch_size: int, max_new_tokens: int, log) -> dict[str, list[float]]:
+def _rounds(served: list[Served], rounds: int, batch_size: int, max_new_tokens: int, trust_remote_code: bool,
+            log) -> dict[str, list[float]]:
     loaded = {}
     for s in served:  # models that share weights (the base student under three prompts) load once
         if s.path not in loaded:
-            loaded[s.path] = load_model(s.path)
+            loaded[s.path] = load_model(s.path, trust_remote_code=trust_remote_code)
     for s in served:  # warm-up: first-call allocations and kernel selection stay out of the figures
         model, tok = loaded[s.path]
         generate_batched(model, tok, s.messages[:batch_size], batch_size=batch_size, max_new_tokens=max_new_tokens)
