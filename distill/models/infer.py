@@ -9,7 +9,8 @@ from collections.abc import Callable
 def engine_name(batch_size: int) -> str:
     import torch
 
-    return f"transformers (batch {batch_size}, fp32, {torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"transformers (batch {batch_size}, fp32, {n} thread{'s' if n != 1 else ''})"
 
 
 def generate_batched(model, tok, messages: list[list[dict]], *, batch_size: int, max_new_tokens: int,

@@ -17,6 +17,7 @@ def plot_frontier(rep: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     colors = {"teacher": "tab:red", "base student": "tab:gray", "prompted base student": "tab:orange",
               "distilled student": "tab:blue"}
+    placed: list[tuple[float, float]] = []
     for r in rep["models"]:
         x = max(r["cost_per_1k_usd"], 1e-9)
         y = r["metrics"][metric]
@@ -26,8 +27,11 @@ def plot_frontier(rep: dict, path: Path) -> None:
                         xerr=[[x - max(sv["low"], 1e-9)], [sv["high"] - x]] if sv else None,
                         fmt="none", ecolor=colors.get(r["role"], "tab:green"), alpha=0.6, capsize=3, zorder=2)
         ax.scatter([x], [y], s=80, color=colors.get(r["role"], "tab:green"), zorder=3)
+        # a model at nearly the same point as one already labelled gets its label above, not on top
+        near = sum(abs(x / px - 1) < 0.15 and abs(y - py) < 0.05 * (abs(py) or 1) for px, py in placed)
         ax.annotate(f"{r['name']}\n({_fmt_params(r['parameters'])})", (x, y), textcoords="offset points",
-                    xytext=(8, -14), fontsize=8)
+                    xytext=(8, -14 + 26 * near), fontsize=8)
+        placed.append((x, y))
     by_key = {r["key"]: r for r in rep["models"]}
     front = [by_key[k] for k in rep.get("frontier", []) if k in by_key]
     if len(front) > 1:
