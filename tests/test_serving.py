@@ -11,6 +11,11 @@ from distill.stages.evaluate import in_process_models
 from distill.stages.serving import Served, measure, teacher_weights
 
 
+def direction(r: dict) -> str:
+    """The phrase without its figure: cheaper, more expensive or no measurable difference."""
+    return cost_phrase(r).split("x ", 1)[-1]
+
+
 def _measure(ctx) -> dict:
     cfg, task = ctx.cfg, ctx.task
     sample = ctx.eval_rows[:cfg.eval.serving.requests]
@@ -29,9 +34,11 @@ def test_cost_verdict_and_ratios_hold_with_one_core_busy(tmp_path):
     """Catches cost read off one uninterleaved pass (the busy core lands on whichever model runs while it
     spins) and ratios of medians taken from different moments. The models are the offline default's
     before training: the teacher (its GGUF as fp32 weights, 6-shot prompt) and the base student under
-    its plain, instruction and 6-shot prompts, all on the one serving engine."""
-    ctx = prepare_run(None, tmp_path / "run", ["eval.models=[teacher, base_student, base_zero_shot, base_few_shot]",
-                                                "eval.serving.requests=8"])
+    its plain prompt (a cheaper model: it answers at length but without the teacher's long prompt) and
+    the teacher's 6-shot prompt (the same work as the teacher: no difference may be claimed). The
+    instruction prompt is left out: its ratio sits at the 10% resolution band (1.04-1.08 measured),
+    where the phrase may change with any noise, load or not."""
+    ctx = prepare_run(None, tmp_path / "run", ["eval.models=[teacher, base_student, base_few_shot]"])
     with ctx:
         quiet = _measure(ctx)
         busy_proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -41,9 +48,10 @@ def test_cost_verdict_and_ratios_hold_with_one_core_busy(tmp_path):
             busy_proc.kill()
             busy_proc.wait()
     print({k: (quiet[k], busy[k]) for k in quiet})
-    assert set(quiet) == {"base_student", "base_zero_shot", "base_few_shot"}
+    assert set(quiet) == {"base_student", "base_few_shot"}
     for k in quiet:
-        assert cost_phrase(quiet[k]) == cost_phrase(busy[k]), (k, quiet[k], busy[k])
+        assert direction(quiet[k]) == direction(busy[k]), (k, quiet[k], busy[k])
         assert abs(busy[k]["ratio"] / quiet[k]["ratio"] - 1) < 0.25, (k, quiet[k], busy[k])
     # the teacher's own prompt on the teacher's own weights: no cost difference is claimed
+    assert direction(quiet["base_student"]) == "cheaper"
     assert cost_phrase(quiet["base_few_shot"]) == "no measurable cost difference"

@@ -6,6 +6,8 @@ model in turn, the order rotated (and every other round reversed) from round to 
 percent over minutes, so a model measured in its own window would carry the load of that window;
 interleaved, the drift lands on every model alike and the per-round ratios between models hold still.
 Each model's cost per 1k requests is the median over rounds, with the rounds' range as its spread.
+With one thread per replica the clock is that thread's CPU time: the core-seconds a replica bills,
+free of the time the scheduler handed to other processes on a shared machine.
 """
 from __future__ import annotations
 
@@ -65,7 +67,10 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
     if per_replica is not None:
         torch.set_num_threads(per_replica)
     try:
-        seconds = _rounds(served, rounds, batch_size, max_new_tokens, trust_remote_code, log)
+        # one thread: its CPU seconds are the core-seconds a replica bills, and time the scheduler gave
+        # to other processes is not in them; with a thread pool only wall time sees all the work
+        clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+        seconds = _rounds(served, rounds, batch_size, max_new_tokens, trust_remote_code, clock, log)
         engine = engine_name(batch_size) + (f" x {n_replicas} replicas" if n_replicas > 1 else "")
     finally:
         torch.set_num_threads(before)
@@ -73,7 +78,8 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
     for s in served:
         price = pricing.hardware[s.hardware].usd_per_hour
         per_1k = [secs / n_replicas / 3600 * price / len(s.messages) * 1000 for secs in seconds[s.key]]
-        out[s.key] = {"engine": engine, "rounds": rounds, "requests": len(s.messages), "replicas": n_replicas,
+        out[s.key] = {"engine": engine, "clock": "thread CPU seconds" if clock is time.thread_time else "wall seconds",
+                      "rounds": rounds, "requests": len(s.messages), "replicas": n_replicas,
                       "hardware": s.hardware, "usd_per_hour": price, "seconds": [round(x, 3) for x in seconds[s.key]],
                       "usd_per_1k": [round(x, 7) for x in per_1k], "cost_per_1k_usd": round(statistics.median(per_1k), 7),
                       "low": round(min(per_1k), 7), "high": round(max(per_1k), 7)}
@@ -81,7 +87,7 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
 
 
 def _rounds(served: list[Served], rounds: int, batch_size: int, max_new_tokens: int, trust_remote_code: bool,
-            log) -> dict[str, list[float]]:
+            clock, log) -> dict[str, list[float]]:
     loaded = {}
     for s in served:  # models that share weights (the base student under three prompts) load once
         if s.path not in loaded:
@@ -96,8 +102,8 @@ def _rounds(served: list[Served], rounds: int, batch_size: int, max_new_tokens: 
             order.reverse()
         for s in order:
             model, tok = loaded[s.path]
-            t0 = time.perf_counter()
+            t0 = clock()
             generate_batched(model, tok, s.messages, batch_size=batch_size, max_new_tokens=max_new_tokens)
-            seconds[s.key].append(time.perf_counter() - t0)
+            seconds[s.key].append(clock() - t0)
         log(f"serving round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()))
     return seconds
