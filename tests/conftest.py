@@ -19,6 +19,7 @@ TINY = [
     "generation.input_requests=6", "generation.inputs_per_request=2", "teacher.max_tokens=40",
     "training.max_steps=4", "training.batch_size=4", "training.logging_steps=1", "training.save_steps=2",
     "eval.max_rows=8", "eval.batch_size=8", "eval.max_new_tokens=32",
+    "eval.serving.requests=4",  # 3 rounds still (the measurement's logic), of a few requests
 ]
 
 

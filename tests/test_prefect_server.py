@@ -122,7 +122,7 @@ def test_deployment_runs_on_a_real_server_and_a_second_trigger_reuses_every_stag
     rd = tmp_path / "nightly"
     worker = None
     try:
-        sets = [a for s in TINY for a in ("--set", s)]
+        sets = [a for s in [*TINY, "eval.models=[teacher,student]"] for a in ("--set", s)]
         r = subprocess.run(distill_cmd("deploy", "--name", "ci", "--pool", "ci-pool", "--run-dir", str(rd), *sets),
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]

@@ -157,7 +157,7 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     write_jsonl(other, evals)
     student_mtime = (rd / "student" / "model.safetensors").stat().st_mtime
     r = subprocess.run(distill_cmd("evaluate", "--run-dir", str(rd), "--set", f"eval.path={other}",
-                                   "--set", "eval.max_rows=6"), cwd=ROOT, env=env, capture_output=True, text=True)
+                                   "--set", "eval.max_rows=6", "--set", "eval.models=[teacher,base_student,student]"), cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = read_json(rd / "eval" / "other" / "summary.json")
     assert summary["n"] == 6 and set(summary["models"]) == {"teacher", "base_student", "student"}
