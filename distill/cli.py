@@ -42,30 +42,31 @@ def _setup(config: Path | None, run_dir: Path | None, overrides: list[str] | Non
     `new` stages (generate, run) define the run and always save its config; later single stages
     save only an explicit --config, so `evaluate --set eval.path=...` leaves the run's config alone.
     """
-    from distill.rundir import RunDir
+    from distill.rundir import RunDir, RunDirInUse
     from distill.stages.context import prepare_run
     from distill.teacher import TeacherError
 
     if run_dir is None:
-        rd = RunDir.new() if new else RunDir.newest()
-        if rd is None:
+        rd = None if new else RunDir.newest()  # a new one is made once the inputs are checked
+        if rd is None and not new:
             _fail("no run directory under runs/: pass --run-dir or run `distill generate` first")
     else:
         rd = RunDir(run_dir)
     try:
         return prepare_run(config, rd, overrides or [], save=new or config is not None, stages=stages)
-    except (ConfigError, DataError, TeacherError, FileNotFoundError) as e:
+    except (ConfigError, DataError, TeacherError, FileNotFoundError, RunDirInUse) as e:
         _fail(str(e))
 
 
 def _guard(fn, ctx):
     """Run one stage on the context; its expected failures become one line and exit 2."""
+    from distill.rundir import RunDirInUse
     from distill.teacher import TeacherError
 
     try:
         with ctx:
             return fn(ctx)
-    except (ConfigError, DataError, TeacherError, FileNotFoundError) as e:
+    except (ConfigError, DataError, TeacherError, FileNotFoundError, RunDirInUse) as e:
         _fail(str(e))
 
 
@@ -167,19 +168,15 @@ def run(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None,
         # the flow re-reads the saved config, which never holds the key; hand it over through the
         # environment rather than as a flow parameter (Prefect stores parameters in its database)
         os.environ[ep.api_key_env] = ep.api_key.get_secret_value()
-    # A local run gets its own Prefect home (ephemeral API, no shared state); a configured server is used as is.
-    if not os.environ.get("PREFECT_API_URL"):
-        os.environ.setdefault("PREFECT_HOME", str(rd.prefect_home.resolve()))
-        # the temporary server's telemetry heartbeat only fails (offline) and locks its SQLite file
-        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        # a new database is migrated at first start; Prefect's default 20 s is too short on 2 cold cores
-        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    from distill.flow import distill_flow
+    from distill.flow import distill_flow, use_local_prefect
+    from distill.rundir import RunDirInUse
+    from distill.teacher import TeacherError
 
+    use_local_prefect(rd)
     try:
         # the flow picks up this prepared context (same process, same saved config): no second preflight
         distill_flow(config_path=str(rd.config), run_dir=str(rd.root))
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, RunDirInUse, TeacherError) as e:
         _fail(str(e))
     finally:
         ctx.close()
@@ -190,15 +187,17 @@ def run(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None,
 
 
 def _deployment_params(config: Path | None, run_dir: Path | None, overrides: list[str] | None, name: str) -> dict:
-    from distill.config import load_config
-    from distill.rundir import RunDir
+    from distill.flow import deployment_parameters
 
-    try:
-        load_config(config, overrides or [])  # fail here, not at 3 a.m. in the worker
-    except ConfigError as e:
+    try:  # fail here, not at 3 a.m. in the worker
+        params, secrets = deployment_parameters(config, run_dir, overrides or [], name)
+    except (ConfigError, ValueError) as e:
         _fail(str(e))
-    return {"config_path": str(config.resolve()) if config else None,
-            "run_dir": str((run_dir or RunDir.named(name).root).resolve()), "overrides": overrides or []}
+    # Prefect stores parameters in its database: a key given with --set travels by the environment
+    os.environ.update(secrets)
+    for var in secrets:
+        console.print(f"the teacher's key is not stored in the deployment: a worker reads it from ${var}", highlight=False)
+    return params
 
 
 @app.command()

@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -24,7 +25,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.filesystems import LocalFileSystem
 
-from distill.config import Config
+from distill.config import Config, load_config
 from distill.report import comparison_rows, filter_rows
 from distill.rundir import RunDir
 from distill.stages import context as contexts
@@ -32,6 +33,7 @@ from distill.stages import evaluate, generate, report, train
 from distill.stages import filter as filtering
 from distill.stages.context import ALL_STAGES, RunContext, prepare_run
 from distill.stages.shards import answer_shard, input_shard
+from distill.teacher import TeacherFatal
 
 # A stage's cache key: the run key (config, run directory, fingerprint of data, templates and code),
 # the upstream stage's result and the task's source.
@@ -78,7 +80,12 @@ def shard_mapper(cfg: Config):
         yield run
 
 
-@task(name="generate", cache_policy=CACHE, retries=2, retry_delay_seconds=10)
+def transient(task, task_run, state) -> bool:
+    """Retry a failed task unless the teacher cannot help (a retry would resend the same requests)."""
+    return not isinstance(state.data, TeacherFatal)
+
+
+@task(name="generate", cache_policy=CACHE, retries=2, retry_delay_seconds=10, retry_condition_fn=transient)
 def generate_task(run_key: str) -> dict:
     ctx = contexts.lookup(run_key)
     with shard_mapper(ctx.cfg) if ctx.cfg.generation.shards > 1 else nullcontext() as map_shards:
@@ -172,8 +179,9 @@ def distill_flow(config_path: str | None = None, run_dir: str | None = None, ove
     unknown = set(stages) - set(ALL_STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; choose from {ALL_STAGES}")
-    rd = RunDir(Path(run_dir)) if run_dir else RunDir.new()
-    with prepare_run(config_path, rd, overrides or [], stages=tuple(stages)) as ctx:
+    with prepare_run(config_path, run_dir and RunDir(Path(run_dir)), overrides or [], stages=tuple(stages)) as ctx, \
+            ctx.run.lock():  # the whole flow is one writer: no other process writes between its stages
+        rd = ctx.run
         key = run_key(ctx)
         contexts.register(key, ctx)
         try:
@@ -194,3 +202,32 @@ def distill_flow(config_path: str | None = None, run_dir: str | None = None, ove
             contexts.forget(key)
         publish(rd, results.get("filter"), results.get("report"))
     return str(rd.root)
+
+
+def use_local_prefect(rd: RunDir) -> None:
+    """A local run gets its own Prefect home (ephemeral API, no shared state); a configured server is used as is."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    os.environ.setdefault("PREFECT_HOME", str(rd.prefect_home.resolve()))
+    # the temporary server's telemetry heartbeat only fails (offline) and locks its SQLite file
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # a new database is migrated at first start; Prefect's default 20 s is too short on 2 cold cores
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+def deployment_parameters(config: Path | None, run_dir: Path | None, overrides: list[str],
+                          name: str) -> tuple[dict, dict[str, str]]:
+    """The flow's parameters for a deployment, checked now, and the secrets taken out of them.
+
+    Prefect stores parameters in its database and shows them in its UI, so an override of a secret
+    field (`--set teacher.api_key=...`) is not among them: it comes back as {api_key_env: key}, for
+    the environment of the process that runs the flow.
+    """
+    cfg = load_config(config, overrides)
+    named = RunDir.named(name)
+    public = [o for o in overrides if o.split("=", 1)[0].strip().split(".")[-1] != "api_key"]
+    secrets = {}
+    if len(public) < len(overrides) and cfg.teacher.endpoint.api_key is not None:
+        secrets[cfg.teacher.endpoint.api_key_env] = cfg.teacher.endpoint.api_key.get_secret_value()
+    return {"config_path": str(Path(config).resolve()) if config else None,
+            "run_dir": str(Path(run_dir or named.root).resolve()), "overrides": public}, secrets

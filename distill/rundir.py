@@ -4,6 +4,7 @@ what earlier stages wrote.
 
     runs/<id>/
       config.yaml             resolved config, secrets removed
+      .lock                   held by the process writing to the run (its pid inside)
       data/requests*.jsonl    the teacher request store (one file per writer)
       data/batches*.jsonl     the Batch API journal (one file per writer)
       data/generated.jsonl    candidate rows        data/train.jsonl   rows every filter kept
@@ -17,11 +18,37 @@ what earlier stages wrote.
 """
 from __future__ import annotations
 
+import fcntl
+import os
+import re
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 RUNS = Path("runs")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """A name that becomes one path component (a ladder student, a deployment's run directory): letters,
+    digits, '.', '_' and '-', starting with a letter or digit, so it can never be '..' or hold a '/'."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+        raise ValueError(f"{what} {name!r} is not a safe name: use letters, digits, '.', '_' and '-' "
+                         "(starting with a letter or digit)")
+    return name
+
+
+class RunDirInUse(RuntimeError):
+    """Another process holds the run directory's lock."""
+
+
+# Locks this process holds, by run directory: a stage inside a flow that already holds the lock (the
+# flow's tasks run in its process) takes it again without deadlocking on itself.
+_HELD: dict[str, list] = {}
+_HELD_GUARD = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -33,17 +60,22 @@ class RunDir:
 
     @classmethod
     def new(cls, base: Path = RUNS) -> "RunDir":
-        """A new runs/<timestamp>[-i] (not created yet)."""
+        """A new runs/<timestamp>[-i], created here: mkdir either makes it or fails, so two runs started
+        in the same second never share one. (Made only once the inputs have been checked.)"""
+        Path(base).mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         d, i = Path(base) / stamp, 1
-        while d.exists():
-            d, i = Path(base) / f"{stamp}-{i}", i + 1
-        return cls(d)
+        while True:
+            try:
+                d.mkdir()
+                return cls(d)
+            except FileExistsError:
+                d, i = Path(base) / f"{stamp}-{i}", i + 1
 
     @classmethod
     def named(cls, name: str, base: Path = RUNS) -> "RunDir":
         """A fixed runs/<name> (deployments reuse one run directory across scheduled runs)."""
-        return cls(Path(base) / name)
+        return cls(Path(base) / check_name(name, "deployment name"))
 
     @classmethod
     def newest(cls, base: Path = RUNS) -> "RunDir | None":
@@ -53,6 +85,43 @@ class RunDir:
     def __str__(self) -> str:
         return str(self.root)
 
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for writing: an OS lock (flock on .lock), released when the holder
+        exits or dies, so a killed run never leaves a stale lock. A second process fails at once with
+        RunDirInUse naming the holder's pid. The processes of one `torchrun` launch are one writer:
+        only rank 0 locks."""
+        if os.environ.get("RANK", "0") != "0":
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        key = str(self.root.resolve())
+        with _HELD_GUARD:
+            held = _HELD.get(key)
+            if held is None:
+                f = open(self.lock_file, "a+")
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    f.seek(0)
+                    pid = f.read().strip() or "unknown"
+                    f.close()
+                    raise RunDirInUse(f"{self.root}: run directory in use by pid {pid} (another distill "
+                                      "process is writing to it); wait for it to finish or use another --run-dir") from None
+                f.truncate(0)
+                f.write(str(os.getpid()))
+                f.flush()
+                held = _HELD[key] = [f, 0]
+            held[1] += 1
+        try:
+            yield
+        finally:
+            with _HELD_GUARD:
+                held[1] -= 1
+                if held[1] == 0:
+                    del _HELD[key]
+                    held[0].close()  # closing the file releases the flock
+
     def __fspath__(self) -> str:
         return str(self.root)
 
@@ -60,6 +129,10 @@ class RunDir:
     @property
     def config(self) -> Path:
         return self.root / "config.yaml"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
 
     @property
     def logs(self) -> Path:

@@ -26,3 +26,15 @@ def dedup_key(s: str) -> str:
 def edit_ratio(a: str, b: str) -> float:
     """Share of tokens changed between a and b (0 = identical, 1 = nothing shared)."""
     return 1.0 - difflib.SequenceMatcher(None, tokens(a), tokens(b), autojunk=False).ratio()
+
+
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def scrub(text: str, *secrets: str | None) -> str:
+    """Text safe to store or print: `user:pass@` in URLs and every given secret replaced by ***."""
+    text = _URL_CREDENTIALS.sub("***@", text)
+    for s in secrets:
+        if s and len(s) >= 4:  # a 1-3 character "key" would blank out ordinary words
+            text = text.replace(s, "***")
+    return text

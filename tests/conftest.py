@@ -19,7 +19,8 @@ TINY = [
     "generation.input_requests=6", "generation.inputs_per_request=2", "teacher.max_tokens=40",
     "training.max_steps=4", "training.batch_size=4", "training.logging_steps=1", "training.save_steps=2",
     "eval.max_rows=8", "eval.batch_size=8", "eval.max_new_tokens=32",
-    "eval.serving.requests=4",  # 3 rounds still (the measurement's logic), of a few requests
+    # one round of a few requests: the measurement's rounds are test_serving's and test_train_eval's business
+    "eval.serving.requests=4", "eval.serving.rounds=1",
 ]
 
 

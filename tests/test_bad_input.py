@@ -61,6 +61,9 @@ def test_eval_set_overlapping_the_seeds(tmp_path):
     ("teacher:\n  model: gpt-9\n  hosted: true\n", "c.yaml: field 'pricing.models': no price for the hosted teacher 'gpt-9'"),
     ("student:\n  hardware: tpu-v9\n", "c.yaml:2: field 'student.hardware': 'tpu-v9' has no price in pricing.hardware"),
     ("pricing:\n  hardware: {cpu-2core: {usd_per_hour: -1}}\n", "field 'pricing.hardware.cpu-2core.usd_per_hour'"),
+    # a ladder student's name becomes students/<name>/: '..' would be the run directory itself
+    ("students:\n  - {name: '..'}\n", "field 'students.0.name': student name '..' is not a safe name"),
+    ("students:\n  - {name: ../../x}\n", "student name '../../x' is not a safe name"),
 ])
 def test_bad_config(tmp_path, yaml_text, expected):
     c = tmp_path / "c.yaml"
@@ -69,6 +72,11 @@ def test_bad_config(tmp_path, yaml_text, expected):
     code, err = run_cli("generate", "--config", str(c), "--run-dir", str(rd))
     assert code == 2 and expected in err and len(err.splitlines()) == 1, err
     assert not rd.exists()
+
+
+def test_deployment_name_that_would_escape_runs(tmp_path):
+    code, err = run_cli("serve", "--name", "../x")
+    assert code == 2 and "deployment name '../x' is not a safe name" in err and len(err.splitlines()) == 1, err
 
 
 def test_unreachable_teacher(tmp_path):

@@ -12,6 +12,7 @@ import pytest
 from distill.io import read_json, read_jsonl
 from distill.stages import generate
 from distill.stages.context import prepare_run
+from distill.teacher import TeacherFatal
 from distill.testing.fake_openai import FakeOpenAI
 from tests.conftest import ROOT, distill_cmd, opened
 
@@ -106,7 +107,8 @@ def test_uploaded_but_unjournalled_batch_is_found_by_its_file(tmp_path):
     hold = threading.Event()
     with FakeOpenAI(models=["gpt-4o-mini"], batch_hold=hold) as fake:
         ctx, cfg, rd = opened(_prepare(fake, tmp_path / "run", "teacher.backend=openai_batch", "teacher.batch.max_wait_s=0.2"))
-        generate.run(ctx)  # gives up waiting: the batch stays open
+        with pytest.raises(TeacherFatal, match=r"no usable row.*BatchStillRunning"):
+            generate.run(ctx)  # gives up waiting: the batch stays open, and no row goes on to training
         assert len(fake.batches) == 1
         path = rd / "data" / "batches.jsonl"
         # rewrite the journal as if the crash came right after the upload

@@ -122,7 +122,7 @@ def test_deployment_runs_on_a_real_server_and_a_second_trigger_reuses_every_stag
     rd = tmp_path / "nightly"
     worker = None
     try:
-        sets = [a for s in [*TINY, "eval.models=[teacher,student]"] for a in ("--set", s)]
+        sets = [a for s in [*TINY, "eval.models=[teacher,base_student,student]"] for a in ("--set", s)]
         r = subprocess.run(distill_cmd("deploy", "--name", "ci", "--pool", "ci-pool", "--run-dir", str(rd), *sets),
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
@@ -179,3 +179,35 @@ def test_kubernetes_gpu_deployment_example_is_accepted_by_a_real_server(prefect_
     assert dep.job_variables["image"] == "registry.example.com/distill:test"
     assert dep.job_variables["gpu_count"] == 1 and dep.parameters["config_path"] == "configs/gpu.yaml"
     assert dep.schedules and not dep.schedules[0].active
+
+
+def test_a_key_given_with_set_to_deploy_or_serve_stays_out_of_every_prefect_record(prefect_server, tmp_path):
+    """Break caught: the raw --set list stored as deployment parameters (the key in Prefect's database and UI)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    _, api, env = prefect_server
+    sentinel = "sk-SENTINEL-d3p10y"
+    key = ["--set", f"teacher.api_key={sentinel}", "--set", "generation.input_requests=2"]
+    r = subprocess.run(distill_cmd("deploy", "--name", "keyed", "--pool", "key-pool", *key),
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "reads it from $OPENAI_API_KEY" in " ".join(r.stderr.split()), r.stderr[-2000:]
+    served = _start(distill_cmd("serve", "--name", "keyed-serve", *key), env, tmp_path / "serve.log")
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            deadline = time.monotonic() + 180
+            while True:
+                deps = {d.name: d for d in client.read_deployments()}
+                if "keyed-serve" in deps:
+                    break
+                assert served.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+                time.sleep(1)
+    finally:
+        _stop(served)
+    for name in ("keyed", "keyed-serve"):
+        assert deps[name].parameters["overrides"] == ["generation.input_requests=2"], deps[name].parameters
+        assert sentinel not in deps[name].model_dump_json()
+    db = [p for p in Path(env["PREFECT_HOME"]).rglob("*.db*") if p.is_file()]
+    assert db, "the server's database was not where the test looks"
+    for p in db:
+        assert sentinel.encode() not in p.read_bytes(), p

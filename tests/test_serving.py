@@ -38,7 +38,8 @@ def test_cost_verdict_and_ratios_hold_with_one_core_busy(tmp_path):
     the teacher's 6-shot prompt (the same work as the teacher: no difference may be claimed). The
     instruction prompt is left out: its ratio sits at the 10% resolution band (1.04-1.08 measured),
     where the phrase may change with any noise, load or not."""
-    ctx = prepare_run(None, tmp_path / "run", ["eval.models=[teacher, base_student, base_few_shot]"])
+    ctx = prepare_run(None, tmp_path / "run", ["eval.models=[teacher, base_student, base_few_shot]",
+                                               "eval.serving.requests=8"])
     with ctx:
         quiet = _measure(ctx)
         busy_proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])

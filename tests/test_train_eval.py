@@ -119,7 +119,7 @@ def test_saved_student_loads_with_plain_from_pretrained_and_generates(trained):
 def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tmp_path):
     rd = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [a for s in TINY for a in ("--set", s)]
+    args = [a for s in [*TINY, "eval.serving.rounds=3"] for a in ("--set", s)]
     r = subprocess.run(distill_cmd("run", "--run-dir", str(rd), *args), cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -156,8 +156,9 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     evals = read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "eval.jsonl")[100:106]
     write_jsonl(other, evals)
     student_mtime = (rd / "student" / "model.safetensors").stat().st_mtime
-    r = subprocess.run(distill_cmd("evaluate", "--run-dir", str(rd), "--set", f"eval.path={other}",
-                                   "--set", "eval.max_rows=6", "--set", "eval.models=[teacher,base_student,student]"), cwd=ROOT, env=env, capture_output=True, text=True)
+    r = subprocess.run(distill_cmd("evaluate", "--run-dir", str(rd), "--set", f"eval.path={other}", "--set", "eval.max_rows=6",
+                                   "--set", "eval.models=[teacher,base_student,student]"),
+                       cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = read_json(rd / "eval" / "other" / "summary.json")
     assert summary["n"] == 6 and set(summary["models"]) == {"teacher", "base_student", "student"}

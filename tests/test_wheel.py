@@ -47,7 +47,7 @@ def test_the_wheel_runs_the_default_and_a_new_task_from_an_empty_directory(tmp_p
 
     sets = [a for s in TINY for a in ("--set", s)]
     # the baselines are the checkout's tests' business (test_train_eval); here the wheel's own run
-    _run(["distill", "run", "--run-dir", "default", *sets, "--set", "eval.models=[teacher,base_student,student]"],
+    _run(["distill", "run", "--run-dir", "default", *sets, "--set", "eval.models=[teacher,student]"],
          empty, env)
     rep = read_json(empty / "default" / "report.json")
     assert rep["task"] == "grammar" and "gleu" in rep["models"][0]["metrics"]

@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from distill.config.teacher import Strict, Teacher
+from distill.rundir import check_name
+from distill.text import scrub
 
 
 class Generation(Strict):
@@ -25,6 +27,7 @@ class Generation(Strict):
     task_runner: Literal["sequential", "dask"] = Field("sequential", description="Where the flow runs the shards: one after another in the flow's process, or on a Dask cluster through prefect-dask's DaskTaskRunner.")
     dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster (e.g. tcp://scheduler:8786); null = a LocalCluster of dask_workers processes for the run.")
     dask_workers: int = Field(2, ge=1, description="Worker processes of the LocalCluster (ignored with dask_address). Shards wait on the teacher, so more workers than cores is fine.")
+    seeds_only_ok: bool = Field(False, description="Go on (train on the seeds alone) when the teacher gave no usable row; false = the run stops there, naming the cause.")
 
 
 class FilterSpec(Strict):
@@ -46,6 +49,11 @@ class LadderStudent(Student):
     lora: bool | None = Field(None, description="LoRA (true) or full fine-tuning (false) for this candidate; null = training.lora. A pruned student needs full fine-tuning to heal.")
     learning_rate: float | None = Field(None, gt=0, description="Learning rate for this candidate; null = training.learning_rate.")
     epochs: float | None = Field(None, gt=0, description="Epochs for this candidate; null = training.epochs.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v):
+        return check_name(v, "student name")  # it names students/<name>/ and checkpoints/<name>/
 
 
 class Training(Strict):
@@ -212,4 +220,6 @@ class Config(Strict):
         """The config as plain data with every secret removed (what the run directory stores)."""
         data = self.model_dump(mode="json")
         data["teacher"]["endpoint"]["api_key"] = None  # it comes back from api_key_env when the run is resumed
+        if data["teacher"]["endpoint"]["base_url"]:  # user:pass@ too (give it again with --set to resume)
+            data["teacher"]["endpoint"]["base_url"] = scrub(data["teacher"]["endpoint"]["base_url"])
         return data

@@ -34,7 +34,8 @@ class Endpoint(Strict):
     max_retries: int = Field(5, ge=0, le=50, description="Retries per request on 429/5xx/connection errors, with exponential backoff that honours Retry-After.")
     backoff_base_s: float = Field(0.5, ge=0, description="First backoff delay; doubled per retry, with jitter, capped by backoff_max_s.")
     backoff_max_s: float = Field(30.0, ge=0, description="Longest single backoff delay (a larger Retry-After is still honoured).")
-    timeout_s: float = Field(120.0, gt=0, description="Per-request timeout.")
+    timeout_s: float = Field(120.0, gt=0, description="Total deadline of one request attempt: connect, first byte and the whole body (a server that drips bytes is abandoned at it, then retried).")
+    max_retry_after_s: float = Field(600.0, ge=0, description="Longest Retry-After the run waits out; a teacher asking for more (a spent daily quota) stops the run with that message.")
     prefect_concurrency_limit: str | None = Field(None, description="Name of a Prefect global concurrency limit every teacher request occupies a slot of (`prefect gcl create NAME --limit N`), so runs sharing one teacher cannot overload it. Ignored if the server has no such limit.")
 
 

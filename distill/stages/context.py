@@ -8,6 +8,7 @@ starts once for the whole run).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from collections import Counter
@@ -104,30 +105,42 @@ def _open_key(run: RunDir, overrides: list[str], stages: tuple[str, ...]) -> tup
     return (str(run.root.resolve()), digest, tuple(overrides), tuple(stages))
 
 
-def prepare_run(config: str | Path | None, run_dir: Path | RunDir, overrides: list[str], *, save: bool = True,
+def prepare_run(config: str | Path | None, run_dir: Path | RunDir | None, overrides: list[str], *, save: bool = True,
                 stages: tuple[str, ...] = ()) -> RunContext:
     """Load the config (the run's own saved one when none is given), check every input, then save it.
 
-    Inputs are checked before anything is written, so bad input leaves no half-made run directory.
-    With save=False (a single later stage, e.g. evaluating another file) the overrides apply to this
-    invocation only and the run keeps the config it was made with.
+    Inputs are checked before anything is written, so bad input leaves no half-made run directory
+    (run_dir None = a new runs/<timestamp>, created only then). With save=False (a single later
+    stage, e.g. evaluating another file) the overrides apply to this invocation only and the run
+    keeps the config it was made with.
     """
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
-    own = config is None or Path(config).resolve() == run.config.resolve()
+    run = None if run_dir is None else run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
+    own = run is not None and (config is None or Path(config).resolve() == run.config.resolve())
     if own and run.config.exists():
         if (key := _open_key(run, overrides, stages)) in _OPEN:
             return _OPEN[key]
         config = run.config
     cfg = load_config(config, overrides)
     inputs = preflight(cfg, stages)
-    run.root.mkdir(parents=True, exist_ok=True)
+    run = run or RunDir.new()
     if save or not run.config.exists():
-        save_config(cfg, run.config)
+        with run.lock():  # not while another process runs on it
+            save_config(cfg, run.config)
     ctx = build_context(cfg, run, inputs)
     ctx._key = _open_key(run, [], stages) if save else None
     if ctx._key is not None:
         _OPEN[ctx._key] = ctx
     return ctx
+
+
+def writes(stage):
+    """A stage that writes to the run directory holds its lock while it runs (RunDirInUse if another
+    process holds it), so two processes never append the same requests or rewrite each other's files."""
+    @functools.wraps(stage)
+    def locked(ctx: RunContext, *args, **kwargs):
+        with ctx.run.lock():
+            return stage(ctx, *args, **kwargs)
+    return locked
 
 
 def build_context(cfg: Config, run: RunDir, inputs: Inputs) -> RunContext:

@@ -20,7 +20,7 @@ from distill.models.infer import engine_name, generate_batched
 from distill.models.load import base_student_dir, default_gguf, gguf_parameter_count, load_model, parameter_count
 from distill.progress import progress_bar
 from distill.report.intervals import compare, difference, scorer
-from distill.stages.context import RunContext
+from distill.stages.context import RunContext, writes
 from distill.stages.serving import Served, measure, teacher_weights
 from distill.stats import EvalSummary, ModelResult
 from distill.teacher import Request, Teacher, cost_of, teacher_cost
@@ -119,6 +119,7 @@ def in_process_models(ctx: RunContext) -> list[InProcess]:
     return out
 
 
+@writes
 def run(ctx: RunContext) -> EvalSummary:
     cfg, rd, task = ctx.cfg, ctx.run, ctx.task
     rows = ctx.eval_rows[: cfg.eval.max_rows] if cfg.eval.max_rows else ctx.eval_rows

@@ -11,12 +11,13 @@ from distill.filters import FilterContext, run_filters
 from distill.io import read_jsonl, write_jsonl
 from distill.progress import progress_bar
 from distill.records import Message, Row
-from distill.stages.context import RunContext
+from distill.stages.context import RunContext, writes
 from distill.stages.dataset import export_dataset
 from distill.stats import FilterStats
 from distill.teacher import Request, RequestStore, Usage, response_format, teacher_cost
 
 
+@writes
 def run(ctx: RunContext) -> FilterStats:
     t0 = time.perf_counter()
     rd = ctx.run

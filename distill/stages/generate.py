@@ -14,11 +14,11 @@ from distill.io import write_jsonl
 from distill.records import Row
 from distill.rundir import RunDir
 from distill.stages.adapt import adapt_teacher
-from distill.stages.context import RunContext, few_shot_examples
+from distill.stages.context import RunContext, few_shot_examples, writes
 from distill.stages.shards import ShardJob, answer_shard, input_plans, input_shard, worker_id
 from distill.stats import GenerateCounts, GenerateStats, TeacherUsage
 from distill.tasks import Task
-from distill.teacher import Usage, estimate_tokens, teacher_cost
+from distill.teacher import TeacherFatal, Usage, estimate_tokens, teacher_cost
 
 # How the shards of a phase are run: (shard function, argument tuples) -> results in order. The flow
 # passes one that submits them as Prefect tasks to its task runner.
@@ -29,6 +29,7 @@ def sequential(fn: Callable[..., dict], calls: list[tuple]) -> list[dict]:
     return [fn(*args) for args in calls]
 
 
+@writes
 def run(ctx: RunContext, map_shards: MapShards = sequential) -> GenerateStats:
     """Adapt the teacher (once), then both phases over generation.shards shards, then one generated.jsonl.
 
@@ -52,6 +53,8 @@ def run(ctx: RunContext, map_shards: MapShards = sequential) -> GenerateStats:
         parts_in = map_shards(input_shard, [(job, i, spent) for i in range(n)])
         candidates = [c for _, c in sorted((c for p in parts_in for c in p["candidates"]), key=lambda ic: ic[0])]
     usage_in = Usage.merge([p["usage"] for p in parts_in])
+    if usage_in.fatal:
+        raise TeacherFatal(f"teacher: {usage_in.fatal}")
     if g.max_inputs:
         candidates = candidates[: g.max_inputs]
 
@@ -66,11 +69,9 @@ def run(ctx: RunContext, map_shards: MapShards = sequential) -> GenerateStats:
 
     seed_rows = [Row.from_seed(s).to_dict() for s in seeds]
     all_rows = seed_rows + rows
-    write_jsonl(rd.generated, all_rows)
-
     wall = time.perf_counter() - t_start
     cut = [p["cut_short"] for p in parts_in + parts_ans if p["cut_short"]]
-    return _write_stats(cfg, rd, usage_in, usage_ans, wall, GenerateCounts(**{
+    stats = _write_stats(cfg, rd, usage_in, usage_ans, wall, GenerateCounts(**{
         "input_requests": g.input_requests, "failed_input_requests": sum(p["failed"] for p in parts_in),
         "parsed_inputs": len(candidates), "rows": len(all_rows), "seed_rows": len(seed_rows),
         "teacher_rows_ok": sum(r["status"] == "ok" for r in rows),
@@ -79,6 +80,22 @@ def run(ctx: RunContext, map_shards: MapShards = sequential) -> GenerateStats:
         "shards": n, "shard_workers": sorted({p["worker"] for p in parts_in + parts_ans}),
         "cut_short": cut[0] if cut else None,
     }))
+    if usage_ans.fatal:
+        raise TeacherFatal(f"teacher: {usage_ans.fatal}")
+    if not stats.counts.teacher_rows_ok and not cut and not g.seeds_only_ok:
+        raise TeacherFatal(no_usable_row(stats))
+    write_jsonl(rd.generated, all_rows)
+    return stats
+
+
+def no_usable_row(stats: GenerateStats) -> str:
+    """Why a generation that sent requests made no row, in one line (the run stops rather than train on seeds alone)."""
+    c, u = stats.counts, stats.last
+    common = max(u.errors, key=u.errors.get) if u.errors else None
+    return (f"teacher: no usable row: {c.failed_input_requests} of {c.input_requests} input requests failed, "
+            f"{c.parsed_inputs} inputs parsed, {c.teacher_rows_failed} answers failed"
+            + (f" (most common error: {common} x{u.errors[common]})" if common else "")
+            + "; see data/requests.jsonl, or set generation.seeds_only_ok=true to train on the seeds alone")
 
 
 def plan_generation(cfg: Config, task: Task, seeds: list[dict]) -> dict:

@@ -14,7 +14,7 @@ from distill.filters import UnknownFilter, check_filter
 from distill.io import DataError, Examples, load_examples
 from distill.tasks import Task, load_task
 from distill.teacher import TeacherError
-from distill.text import dedup_key
+from distill.text import dedup_key, scrub
 
 
 @dataclass
@@ -130,12 +130,13 @@ def check_teacher(cfg: Config) -> None:
         raise ConfigError("teacher.endpoint.base_url: required when teacher.endpoint.launch_local is false")
     key = cfg.api_key()
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    url = scrub(ep.base_url)  # printed without user:pass@
     try:
         r = httpx.get(ep.base_url.rstrip("/") + "/models", headers=headers, timeout=10)
     except httpx.HTTPError as e:
-        raise TeacherError(f"teacher.endpoint.base_url {ep.base_url}: unreachable ({type(e).__name__}: {e})") from None
+        raise TeacherError(f"teacher.endpoint.base_url {url}: unreachable ({type(e).__name__}: {scrub(str(e), key)})") from None
     if r.status_code in (401, 403):
-        raise TeacherError(f"teacher.endpoint.api_key: rejected by {ep.base_url} (HTTP {r.status_code}); "
+        raise TeacherError(f"teacher.endpoint.api_key: rejected by {url} (HTTP {r.status_code}); "
                            f"set ${ep.api_key_env}")
     if r.status_code != 200:
         return  # some servers do not list models; the first request will tell
@@ -144,7 +145,7 @@ def check_teacher(cfg: Config) -> None:
     except (ValueError, TypeError, KeyError):
         return
     if served and t.model not in served:
-        raise TeacherError(f"teacher.model '{t.model}': not served by {ep.base_url} "
+        raise TeacherError(f"teacher.model '{t.model}': not served by {url} "
                            f"(it serves: {', '.join(served[:10])}{', ...' if len(served) > 10 else ''})")
 
 

@@ -8,7 +8,7 @@ from distill.report.ledger import ledger, one_off
 from distill.report.phrases import cost_ratio
 from distill.rundir import RunDir
 from distill.stages.adapt import describe
-from distill.stages.context import RunContext
+from distill.stages.context import RunContext, writes
 from distill.stats import EvalSummary, FilterStats, GenerateStats, TrainStats
 from distill.teacher import cost_of
 
@@ -118,6 +118,7 @@ def _prices(cfg) -> list[dict]:
     return out
 
 
+@writes
 def run(ctx: RunContext) -> dict:
     rd = ctx.run
     rep = build_report(ctx)

@@ -92,9 +92,9 @@ def _rounds(served: list[Served], rounds: int, batch_size: int, max_new_tokens: 
     for s in served:  # models that share weights (the base student under three prompts) load once
         if s.path not in loaded:
             loaded[s.path] = load_model(s.path, trust_remote_code=trust_remote_code)
-    for s in served:  # warm-up: first-call allocations and kernel selection stay out of the figures
-        model, tok = loaded[s.path]
-        generate_batched(model, tok, s.messages[:batch_size], batch_size=batch_size, max_new_tokens=max_new_tokens)
+    for s in served:  # warm-up: first-call allocations and kernel selection stay out of the figures (a
+        model, tok = loaded[s.path]  # few tokens do it: every later decoding step has a new shape anyway)
+        generate_batched(model, tok, s.messages[:batch_size], batch_size=batch_size, max_new_tokens=min(8, max_new_tokens))
     seconds: dict[str, list[float]] = {s.key: [] for s in served}
     for r in range(rounds):
         order = served[r % len(served):] + served[:r % len(served)]

@@ -13,7 +13,7 @@ from distill.config import Training
 from distill.io import read_jsonl
 from distill.models.load import base_student_dir, parameter_count, pruned_dir, save_model_dir
 from distill.records import Row, prompt_completion
-from distill.stages.context import RunContext
+from distill.stages.context import RunContext, writes
 from distill.stats import TrainStats
 from distill.tasks import Task
 
@@ -28,6 +28,7 @@ def candidate_base(student) -> Path:
     return pruned_dir(base, student.keep_layers) if getattr(student, "keep_layers", None) else base
 
 
+@writes
 def run(ctx: RunContext) -> TrainStats:
     """Train every student candidate on the same filtered rows (one, unless `students` lists several)."""
     cfg, rd = ctx.cfg, ctx.run

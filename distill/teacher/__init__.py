@@ -18,11 +18,12 @@ from distill.config import Config
 from distill.rundir import RunDir
 from distill.teacher.cached import Backend, run_cached
 from distill.teacher.cost import Budget, cost_of, make_budget, teacher_cost
-from distill.teacher.request import Request, TeacherError, Usage, estimate_tokens, failed_record, reply_record
+from distill.teacher.request import Request, TeacherError, TeacherFatal, Usage, estimate_tokens, failed_record, reply_record
 from distill.teacher.store import RequestStore
 from distill.teacher.structured import response_format, run_structured
+from distill.text import scrub
 
-__all__ = ["Teacher", "open_teacher", "Request", "RequestStore", "Usage", "Budget", "TeacherError", "cost_of",
+__all__ = ["Teacher", "open_teacher", "Request", "RequestStore", "Usage", "Budget", "TeacherError", "TeacherFatal", "cost_of",
            "teacher_cost", "make_budget", "estimate_tokens", "reply_record", "failed_record", "response_format"]
 
 
@@ -56,7 +57,7 @@ class Teacher:
 
         b = self.backend
         if isinstance(b, BatchBackend):
-            b = OpenAIBackend(self.cfg, b.base_url, engine=f"OpenAI protocol ({b.base_url})")
+            b = OpenAIBackend(self.cfg, b.base_url, engine=f"OpenAI protocol ({scrub(b.base_url)})")
         if isinstance(b, OpenAIBackend):
             b = replace(b, concurrency=concurrency)
         return replace(self, backend=b)
@@ -89,7 +90,7 @@ def open_teacher(cfg: Config, run: RunDir | None = None) -> Iterator[Teacher]:
     else:
         from distill.teacher.backends.openai import OpenAIBackend
 
-        yield Teacher(cfg, OpenAIBackend(cfg, _remote_url(cfg), engine=f"OpenAI protocol ({t.endpoint.base_url})"))
+        yield Teacher(cfg, OpenAIBackend(cfg, _remote_url(cfg), engine=f"OpenAI protocol ({scrub(t.endpoint.base_url)})"))
 
 
 def _remote_url(cfg: Config) -> str:

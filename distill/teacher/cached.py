@@ -27,15 +27,25 @@ class Session:
     def admit(self, req: Request) -> bool:
         """True: send it. False: the budget is spent; the request is answered with a skipped record
         (not stored, so a later run with a larger budget sends it)."""
+        if self.usage.fatal:
+            return self._skip(req, self.usage.fatal)
         if self.budget is None:
             return True
         done = self.usage.requests_sent - self.usage.retries
         avg_seconds = self.usage.request_seconds / done if done else 1.0
         if self.budget.admit(estimate_tokens(req.message_dicts()), req.max_tokens, avg_seconds):
             return True
+        return self._skip(req, self.budget.exhausted)
+
+    def stop(self, why: str) -> None:
+        """A fault no retry fixes (a rejected key, an unknown model): nothing more is sent, and the
+        stage that asked ends with `why` instead of going on with no data."""
+        self.usage.fatal = self.usage.fatal or why
+
+    def _skip(self, req: Request, why: str) -> bool:
         self.usage.skipped += 1
         self.results[req.key] = {"key": req.key, "model": req.model, "params": dict(req.params), "text": None,
-                                 "error": f"not sent: {self.budget.exhausted}", "skipped": True}
+                                 "error": f"not sent: {why}", "skipped": True}
         self.done()
         return False
 

@@ -12,6 +12,11 @@ class TeacherError(RuntimeError):
     pass
 
 
+class TeacherFatal(TeacherError):
+    """The teacher cannot help this run (a rejected key, an unknown model, no usable reply): a retry
+    would only resend the same requests."""
+
+
 @dataclass(frozen=True)
 class Request:
     """One chat completion request; its key is the hash of everything that determines the reply."""
@@ -48,6 +53,7 @@ class Usage:
     request_seconds: float = 0.0
     skipped: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    fatal: str = ""  # why sending stopped for good ("" = it did not)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -62,6 +68,8 @@ class Usage:
             for k, v in p.items():
                 if k == "errors":
                     total.errors = dict(Counter(total.errors) + Counter(v))
+                elif k == "fatal":
+                    total.fatal = total.fatal or v
                 else:
                     setattr(total, k, getattr(total, k) + v)
         return total

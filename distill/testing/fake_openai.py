@@ -1,8 +1,9 @@
 """A fake OpenAI-protocol server for fault injection: 429 with Retry-After, 5xx, resets, timeouts,
-empty, truncated, malformed and off-format replies.
+replies that drip a byte a second, empty, truncated, malformed and off-format replies.
 
 Each POST to /v1/chat/completions takes the next scripted step, else (with `fault_rate`) a random
-fault, else a normal reply from `reply(body)`. Only for tests: the real servers run elsewhere.
+fault, else the `default` step (a normal reply from `reply(body)` unless told otherwise). Only for
+tests: the real servers run elsewhere.
 
 It also implements the Batch API (files + batches): a batch stays in progress while `batch_hold` is
 clear, then completes, or expires after `batch_expire_after` lines with the rest written to the error
@@ -43,8 +44,10 @@ class FakeOpenAI:
     def __init__(self, script: list[dict] | None = None, reply=plausible_reply, fault_rate: float = 0.0,
                  faults: list[str] = FAULTS, seed: int = 0, models: list[str] = ("fake-model",),
                  timeout_sleep_s: float = 1.5, batch_hold: threading.Event | None = None,
-                 batch_expire_after: int | None = None, batch_line_status: dict[int, int] | None = None):
+                 batch_expire_after: int | None = None, batch_line_status: dict[int, int] | None = None,
+                 default: dict | None = None):
         self.script = list(script or [])
+        self.default = dict(default or {"status": 200})  # the step of every POST the script does not cover
         self.reply = reply
         self.fault_rate, self.faults, self.rng = fault_rate, list(faults), random.Random(seed)
         self.models = list(models)
@@ -125,7 +128,7 @@ class FakeOpenAI:
                     elif outer.fault_rate and outer.rng.random() < outer.fault_rate:
                         step = {"fault": outer.rng.choice(outer.faults)}
                     else:
-                        step = {"status": 200}
+                        step = dict(outer.default)
                     if "fault" in step:
                         outer.injected[step["fault"]] = outer.injected.get(step["fault"], 0) + 1
                 try:
@@ -144,6 +147,17 @@ class FakeOpenAI:
                 if fault == "timeout":
                     time.sleep(outer.timeout_sleep_s)
                     return
+                if fault == "drip":  # headers at once, then a byte a second: no read ever times out
+                    data = json.dumps({"choices": [], "padding": " " * 4096}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    for i in range(len(data)):
+                        self.wfile.write(data[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(1.0)
+                    return
                 if fault == "malformed":
                     data = b'{"id": "chatcmpl-fake", "choices": [{"index": 0, "message": {"content": "He'
                     self.send_response(200)
@@ -154,7 +168,9 @@ class FakeOpenAI:
                     return
                 status = step.get("status", 200)
                 if status != 200:
-                    return self._send(status, {"error": {"message": f"injected {status}"}}, step.get("headers", {}))
+                    # echo_auth: a careless server that quotes the request's credentials in its error
+                    echo = f" for {self.headers.get('Authorization')}" if step.get("echo_auth") else ""
+                    return self._send(status, {"error": {"message": f"injected {status}{echo}"}}, step.get("headers", {}))
                 text = step.get("text")
                 finish = step.get("finish_reason", "stop")
                 if fault == "empty":

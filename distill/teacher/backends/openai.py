@@ -17,6 +17,7 @@ import openai
 from distill.config import Config
 from distill.teacher.cached import Session
 from distill.teacher.request import Request, TeacherError, failed_record, reply_record
+from distill.text import scrub
 
 
 def retry_after_seconds(headers: httpx.Headers | None) -> float | None:
@@ -40,6 +41,11 @@ def retry_after_seconds(headers: httpx.Headers | None) -> float | None:
             return max(0.0, when.timestamp() - time.time())
         except (TypeError, ValueError):
             return None
+
+
+# Statuses no retry can fix: the first one stops the run with its cause instead of failing every request.
+FATAL = {401: "authentication failed (check the API key)", 403: "permission denied",
+         404: "model or endpoint not found"}
 
 
 def _short(e: Exception) -> str:
@@ -76,7 +82,10 @@ class OpenAIBackend:
 
     async def _once(self, client: openai.AsyncOpenAI, req: Request) -> dict:
         t0 = time.perf_counter()
-        resp = await client.chat.completions.create(model=req.model, messages=req.message_dicts(), **dict(req.params))
+        # httpx's timeout bounds each read, not the whole reply: a server sending a byte a second never
+        # trips it. The deadline bounds the attempt as a whole.
+        resp = await asyncio.wait_for(client.chat.completions.create(
+            model=req.model, messages=req.message_dicts(), **dict(req.params)), self.cfg.teacher.endpoint.timeout_s)
         latency = time.perf_counter() - t0
         if not resp.choices:
             raise TeacherError("reply has no choices")
@@ -100,17 +109,27 @@ class OpenAIBackend:
                     rec = await self._once(client, req)
                 usage.request_seconds += rec["latency_s"] or 0.0
                 return rec
-            except (openai.APIError, TeacherError, ValueError, TypeError, AttributeError) as e:
+            except (openai.APIError, TeacherError, TimeoutError, ValueError, TypeError, AttributeError) as e:
                 # ValueError & co.: a reply that is not the JSON the protocol promises (a proxy's
                 # error page, a truncated body); transient like a 5xx, so retried like one
                 status = getattr(e, "status_code", None)
                 name = (f"{type(e).__name__}" if isinstance(e, (openai.APIError, TeacherError))
+                        else f"DeadlineExceeded(timeout_s={ep.timeout_s:g})" if isinstance(e, TimeoutError)
                         else "MalformedReply") + (f"({status})" if status else "")
                 usage.error(name)
+                # an error body may echo the key or the URL's user:pass@: neither is stored or printed
+                why = scrub(f"{name}: {_short(e)}", self.cfg.api_key())
+                if status in FATAL:
+                    session.stop(f"{FATAL[status]}: HTTP {status} from {scrub(self.base_url)} for model "
+                                 f"'{req.model}' ({why})")
                 retryable = status is None or status == 429 or status >= 500 or status == 408
                 if not retryable or attempt >= ep.max_retries:
-                    return failed_record(req, f"{name}: {_short(e)}", attempts=attempt + 1)
+                    return failed_record(req, why, attempts=attempt + 1)
                 wait = retry_after_seconds(getattr(getattr(e, "response", None), "headers", None))
+                if wait is not None and wait > ep.max_retry_after_s:
+                    session.stop(f"the teacher asked to wait {wait:.0f} s (Retry-After), more than "
+                                 f"teacher.endpoint.max_retry_after_s={ep.max_retry_after_s:g}: try again later or raise it")
+                    return failed_record(req, f"{why} (Retry-After {wait:.0f} s)", attempts=attempt + 1)
                 if wait is None:
                     wait = min(ep.backoff_max_s, ep.backoff_base_s * 2 ** attempt)
                     wait *= 0.5 + random.random() / 2

@@ -24,6 +24,7 @@ from distill.config import Config
 from distill.io import AppendLog
 from distill.teacher.cached import Session
 from distill.teacher.request import Request, failed_record, reply_record
+from distill.text import scrub
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = {"completed", "expired", "failed", "cancelled"}
@@ -132,6 +133,7 @@ class BatchRunner:
         cfg = backend.cfg
         self.bcfg = cfg.teacher.batch
         self.session, self.usage, self.sleep = session, session.usage, backend.sleep
+        self.key = cfg.api_key()  # scrubbed from stored error text
         self.results = session.results
         self.client = openai.OpenAI(base_url=backend.base_url, api_key=cfg.api_key() or "not-needed",
                                     max_retries=cfg.teacher.endpoint.max_retries,
@@ -164,6 +166,7 @@ class BatchRunner:
         self._wait()
         for k, r in self.by_key.items():
             if k not in self.results:  # still in a batch we stopped waiting on
+                self.usage.error("BatchStillRunning")
                 self.session.finish(r, failed_record(r, "batch still running after teacher.batch.max_wait_s; "
                                                         "a re-run collects it by batch id"),
                                     store=False, admitted=k in self.admitted)
@@ -273,5 +276,5 @@ class BatchRunner:
         if retryable and self.rounds.get(req.key, 1) < self.bcfg.max_rounds:
             retry.append(req)
             return
-        rec = failed_record(req, err, batch_id=batch_id, attempts=self.rounds.get(req.key, 1))
+        rec = failed_record(req, scrub(err, self.key), batch_id=batch_id, attempts=self.rounds.get(req.key, 1))
         self.session.finish(req, rec, admitted=req.key in self.admitted)
