@@ -42,7 +42,7 @@ def _setup(config: Path | None, run_dir: Path | None, overrides: list[str] | Non
     `new` stages (generate, run) define the run and always save its config; later single stages
     save only an explicit --config, so `evaluate --set eval.path=...` leaves the run's config alone.
     """
-    from distill.rundir import RunDir, RunDirInUse
+    from distill.rundir import RunDir, RunDirError
     from distill.stages.context import prepare_run
     from distill.teacher import TeacherError
 
@@ -54,19 +54,19 @@ def _setup(config: Path | None, run_dir: Path | None, overrides: list[str] | Non
         rd = RunDir(run_dir)
     try:
         return prepare_run(config, rd, overrides or [], save=new or config is not None, stages=stages)
-    except (ConfigError, DataError, TeacherError, FileNotFoundError, RunDirInUse) as e:
+    except (ConfigError, DataError, TeacherError, FileNotFoundError, RunDirError) as e:
         _fail(str(e))
 
 
 def _guard(fn, ctx):
     """Run one stage on the context; its expected failures become one line and exit 2."""
-    from distill.rundir import RunDirInUse
+    from distill.rundir import RunDirError
     from distill.teacher import TeacherError
 
     try:
         with ctx:
             return fn(ctx)
-    except (ConfigError, DataError, TeacherError, FileNotFoundError, RunDirInUse) as e:
+    except (ConfigError, DataError, TeacherError, FileNotFoundError, RunDirError) as e:
         _fail(str(e))
 
 
@@ -169,14 +169,14 @@ def run(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None,
         # environment rather than as a flow parameter (Prefect stores parameters in its database)
         os.environ[ep.api_key_env] = ep.api_key.get_secret_value()
     from distill.flow import distill_flow, use_local_prefect
-    from distill.rundir import RunDirInUse
+    from distill.rundir import RunDirError
     from distill.teacher import TeacherError
 
     use_local_prefect(rd)
     try:
         # the flow picks up this prepared context (same process, same saved config): no second preflight
         distill_flow(config_path=str(rd.config), run_dir=str(rd.root))
-    except (ConfigError, DataError, RunDirInUse, TeacherError) as e:
+    except (ConfigError, DataError, RunDirError, TeacherError) as e:
         _fail(str(e))
     finally:
         ctx.close()

@@ -38,13 +38,29 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as e:  # written atomically, so only damage from outside makes it unreadable
+        raise DataError(f"{path}: corrupt ({str(e).splitlines()[0]}); delete it and re-run the stage that wrote it") from None
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file this project wrote itself (trusted: no per-field checks)."""
+    """Rows of a JSONL file this project wrote itself (no per-field checks; a damaged line is named)."""
+    return list(_jsonl_records(path))
+
+
+def _jsonl_records(path: Path) -> Iterator[dict]:
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError as e:
+                raise DataError(f"{path}:{n}: not a JSON record ({e.args[0].split(':')[0]}); the file is damaged") from None
+            if not isinstance(rec, dict):
+                raise DataError(f"{path}:{n}: not a JSON object; the file is damaged")
+            yield rec
 
 
 class AppendLog:
@@ -85,10 +101,7 @@ class AppendLog:
         return False
 
     def __iter__(self) -> Iterator[dict]:
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    yield json.loads(line)
+        return _jsonl_records(self.path)
 
     @staticmethod
     def read(path: Path) -> Iterator[dict]:
@@ -143,6 +156,8 @@ def load_examples(path: Path, *, columns: dict[str, str | None] | None = None, w
     cols = {**DEFAULT_COLUMNS, **(columns or {})}
     if not path.exists():
         raise DataError(f"{path}: {what} not found")
+    if path.is_dir():
+        raise DataError(f"{path}: {what} is a directory, not a file")
     rows, places, seen = [], {}, {}
     for place, raw in _records(path):
         out = {k: v for k, v in raw.items() if k not in cols.values()}

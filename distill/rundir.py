@@ -41,7 +41,11 @@ def check_name(name: str, what: str = "name") -> str:
     return name
 
 
-class RunDirInUse(RuntimeError):
+class RunDirError(RuntimeError):
+    """The run directory cannot be used: it is a file, not writable, or held by another process."""
+
+
+class RunDirInUse(RunDirError):
     """Another process holds the run directory's lock."""
 
 
@@ -85,6 +89,17 @@ class RunDir:
     def __str__(self) -> str:
         return str(self.root)
 
+    def make(self) -> None:
+        """Create the run directory, or say in one line why it cannot be one."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.root, os.W_OK):
+                raise PermissionError(f"[Errno 13] not writable: '{self.root}'")
+        except FileExistsError:
+            raise RunDirError(f"{self.root}: is a file, not a run directory") from None
+        except OSError as e:
+            raise RunDirError(f"{self.root}: cannot be a run directory ({e.strerror or e})") from None
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the run directory for writing: an OS lock (flock on .lock), released when the holder
@@ -94,7 +109,7 @@ class RunDir:
         if os.environ.get("RANK", "0") != "0":
             yield
             return
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.make()
         key = str(self.root.resolve())
         with _HELD_GUARD:
             held = _HELD.get(key)

@@ -124,3 +124,75 @@ def test_models_load_from_safetensors_only(tmp_path):
     torch.save(LlamaForCausalLM(cfg).state_dict(), d / "pytorch_model.bin")
     with pytest.raises(OSError, match="safetensors"):
         load_model(d)
+
+
+def _prepared(tmp_path):
+    from distill.stages.context import prepare_run
+
+    rd = tmp_path / "run"
+    prepare_run(None, rd, []).close()
+    return rd
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--config", "{dir}"], ": a directory, not a config file"),
+    (["--set", "seeds_path={dir}"], ": seed file is a directory, not a file"),
+    (["--set", "eval.models=[1,2"], "--set eval.models=[1,2: not a valid value"),
+])
+def test_paths_and_values_that_are_not_what_they_should_be(tmp_path, args, expected):
+    rd = tmp_path / "run"
+    code, err = run_cli("generate", "--run-dir", str(rd), *[a.format(dir=tmp_path) for a in args])
+    assert code == 2 and expected in err and len(err.splitlines()) == 1, err
+    assert not rd.exists()
+
+
+def test_a_config_that_extends_itself_in_a_cycle(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    code, err = run_cli("generate", "--config", str(tmp_path / "a.yaml"), "--run-dir", str(tmp_path / "run"))
+    assert code == 2 and "field 'extends': a cycle (a.yaml -> b.yaml -> a.yaml)" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_without_a_trained_student_stops_before_the_teacher(tmp_path):
+    rd = _prepared(tmp_path)
+    before = sorted(p.relative_to(rd) for p in rd.rglob("*") if p.name != ".lock")
+    code, err = run_cli("evaluate", "--run-dir", str(rd))
+    assert code == 2 and "no trained student (run `distill train` first)" in err, err
+    assert sorted(p.relative_to(rd) for p in rd.rglob("*") if p.name != ".lock") == before  # no teacher started
+    code, err = run_cli("evaluate", "--run-dir", str(tmp_path / "elsewhere"))
+    assert code == 2 and "not a run directory (no config.yaml)" in err and not (tmp_path / "elsewhere").exists()
+
+
+def test_every_row_filtered_out_is_one_line_not_a_traceback(tmp_path):
+    rd = _prepared(tmp_path)
+    (rd / "data").mkdir()
+    (rd / "data" / "train.jsonl").write_text("")
+    code, err = run_cli("train", "--run-dir", str(rd))
+    assert code == 2 and "train.jsonl: no rows survived filtering" in err and len(err.splitlines()) == 1, err
+    assert not (rd / "student").exists()
+
+
+def test_a_damaged_line_in_the_middle_of_the_store_is_named(tmp_path):
+    rd = _prepared(tmp_path)
+    (rd / "data").mkdir()
+    good = json.dumps({"key": "k1", "text": "x", "error": None})
+    (rd / "data" / "requests.jsonl").write_text(good + '\n{"key": "k2", "te\n' + good.replace("k1", "k3") + "\n")
+    with FakeOpenAI() as fake:
+        code, err = run_cli("generate", "--run-dir", str(rd), "--set", "teacher.endpoint.launch_local=false",
+                            "--set", f"teacher.endpoint.base_url={fake.base_url}", "--set", "teacher.model=fake-model")
+        assert fake.requests == []
+    assert code == 2 and "requests.jsonl:2: not a JSON record" in err and len(err.splitlines()) == 1, err
+
+
+def test_a_plugin_that_raises_on_import_and_a_run_dir_that_is_a_file(tmp_path, monkeypatch):
+    (tmp_path / "brokenplug.py").write_text("x = 1\nraise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rd = tmp_path / "run"
+    code, err = run_cli("generate", "--run-dir", str(rd), "--set", "plugins=[brokenplug]")
+    assert code == 2 and "plugin 'brokenplug' raised RuntimeError: boom (" in err and "brokenplug.py:2)" in err, err
+    assert len(err.splitlines()) == 1 and not rd.exists()
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    code, err = run_cli("generate", "--run-dir", str(afile))
+    assert code == 2 and "afile: is a file, not a run directory" in err and afile.read_text() == "not a directory"

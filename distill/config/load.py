@@ -85,7 +85,11 @@ def _set_path(data: dict, dotted: str, raw: str, *, source: str) -> None:
         if not isinstance(nxt, (dict, list)):
             raise ConfigError(f"{source}: --set {dotted}: '{k}' is not a section")
         cur = nxt
-    value = yaml.safe_load(raw) if raw != "" else ""
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {dotted}={raw}: not a valid value ({getattr(e, 'problem', None) or 'invalid YAML'}; "
+                          "quote it to pass a string)") from None
     if isinstance(cur.get(keys[-1]), dict) and "method" in cur[keys[-1]] and not isinstance(value, (dict, list)):
         cur[keys[-1]]["method"] = value  # a section with a method takes it as shorthand: teacher.adaptation=lora
     else:
@@ -121,14 +125,20 @@ def _yaml_line(text: str, keys: list[str]) -> str:
     return f":{found.start_mark.line + 1}" if found is not None else ""
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
+                _chain: tuple[Path, ...] = ()) -> Config:
     """Load YAML, apply `a.b=c` overrides, validate. Raises ConfigError with a one-line message."""
     path = find_config(path) if path else DEFAULT_CONFIG
     source = str(path)
+    if path.resolve() in _chain:
+        cycle = " -> ".join(p.name for p in (*_chain, path.resolve()))
+        raise ConfigError(f"{_chain[-1]}: field 'extends': a cycle ({cycle})")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{source}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{source}: a directory, not a config file") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
@@ -145,7 +155,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if "extends" in data:  # a config that starts from another one (path relative to this file)
         parent = Path(str(data.pop("extends")))
         parent_path = parent if parent.is_absolute() else Path(path).parent / parent
-        base = load_config(parent_path).model_dump(mode="json", exclude={"teacher": {"endpoint": {"api_key"}}})
+        base = load_config(parent_path, _chain=(*_chain, path.resolve())).model_dump(
+            mode="json", exclude={"teacher": {"endpoint": {"api_key"}}})
         data = _deep_merge(base, data)
     for ov in overrides or []:
         if "=" not in ov:

@@ -18,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 from distill.config import Config, load_config, save_config
-from distill.io import Examples
+from distill.io import DataError, Examples
 from distill.rundir import RunDir
 from distill.stages.preflight import Inputs, preflight
 from distill.tasks import ClassificationTask, Task
@@ -122,6 +122,9 @@ def prepare_run(config: str | Path | None, run_dir: Path | RunDir | None, overri
         config = run.config
     cfg = load_config(config, overrides)
     inputs = preflight(cfg, stages)
+    if not save and run is not None and not run.config.exists():
+        raise DataError(f"{run}: not a run directory (no config.yaml): start one with `distill generate` or "
+                        "`distill run`, or pass --config")
     run = run or RunDir.new()
     if save or not run.config.exists():
         with run.lock():  # not while another process runs on it

@@ -128,6 +128,7 @@ def run(ctx: RunContext) -> EvalSummary:
     predictions: dict[str, list[str]] = {}
     spent = 0.0
     t_stage = time.perf_counter()
+    local = in_process_models(ctx)  # a student never trained stops the stage before the teacher is asked
 
     def record(key: str, name: str, role: str, engine: str, params: int | None, answers, wall, cost: dict,
                prompt: str):
@@ -156,7 +157,6 @@ def run(ctx: RunContext) -> EvalSummary:
         record("teacher", t.model, "teacher", teacher.realtime(1).engine, params, answers, wall, cost,
                f"{len(ctx.shots)}-shot, system prompt" + (", LoRA-adapted on the seeds" if t.adaptation.method == "lora" else ""))
 
-    local = in_process_models(ctx)
     loaded: dict[Path, tuple] = {}
     for m in local:
         if m.path not in loaded:

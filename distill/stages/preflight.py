@@ -65,6 +65,12 @@ def import_plugins(cfg: Config) -> None:
             importlib.import_module(mod)
         except ImportError as e:
             raise config_error(cfg, ["plugins"], f"plugin '{mod}' cannot be imported ({e})") from None
+        except Exception as e:  # noqa: BLE001 - the plugin's own code failed; name it, not our traceback
+            import traceback
+
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            raise config_error(cfg, ["plugins"], f"plugin '{mod}' raised {type(e).__name__}: {e} "
+                                                 f"({where.filename}:{where.lineno})") from None
 
 
 def check_filters(cfg: Config) -> None:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from distill.config import Training
-from distill.io import read_jsonl
+from distill.io import DataError, read_jsonl
 from distill.models.load import base_student_dir, parameter_count, pruned_dir, save_model_dir
 from distill.records import Row, prompt_completion
 from distill.stages.context import RunContext, writes
@@ -36,7 +36,8 @@ def run(ctx: RunContext) -> TrainStats:
         raise FileNotFoundError(f"{rd.train}: not found (run `distill filter` first)")
     rows = [Row.from_dict(r) for r in read_jsonl(rd.train)]
     if not rows:
-        raise ValueError(f"{rd.train}: no rows survived filtering; nothing to train on")
+        raise DataError(f"{rd.train}: no rows survived filtering; nothing to train on (see data/dropped.jsonl "
+                        "for the reasons)")
     records = to_prompt_completion(ctx.task, rows)
     candidates = cfg.student_candidates()
     per = {}

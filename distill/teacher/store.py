@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.io import AppendLog
+from distill.io import AppendLog, DataError
 
 
 class RequestStore:
@@ -24,12 +24,14 @@ class RequestStore:
         self.done: dict[str, dict] = {}
         for other in sorted(path.parent.glob(f"{path.stem}.*{path.suffix}")) + [path]:
             if other != own and other.exists():
-                self._index(AppendLog.read(other))
+                self._index(AppendLog.read(other), other)
         self.log = AppendLog(own)
-        self._index(self.log)
+        self._index(self.log, own)
 
-    def _index(self, records) -> None:
+    def _index(self, records, path: Path) -> None:
         for rec in records:
+            if "key" not in rec:
+                raise DataError(f"{path}: a record without 'key'; the store is damaged")
             if rec.get("error") is None:
                 self.done[rec["key"]] = rec
 
