@@ -7,6 +7,7 @@ what earlier stages wrote.
       .lock                   held by the process writing to the run (its pid inside)
       data/requests*.jsonl    the teacher request store (one file per writer)
       data/batches*.jsonl     the Batch API journal (one file per writer)
+      data/sending*.jsonl     budgeted requests, each written before it is sent (one file per writer)
       data/generated.jsonl    candidate rows        data/train.jsonl   rows every filter kept
       data/dropped.jsonl      the drop ledger       dataset/           the kept set (parquet + card)
       teacher/                the LoRA-adapted teacher (adapter/, merged/, checkpoints/)
@@ -173,6 +174,17 @@ class RunDir:
     def requests(self, writer: str | None = None) -> Path:
         """The request store's file for `writer` (None = the main one); a store reads every writer's file."""
         return self.data / (f"requests.{writer}.jsonl" if writer else "requests.jsonl")
+
+    def generation_requests(self) -> list[Path]:
+        """The request store's files of generation's writers (the filters' judge has its own)."""
+        return sorted(p for p in self.data.glob("requests*.jsonl") if p != self.requests("filters"))
+
+    def sending(self, writer: str | None = None) -> Path:
+        """Budgeted requests about to be sent, one line each, written before they go (what a budget counts)."""
+        return self.data / (f"sending.{writer}.jsonl" if writer else "sending.jsonl")
+
+    def sending_files(self) -> list[Path]:
+        return sorted(self.data.glob("sending*.jsonl"))
 
     def batches(self, writer: str | None = None) -> Path:
         """The Batch API journal beside the store of the same writer."""

@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Callable
 
 from distill.config import Config
-from distill.io import write_jsonl
+from distill.io import AppendLog, write_jsonl
 from distill.records import Row
 from distill.rundir import RunDir
 from distill.stages.adapt import adapt_teacher
@@ -38,8 +38,7 @@ def run(ctx: RunContext, map_shards: MapShards = sequential) -> GenerateStats:
     adapt_teacher(ctx)
     cfg, rd, seeds = ctx.cfg, ctx.run, ctx.seeds
     g, n = cfg.generation, cfg.generation.shards
-    prev = GenerateStats.read(rd.stats("generate")).totals
-    spent = (prev.requests_sent - prev.retries, prev.cost_usd)
+    spent = spent_so_far(cfg, rd)
     t_start = time.perf_counter()
     job = ShardJob(cfg, rd, ctx.teacher(), seeds, ctx.shots, n)
 
@@ -96,6 +95,18 @@ def no_usable_row(stats: GenerateStats) -> str:
             f"{c.parsed_inputs} inputs parsed, {c.teacher_rows_failed} answers failed"
             + (f" (most common error: {common} x{u.errors[common]})" if common else "")
             + "; see data/requests.jsonl, or set generation.seeds_only_ok=true to train on the seeds alone")
+
+
+def spent_so_far(cfg: Config, rd: RunDir) -> tuple[int, float]:
+    """(requests, USD) the run has spent on generation before this invocation. The stats file is written
+    at the end of an invocation, so a killed one is missing from it; the sending files (a line per
+    request, written before it goes) and the store's token counts are not: whichever is larger counts."""
+    prev = GenerateStats.read(rd.stats("generate")).totals
+    sent = sum(1 for f in rd.sending_files() for _ in AppendLog.read(f))
+    tokens = [r["usage"] for f in rd.generation_requests() for r in AppendLog.read(f) if r.get("usage")]
+    stored = teacher_cost(cfg, sum(u["prompt_tokens"] for u in tokens), sum(u["completion_tokens"] for u in tokens),
+                          0.0)["usd"] if tokens else 0.0
+    return max(prev.requests_sent - prev.retries, sent), max(prev.cost_usd, stored)
 
 
 def plan_generation(cfg: Config, task: Task, seeds: list[dict]) -> dict:

@@ -41,7 +41,8 @@ class ShardJob:
 
     def store(self, shard: int) -> RequestStore:
         writer = f"shard{shard}" if self.shards > 1 else None
-        return RequestStore(self.run.requests(), writer=writer, journal=self.run.batches(writer))
+        return RequestStore(self.run.requests(), writer=writer, journal=self.run.batches(writer),
+                            sending=self.run.sending(writer))
 
 
 def answer_requests(cfg: Config, task: Task, text: str, shots: list[dict]) -> list[Request]:

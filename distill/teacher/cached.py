@@ -34,6 +34,8 @@ class Session:
         done = self.usage.requests_sent - self.usage.retries
         avg_seconds = self.usage.request_seconds / done if done else 1.0
         if self.budget.admit(estimate_tokens(req.message_dicts()), req.max_tokens, avg_seconds):
+            if self.store is not None:
+                self.store.intend(req.key)
             return True
         return self._skip(req, self.budget.exhausted)
 

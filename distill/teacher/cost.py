@@ -60,6 +60,7 @@ class Budget:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     exhausted: str | None = None
+    limit: int | None = None  # the configured max_requests, for the message (max_requests is this share's)
 
     def spent_usd(self) -> float:
         return self.spent_before_usd + self.price(self.prompt_tokens, self.completion_tokens,
@@ -68,7 +69,7 @@ class Budget:
     def admit(self, est_prompt_tokens: int, est_completion_tokens: int, est_seconds: float) -> bool:
         if self.exhausted is None and self.max_requests is not None \
                 and self.sent_before + self.admitted >= self.max_requests:
-            self.exhausted = f"teacher.budget.max_requests={self.max_requests} reached"
+            self.exhausted = f"teacher.budget.max_requests={self.limit or self.max_requests} reached"
         if self.exhausted is None and self.max_cost_usd is not None:
             nxt = self.price(est_prompt_tokens, est_completion_tokens, est_seconds)
             if self.spent_usd() + nxt * (1 + self.in_flight) > self.max_cost_usd:
@@ -100,4 +101,5 @@ def make_budget(cfg: Config, spent_requests: int, spent_usd: float, shard: int =
         left = max(0, b.max_requests - spent_requests)
         max_requests = left // shards + (shard < left % shards)
     max_cost = None if b.max_cost_usd is None else max(0.0, b.max_cost_usd - spent_usd) / shards
-    return Budget(max_requests, max_cost, lambda pt, ct, secs: teacher_cost(cfg, pt, ct, secs)["usd"])
+    return Budget(max_requests, max_cost, lambda pt, ct, secs: teacher_cost(cfg, pt, ct, secs)["usd"],
+                  limit=b.max_requests)

@@ -14,7 +14,7 @@ class RequestStore:
     again on the next run.
     """
 
-    def __init__(self, path: Path, writer: str | None = None, journal: Path | None = None):
+    def __init__(self, path: Path, writer: str | None = None, journal: Path | None = None, sending: Path | None = None):
         # Shards running in parallel processes each append to their own file
         # (requests.<writer>.jsonl); every store reads all of them, so re-sharding never resends.
         path = Path(path)
@@ -27,6 +27,9 @@ class RequestStore:
                 self._index(AppendLog.read(other), other)
         self.log = AppendLog(own)
         self._index(self.log, own)
+        # a line per request about to be sent, written before it goes: budgets count these, so a run
+        # killed with requests in flight still has them counted on the next run
+        self.sending_path, self._sending = sending, None
 
     def _index(self, records, path: Path) -> None:
         for rec in records:
@@ -43,5 +46,13 @@ class RequestStore:
         if rec.get("error") is None:
             self.done[rec["key"]] = rec
 
+    def intend(self, key: str) -> None:
+        if self.sending_path is not None:
+            if self._sending is None:
+                self._sending = AppendLog(self.sending_path)
+            self._sending.append({"key": key})
+
     def close(self) -> None:
         self.log.close()
+        if self._sending is not None:
+            self._sending.close()
