@@ -188,3 +188,16 @@ def test_max_requests_holds_across_a_sigkill_and_a_rerun(tmp_path):
         sent = len(fake.requests)
     assert code == 0, out
     assert sent <= 10 and "cut short: teacher.budget.max_requests=10 reached" in " ".join(out.split()), (sent, out)
+
+
+def test_distill_run_with_a_rejected_key_stops_after_one_request_without_retrying_the_stage(tmp_path):
+    """Breaks caught: the flow retrying the generate task (retries=2) on a fatal error, and the run
+    going on to train on the seeds alone."""
+    rd = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with FakeOpenAI(default={"status": 401}) as fake:
+        r = subprocess.run(distill_cmd("run", "--run-dir", str(rd), *_teacher(fake, "teacher.endpoint.max_concurrency=1")),
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    err = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "error: teacher: authentication failed" in err, r.stderr[-3000:]
+    assert len(fake.requests) == 1 and not (rd / "student").exists() and not (rd / "data" / "train.jsonl").exists()
