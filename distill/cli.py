@@ -27,6 +27,7 @@ RunDirOpt = Annotated[Optional[Path], typer.Option(
     "--run-dir", "-r", help="Run directory (default: newest under runs/, or a new one).")]
 DryRunOpt = Annotated[bool, typer.Option(
     "--dry-run", help="Print the planned teacher requests, tokens and cost; call nothing, write nothing.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the stages of a run made with another config, with this one.")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a config field: key.path=value (repeatable).")]
 
 
@@ -36,7 +37,7 @@ def _fail(msg: str, code: int = 2) -> None:
 
 
 def _setup(config: Path | None, run_dir: Path | None, overrides: list[str] | None, *, new: bool,
-           stages: tuple[str, ...] = ()):
+           stages: tuple[str, ...] = (), force: bool = False):
     """The run context: the run directory resolved, the config loaded and checked, then saved there.
 
     `new` stages (generate, run) define the run and always save its config; later single stages
@@ -53,7 +54,7 @@ def _setup(config: Path | None, run_dir: Path | None, overrides: list[str] | Non
     else:
         rd = RunDir(run_dir)
     try:
-        return prepare_run(config, rd, overrides or [], save=new or config is not None, stages=stages)
+        return prepare_run(config, rd, overrides or [], save=new or config is not None, stages=stages, force=force)
     except (ConfigError, DataError, TeacherError, FileNotFoundError, RunDirError) as e:
         _fail(str(e))
 
@@ -71,16 +72,10 @@ def _guard(fn, ctx):
 
 
 def _dry_run(config: Path | None, run_dir: Path | None, overrides: list[str] | None) -> None:
-    from distill.config import load_config
-    from distill.rundir import RunDir
-    from distill.stages.generate import plan_generation
-    from distill.stages.preflight import preflight
+    from distill.stages.generate import dry_run_plan
 
-    saved = RunDir(run_dir).config if run_dir else None
     try:
-        cfg = load_config(config or (saved if saved and saved.exists() else None), overrides or [])
-        inputs = preflight(cfg, ())  # every file checked; the teacher is not probed
-        plan = plan_generation(cfg, inputs.task, inputs.seeds)
+        plan = dry_run_plan(config, run_dir, overrides or [])
     except (ConfigError, DataError) as e:
         _fail(str(e))
     t = Table("planned", "value", title="dry run: nothing was sent to the teacher")
@@ -90,13 +85,14 @@ def _dry_run(config: Path | None, run_dir: Path | None, overrides: list[str] | N
 
 
 @app.command()
-def generate(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None, dry_run: DryRunOpt = False):
+def generate(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None, dry_run: DryRunOpt = False,
+             force: ForceOpt = False):
     """Seed expansion + teacher answers -> data/generated.jsonl (resumable; finished requests are never re-sent)."""
     from distill.stages import generate as stage
 
     if dry_run:
         return _dry_run(config, run_dir, set)
-    ctx = _setup(config, run_dir, set, new=True, stages=("generate",))
+    ctx = _setup(config, run_dir, set, new=True, stages=("generate",), force=force)
     stats = _guard(stage.run, ctx)
     last = stats.last
     console.print(f"generated {stats.counts.rows} rows in {ctx.run}: {last.requests_sent} teacher requests sent, "
@@ -106,12 +102,12 @@ def generate(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = 
 
 
 @app.command("filter")
-def filter_(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None):
+def filter_(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None, force: ForceOpt = False):
     """Run the filter stages -> data/train.jsonl, data/dropped.jsonl (ledger), dataset/ (parquet + card)."""
     from distill.report import filter_rows
     from distill.stages import filter as stage
 
-    ctx = _setup(config, run_dir, set, new=False)
+    ctx = _setup(config, run_dir, set, new=False, stages=("filter",), force=force)
     stats = _guard(stage.run, ctx)
     t = Table("stage", "in", "kept", "dropped", "top reasons", title=f"filters ({ctx.run})")
     for r in filter_rows(stats.stages):
@@ -146,24 +142,23 @@ def evaluate(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = 
 @app.command()
 def report(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None):
     """report.json, report.md and frontier.png from a finished run directory."""
+    from distill.report.console import show_report
     from distill.stages import report as stage
 
     ctx = _setup(config, run_dir, set, new=False)
-    from distill.report.console import show_report
-
     show_report(_guard(stage.run, ctx), ctx.run.report_md)
 
 
 @app.command()
-def run(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None, dry_run: DryRunOpt = False):
+def run(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None, dry_run: DryRunOpt = False,
+        force: ForceOpt = False):
     """The whole distillation path as one Prefect flow: generate -> filter -> train -> evaluate -> report."""
     if dry_run:
         return _dry_run(config, run_dir, set)
     from distill.stages.context import ALL_STAGES
 
-    ctx = _setup(config, run_dir, set, new=True, stages=ALL_STAGES)
-    cfg, rd = ctx.cfg, ctx.run
-    ep = cfg.teacher.endpoint
+    ctx = _setup(config, run_dir, set, new=True, stages=ALL_STAGES, force=force)
+    rd, ep = ctx.run, ctx.cfg.teacher.endpoint
     if ep.api_key is not None:
         # the flow re-reads the saved config, which never holds the key; hand it over through the
         # environment rather than as a flow parameter (Prefect stores parameters in its database)
@@ -210,25 +205,11 @@ def deploy(name: Annotated[str, typer.Option(help="Deployment name.")] = "nightl
 
     A fixed run directory (default runs/<name>) makes repeated runs reuse every finished stage.
     """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
-    from prefect.schedules import Cron
-
-    from distill.config import PROJECT_ROOT
-    from distill.flow import distill_flow
+    from distill.flow import create_deployment
 
     if not os.environ.get("PREFECT_API_URL"):
         _fail("PREFECT_API_URL is not set: start a server (`prefect server start`) and point PREFECT_API_URL at it")
-    params = _deployment_params(config, run_dir, set, name)
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
-        except ObjectAlreadyExists:
-            pass
-    dep_id = distill_flow.from_source(source=str(PROJECT_ROOT), entrypoint="flows/distill_flow.py:distill_flow").deploy(
-        name=name, work_pool_name=pool, parameters=params, schedules=[Cron(cron, timezone="UTC", active=active)],
-        build=False, push=False, print_next_steps=False, description="Seeds -> teacher -> filters -> student -> report")
+    dep_id = create_deployment(name, pool, cron, active, _deployment_params(config, run_dir, set, name))
     print(f"deployment distill/{name} ({dep_id}) on pool '{pool}', schedule '{cron}' {'active' if active else 'inactive'}")
     print(f"start a worker:  prefect worker start --pool {pool}")
     print(f"run it now:      prefect deployment run distill/{name}")
@@ -246,6 +227,27 @@ def serve(name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly
 
     params = _deployment_params(config, run_dir, set, name)
     distill_flow.serve(name=name, parameters=params, schedules=[Cron(cron, timezone="UTC", active=active)])
+
+
+@app.command()
+def doctor(run_dir: RunDirOpt = None, fix: Annotated[bool, typer.Option(
+        "--fix", help="Move damaged log lines (and damaged whole files) aside to <file>.damaged.")] = False):
+    """Check a run directory's files line by line; with --fix, set damaged lines aside so the run can go on."""
+    from distill.rundir import RunDir, RunDirError
+    from distill.stages.doctor import examine, set_aside
+
+    rd = RunDir(run_dir) if run_dir else RunDir.newest()
+    if rd is None or not rd.config.exists():
+        _fail(f"{rd or 'runs/'}: not a run directory (no config.yaml)")
+    damage = examine(rd)
+    try:
+        lines = set_aside(rd, damage) if fix else list(map(str, damage))
+    except RunDirError as e:
+        _fail(str(e))
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"{len(damage)} problem(s) in {rd}" + ("" if fix or not damage else "; `distill doctor --fix` sets them aside"))
+    raise typer.Exit(1 if damage and not fix else 0)
 
 
 @app.command("config")

@@ -8,6 +8,7 @@ what earlier stages wrote.
       data/requests*.jsonl    the teacher request store (one file per writer)
       data/batches*.jsonl     the Batch API journal (one file per writer)
       data/sending*.jsonl     budgeted requests, each written before it is sent (one file per writer)
+      data/*.damaged          lines `distill doctor --fix` set aside
       data/generated.jsonl    candidate rows        data/train.jsonl   rows every filter kept
       data/dropped.jsonl      the drop ledger       dataset/           the kept set (parquet + card)
       teacher/                the LoRA-adapted teacher (adapter/, merged/, checkpoints/)
@@ -178,6 +179,15 @@ class RunDir:
     def generation_requests(self) -> list[Path]:
         """The request store's files of generation's writers (the filters' judge has its own)."""
         return sorted(p for p in self.data.glob("requests*.jsonl") if p != self.requests("filters"))
+
+    def append_logs(self) -> list[Path]:
+        """Every append-only log of the run: the request store, the Batch API journal, the sending log."""
+        return sorted(p for pat in ("requests*.jsonl", "batches*.jsonl", "sending*.jsonl") for p in self.data.glob(pat))
+
+    def whole_outputs(self) -> list[Path]:
+        """Files a stage writes whole (and atomically): its rows and its stats."""
+        rows = [p for p in (self.generated, self.train, self.dropped) if p.exists()]
+        return rows + sorted((self.root / "stats").glob("*.json"))
 
     def sending(self, writer: str | None = None) -> Path:
         """Budgeted requests about to be sent, one line each, written before they go (what a budget counts)."""

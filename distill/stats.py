@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from distill.io import read_json, write_json
+from distill.io import DataError, read_json, write_json
 
 
 class Stats(BaseModel):
@@ -23,7 +23,13 @@ class Stats(BaseModel):
     @classmethod
     def read(cls, path: Path):
         """The stats a stage wrote, or an empty record when it has not run."""
-        return cls.model_validate(read_json(path)) if Path(path).exists() else cls()
+        if not Path(path).exists():
+            return cls()
+        try:
+            return cls.model_validate(read_json(path))
+        except ValidationError as e:
+            raise DataError(f"{path}: corrupt ({e.errors()[0]['loc']}: {e.errors()[0]['msg']}); delete it and re-run "
+                            "the stage that wrote it") from None
 
     def write(self, path: Path) -> None:
         write_json(path, self.model_dump(mode="json"))

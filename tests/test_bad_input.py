@@ -64,6 +64,7 @@ def test_eval_set_overlapping_the_seeds(tmp_path):
     # a ladder student's name becomes students/<name>/: '..' would be the run directory itself
     ("students:\n  - {name: '..'}\n", "field 'students.0.name': student name '..' is not a safe name"),
     ("students:\n  - {name: ../../x}\n", "student name '../../x' is not a safe name"),
+    ("task: nosuchtask\n", "unknown task 'nosuchtask'"),
 ])
 def test_bad_config(tmp_path, yaml_text, expected):
     c = tmp_path / "c.yaml"
@@ -126,17 +127,18 @@ def test_models_load_from_safetensors_only(tmp_path):
         load_model(d)
 
 
-def _prepared(tmp_path):
+def _prepared(tmp_path, *sets):
     from distill.stages.context import prepare_run
 
     rd = tmp_path / "run"
-    prepare_run(None, rd, []).close()
+    prepare_run(None, rd, list(sets)).close()
     return rd
 
 
 @pytest.mark.parametrize("args,expected", [
     (["--config", "{dir}"], ": a directory, not a config file"),
     (["--set", "seeds_path={dir}"], ": seed file is a directory, not a file"),
+    (["--set", "eval.path={dir}"], ": eval set is a directory, not a file"),
     (["--set", "eval.models=[1,2"], "--set eval.models=[1,2: not a valid value"),
 ])
 def test_paths_and_values_that_are_not_what_they_should_be(tmp_path, args, expected):
@@ -174,7 +176,7 @@ def test_every_row_filtered_out_is_one_line_not_a_traceback(tmp_path):
 
 
 def test_a_damaged_line_in_the_middle_of_the_store_is_named(tmp_path):
-    rd = _prepared(tmp_path)
+    rd = _prepared(tmp_path, "teacher.model=fake-model")
     (rd / "data").mkdir()
     good = json.dumps({"key": "k1", "text": "x", "error": None})
     (rd / "data" / "requests.jsonl").write_text(good + '\n{"key": "k2", "te\n' + good.replace("k1", "k3") + "\n")
@@ -196,3 +198,24 @@ def test_a_plugin_that_raises_on_import_and_a_run_dir_that_is_a_file(tmp_path, m
     afile.write_text("not a directory")
     code, err = run_cli("generate", "--run-dir", str(afile))
     assert code == 2 and "afile: is a file, not a run directory" in err and afile.read_text() == "not a directory"
+
+
+def test_a_run_dir_where_nothing_can_be_written():
+    code, err = run_cli("generate", "--run-dir", "/sys/distill-run")
+    assert code == 2 and "/sys/distill-run: cannot be a run directory (Operation not permitted)" in err, err
+
+
+@pytest.mark.parametrize("damaged,command,expected", [
+    ("data/generated.jsonl", "filter", "generated.jsonl:2: not a JSON record"),
+    ("stats/generate.json", "generate", "stats/generate.json: corrupt"),
+])
+def test_a_damaged_file_of_an_earlier_stage(tmp_path, damaged, command, expected):
+    rd = _prepared(tmp_path, "teacher.model=fake-model")
+    (rd / damaged).parent.mkdir(exist_ok=True)
+    (rd / damaged).write_text('{"id": "a", "input": "x", "output": "y", "status": "ok"}\n{"id": "b", "inp\n')
+    with FakeOpenAI() as fake:
+        code, err = run_cli(command, "--run-dir", str(rd), "--set", "teacher.endpoint.launch_local=false",
+                            "--set", f"teacher.endpoint.base_url={fake.base_url}", "--set", "teacher.model=fake-model")
+        assert fake.requests == []
+    assert code == 2 and expected in err and len(err.splitlines()) == 1, err
+    assert not (rd / "data" / "train.jsonl").exists()

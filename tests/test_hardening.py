@@ -113,8 +113,8 @@ def test_every_request_failing_stops_the_run_with_the_common_error(tmp_path):
         out = " ".join(out.split())
         assert code == 2 and "no usable row: 6 of 6 input requests failed" in out and "InternalServerError(500)" in out
         assert not (rd / "data" / "generated.jsonl").exists()
-        code, out = _cli("generate", "--run-dir", str(rd), *_teacher(fake, "teacher.endpoint.max_retries=0",
-                                                                      "generation.seeds_only_ok=true"))
+        code, out = _cli("generate", "--run-dir", str(rd), "--force", *_teacher(fake, "teacher.endpoint.max_retries=0",
+                                                                                 "generation.seeds_only_ok=true"))
     assert code == 0 and len(read_jsonl(rd / "data" / "generated.jsonl")) > 0, out
 
 
@@ -201,3 +201,47 @@ def test_distill_run_with_a_rejected_key_stops_after_one_request_without_retryin
     err = " ".join(r.stderr.split())
     assert r.returncode == 2 and "error: teacher: authentication failed" in err, r.stderr[-3000:]
     assert len(fake.requests) == 1 and not (rd / "student").exists() and not (rd / "data" / "train.jsonl").exists()
+
+
+def test_a_run_directory_refuses_another_config_unless_forced(tmp_path):
+    """Break caught: generate re-run with another config silently replacing config.yaml while the store
+    and stats mixed both configs' requests."""
+    from distill.io import read_json
+
+    rd = tmp_path / "run"
+    with FakeOpenAI() as fake:
+        code, out = _cli("generate", "--run-dir", str(rd), *_teacher(fake, "generation.input_requests=2"))
+        assert code == 0, out
+        saved, sent = (rd / "config.yaml").read_text(), len(fake.requests)
+        code, out = _cli("generate", "--run-dir", str(rd), *_teacher(fake, "generation.input_requests=3"))
+        out = " ".join(out.split())
+        assert code == 2 and "made with another config (generation.input_requests: 2 -> 3)" in out, out
+        assert (rd / "config.yaml").read_text() == saved and len(fake.requests) == sent
+        code, out = _cli("generate", "--run-dir", str(rd), "--force", *_teacher(fake, "generation.input_requests=3"))
+    assert code == 0, out
+    assert "input_requests: 3" in (rd / "config.yaml").read_text()
+    assert len(read_json(rd / "stats" / "generate.json")["invocations"]) == 1  # a fresh history, not a mixed one
+
+
+def test_a_torn_middle_line_of_the_store_is_named_then_set_aside_losing_only_its_request(tmp_path):
+    """Break caught: one damaged line in the middle of data/requests.jsonl made every later generate
+    fail for good with a JSONDecodeError traceback naming no file or line."""
+    rd = tmp_path / "run"
+    with FakeOpenAI() as fake:
+        args = _teacher(fake, "generation.input_requests=3")
+        assert _cli("generate", "--run-dir", str(rd), *args)[0] == 0
+        store = rd / "data" / "requests.jsonl"
+        lines = store.read_text().splitlines(True)
+        torn = lines[1][:40] + "\n"
+        store.write_text("".join([lines[0], torn, *lines[2:]]))
+        sent = len(fake.requests)
+        code, out = _cli("generate", "--run-dir", str(rd), *args)
+        assert code == 2 and f"{store}:2: not a JSON record" in " ".join(out.split()) and len(fake.requests) == sent, out
+        code, out = _cli("doctor", "--run-dir", str(rd))
+        assert code == 1 and f"{store}:2: not a JSON record" in " ".join(out.split()), out
+        code, out = _cli("doctor", "--run-dir", str(rd), "--fix")
+        assert code == 0 and (rd / "data" / "requests.jsonl.damaged").read_text() == torn, out
+        code, out = _cli("generate", "--run-dir", str(rd), *args)
+        assert code == 0, out
+        assert len(fake.requests) == sent + 1  # the one request whose record was lost, nothing else
+    assert _cli("doctor", "--run-dir", str(rd))[0] == 0

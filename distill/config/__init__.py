@@ -4,10 +4,12 @@ from distill.config.load import (
                                  DEFAULT_CONFIG,
                                  PROJECT_ROOT,
                                  ConfigError,
+                                 config_changes,
                                  config_error,
                                  field_help,
                                  find_config,
                                  load_config,
+                                 read_saved_config,
                                  resolve_path,
                                  save_config,
 )
@@ -24,6 +26,6 @@ from distill.config.schema import (
 )
 from distill.config.teacher import Adaptation, BatchAPI, Budget, Endpoint, LocalServer, Teacher, VllmOffline
 
-__all__ = ["CONFIGS_DIR", "DEFAULT_CONFIG", "find_config", "PROJECT_ROOT", "ConfigError", "config_error", "field_help", "load_config", "resolve_path",
+__all__ = ["CONFIGS_DIR", "DEFAULT_CONFIG", "find_config", "PROJECT_ROOT", "ConfigError", "config_changes", "config_error", "read_saved_config", "field_help", "load_config", "resolve_path",
            "save_config", "Config", "Eval", "Export", "FilterSpec", "Generation", "LadderStudent", "Pricing", "Student",
            "Training", "Adaptation", "BatchAPI", "Budget", "Endpoint", "LocalServer", "Teacher", "VllmOffline"]

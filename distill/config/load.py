@@ -191,6 +191,31 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+# Fields that change how a run is carried out, not what it makes: where and how fast requests go, the
+# budget (raising it is how a cut-short run goes on), how generation fans out (same rows at any count).
+OPERATIONAL = ("teacher.endpoint.", "teacher.budget.", "teacher.batch.", "generation.shards", "generation.task_runner",
+               "generation.dask_")
+
+
+def config_changes(saved: dict, new: dict, prefix: str = "") -> list[str]:
+    """`key: old -> new` for every field that differs between two configs as saved (dotted keys),
+    operational fields left out."""
+    out = []
+    for k in sorted(set(saved) | set(new), key=str):
+        a, b, key = saved.get(k), new.get(k), f"{prefix}{k}"
+        if key.startswith(OPERATIONAL) or f"{key}.".startswith(OPERATIONAL):
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, f"{key}.")
+        elif a != b:
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return out
+
+
+def read_saved_config(path: Path) -> dict:
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+
+
 def save_config(cfg: Config, path: Path) -> None:
     write_text_atomic(path, yaml.safe_dump(cfg.redacted(), sort_keys=False))
 

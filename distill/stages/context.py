@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from distill.config import Config, load_config, save_config
+from distill.config import Config, ConfigError, config_changes, load_config, read_saved_config, save_config
 from distill.io import DataError, Examples
 from distill.rundir import RunDir
 from distill.stages.preflight import Inputs, preflight
@@ -106,13 +106,15 @@ def _open_key(run: RunDir, overrides: list[str], stages: tuple[str, ...]) -> tup
 
 
 def prepare_run(config: str | Path | None, run_dir: Path | RunDir | None, overrides: list[str], *, save: bool = True,
-                stages: tuple[str, ...] = ()) -> RunContext:
+                stages: tuple[str, ...] = (), force: bool = False) -> RunContext:
     """Load the config (the run's own saved one when none is given), check every input, then save it.
 
     Inputs are checked before anything is written, so bad input leaves no half-made run directory
     (run_dir None = a new runs/<timestamp>, created only then). With save=False (a single later
     stage, e.g. evaluating another file) the overrides apply to this invocation only and the run
-    keeps the config it was made with.
+    keeps the config it was made with. A run is never silently redefined: saving a config that differs
+    from the run's own stops with the changed keys, unless `force` (the stages then start afresh:
+    their history in stats/ goes; the request store stays, keyed by request, so nothing is resent).
     """
     run = None if run_dir is None else run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
     own = run is not None and (config is None or Path(config).resolve() == run.config.resolve())
@@ -126,6 +128,14 @@ def prepare_run(config: str | Path | None, run_dir: Path | RunDir | None, overri
         raise DataError(f"{run}: not a run directory (no config.yaml): start one with `distill generate` or "
                         "`distill run`, or pass --config")
     run = run or RunDir.new()
+    if save and run.config.exists() and (changes := config_changes(read_saved_config(run.config), cfg.redacted())):
+        if not force:
+            raise ConfigError(f"{run}: made with another config ({'; '.join(changes[:4])}"
+                              f"{f'; {len(changes) - 4} more' if len(changes) > 4 else ''}): leave out --config/--set "
+                              "to use the run's own, use another --run-dir, or pass --force to redo its stages with this one")
+        with run.lock():
+            for stage in stages:
+                run.stats(stage).unlink(missing_ok=True)
     if save or not run.config.exists():
         with run.lock():  # not while another process runs on it
             save_config(cfg, run.config)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Callable
 
 from distill.config import Config
@@ -107,6 +108,17 @@ def spent_so_far(cfg: Config, rd: RunDir) -> tuple[int, float]:
     stored = teacher_cost(cfg, sum(u["prompt_tokens"] for u in tokens), sum(u["completion_tokens"] for u in tokens),
                           0.0)["usd"] if tokens else 0.0
     return max(prev.requests_sent - prev.retries, sent), max(prev.cost_usd, stored)
+
+
+def dry_run_plan(config: Path | None, run_dir: Path | None, overrides: list[str]) -> dict:
+    """What `generate --dry-run` prints: the run's (or the given) config checked, the plan made, nothing sent or written."""
+    from distill.config import load_config
+    from distill.stages.preflight import preflight
+
+    saved = RunDir(run_dir).config if run_dir else None
+    cfg = load_config(config or (saved if saved and saved.exists() else None), overrides)
+    inputs = preflight(cfg, ())  # every file checked; the teacher is not probed
+    return plan_generation(cfg, inputs.task, inputs.seeds)
 
 
 def plan_generation(cfg: Config, task: Task, seeds: list[dict]) -> dict:
