@@ -25,6 +25,18 @@ def _teacher(fake, *extra):
     return [a for s in sets for a in ("--set", s)]
 
 
+def _slowly(seconds: float):
+    """A teacher that takes its time, so a second process or a kill lands while requests are in flight."""
+    def reply(body):
+        time.sleep(seconds)
+        return plausible_reply(body)
+    return reply
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
 def _cli(*args):
     r = CliRunner().invoke(app, list(args))
     return r.exit_code, r.output
@@ -32,13 +44,8 @@ def _cli(*args):
 
 def test_two_generate_processes_on_one_run_directory_send_each_request_once(tmp_path):
     """Break caught: no run-directory lock (both processes send every request: 36 instead of 18)."""
-    def slow(body):
-        time.sleep(0.5)
-        return plausible_reply(body)
-
-    rd = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with FakeOpenAI(reply=slow) as fake:
+    rd, env = tmp_path / "run", _env()
+    with FakeOpenAI(reply=_slowly(0.5)) as fake:
         cmd = distill_cmd("generate", "--run-dir", str(rd), *_teacher(fake, "teacher.endpoint.max_concurrency=1"))
         first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
@@ -118,6 +125,16 @@ def test_every_request_failing_stops_the_run_with_the_common_error(tmp_path):
     assert code == 0 and len(read_jsonl(rd / "data" / "generated.jsonl")) > 0, out
 
 
+def test_a_teacher_that_never_answers_usefully_stops_the_run(tmp_path):
+    """Break caught: every reply empty, so no input parsed, and the run going on with the seeds alone (exit 0)."""
+    rd = tmp_path / "run"
+    with FakeOpenAI(reply=lambda body: "") as fake:
+        code, out = _cli("generate", "--run-dir", str(rd), *_teacher(fake))
+    out = " ".join(out.split())
+    assert code == 2 and "no usable row: 0 of 6 input requests failed, 0 inputs parsed" in out, out
+    assert len(fake.requests) == 6 and not (rd / "data" / "generated.jsonl").exists()
+
+
 def test_credentials_in_the_teacher_url_are_neither_saved_nor_printed(tmp_path):
     """Break caught: config.yaml and the unreachable-teacher error carrying user:pass@."""
     from distill.teacher.local_server import free_port
@@ -167,13 +184,8 @@ def test_max_requests_holds_across_a_sigkill_and_a_rerun(tmp_path):
     """Breaks caught: spending read only from stats/generate.json (written at the end, so the re-run of a
     killed run got the whole budget again: 20 requests under max_requests=10), requests in flight at
     the kill left uncounted, and a message naming a shard's share (6) as the limit."""
-    def slow(body):
-        time.sleep(0.3)
-        return plausible_reply(body)
-
-    rd = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with FakeOpenAI(reply=slow) as fake:
+    rd, env = tmp_path / "run", _env()
+    with FakeOpenAI(reply=_slowly(0.3)) as fake:
         args = _teacher(fake, "teacher.budget.max_requests=10", "teacher.endpoint.max_concurrency=2")
         proc = subprocess.Popen(distill_cmd("generate", "--run-dir", str(rd), *args), cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -193,8 +205,7 @@ def test_max_requests_holds_across_a_sigkill_and_a_rerun(tmp_path):
 def test_distill_run_with_a_rejected_key_stops_after_one_request_without_retrying_the_stage(tmp_path):
     """Breaks caught: the flow retrying the generate task (retries=2) on a fatal error, and the run
     going on to train on the seeds alone."""
-    rd = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    rd, env = tmp_path / "run", _env()
     with FakeOpenAI(default={"status": 401}) as fake:
         r = subprocess.run(distill_cmd("run", "--run-dir", str(rd), *_teacher(fake, "teacher.endpoint.max_concurrency=1")),
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
