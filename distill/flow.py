@@ -170,16 +170,18 @@ def publish(rd: RunDir, filt: dict | None, rep: dict | None) -> None:
 
 @flow(name="distill", log_prints=True)
 def distill_flow(config_path: str | None = None, run_dir: str | None = None, overrides: list[str] | None = None,
-                 stages: list[str] = list(ALL_STAGES)) -> str:
+                 stages: list[str] = list(ALL_STAGES), force: bool = False) -> str:
     """Run the chosen stages (all by default) on one run directory; returns the run directory.
 
     A fixed run_dir (as deployments use) makes repeated runs with the same parameters reuse every
-    finished stage; without one, each run gets a new runs/<timestamp>/.
+    finished stage; without one, each run gets a new runs/<timestamp>/. A run directory made with
+    another config is refused unless force (then its stages are redone with this one).
     """
     unknown = set(stages) - set(ALL_STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; choose from {ALL_STAGES}")
-    with prepare_run(config_path, run_dir and RunDir(Path(run_dir)), overrides or [], stages=tuple(stages)) as ctx, \
+    with prepare_run(config_path, run_dir and RunDir(Path(run_dir)), overrides or [], stages=tuple(stages),
+                     force=force) as ctx, \
             ctx.run.lock():  # the whole flow is one writer: no other process writes between its stages
         rd = ctx.run
         key = run_key(ctx)
