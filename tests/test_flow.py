@@ -49,9 +49,12 @@ def test_a_second_flow_run_with_the_same_parameters_reuses_every_stage(tmp_path)
     stats = read_json(rd / "stats" / "generate.json")
     assert len(stats["invocations"]) == 1 and stats["totals"]["requests_sent"] == sent
 
-    # another seed file is new input: generation runs again (its request store still spares old requests)
+    # another seed file is another config: refused on this run directory, then redone with force, whose
+    # generation starts a fresh history while the request store spares every request already answered
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text((ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl").read_text())
-    third = distill_flow(**{**params, "overrides": TINY + [f"seeds_path={seeds}"]}, return_state=True)
-    assert third.is_completed()
-    assert len(read_json(rd / "stats" / "generate.json")["invocations"]) == 2
+    other = {**params, "overrides": TINY + [f"seeds_path={seeds}"]}
+    assert distill_flow(**other, return_state=True).is_failed()
+    assert distill_flow(**other, force=True, return_state=True).is_completed()
+    stats = read_json(rd / "stats" / "generate.json")
+    assert len(stats["invocations"]) == 1 and stats["last"]["requests_sent"] == 0 and stats["last"]["cache_hits"] > 0
