@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from distill import faults
+
 
 class DataError(ValueError):
     """Bad input data, phrased as one line: file:line: field 'x': what is wrong."""
@@ -20,7 +22,10 @@ def write_text_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+            f.write(text[:len(text) // 2])
+            f.flush()
+            faults.point(f"write:{path.name}")  # a test's kill lands here, with the temp file half written
+            f.write(text[len(text) // 2:])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

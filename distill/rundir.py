@@ -17,12 +17,15 @@ what earlier stages wrote.
       student/ | students/<name>/   the distilled student(s)
       eval/<eval-file>/       predictions per model + summary.json
       report.json  report.md  frontier.png
+      .<name>.<random>.tmp    what an atomic write is writing; one a killed writer left is removed when
+                              the next writer takes the lock
 """
 from __future__ import annotations
 
 import fcntl
 import os
 import re
+import shutil
 import threading
 import time
 from contextlib import contextmanager
@@ -129,6 +132,7 @@ class RunDir:
                 f.write(str(os.getpid()))
                 f.flush()
                 held = _HELD[key] = [f, 0]
+                self.remove_stale_temps()
             held[1] += 1
         try:
             yield
@@ -138,6 +142,23 @@ class RunDir:
                 if held[1] == 0:
                     del _HELD[key]
                     held[0].close()  # closing the file releases the flock
+
+    def remove_stale_temps(self) -> list[Path]:
+        """Delete what atomic writers killed mid-write left behind (`.<name>.<random>.tmp` files and
+        folders). Only the lock's holder may: no other writer of this run can be using one then."""
+        stale = []
+        for top, dirs, files in os.walk(self.root):
+            dirs[:] = [d for d in dirs if not d.startswith(".prefect")]  # Prefect's own files
+            for name in [*dirs, *files]:
+                if name.startswith(".") and name.endswith(".tmp"):
+                    stale.append(Path(top) / name)
+            dirs[:] = [d for d in dirs if not (d.startswith(".") and d.endswith(".tmp"))]
+        for p in stale:
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        return stale
 
     def __fspath__(self) -> str:
         return str(self.root)

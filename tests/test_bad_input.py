@@ -67,6 +67,8 @@ def test_eval_set_overlapping_the_seeds(tmp_path):
     ("task: nosuchtask\n", "unknown task 'nosuchtask'"),
 ])
 def test_bad_config(tmp_path, yaml_text, expected):
+    """Breaks caught: a traceback or several lines instead of one, an error without file, line and field,
+    and a run directory created before the config was found bad."""
     c = tmp_path / "c.yaml"
     c.write_text(yaml_text)
     rd = tmp_path / "run"
@@ -76,6 +78,7 @@ def test_bad_config(tmp_path, yaml_text, expected):
 
 
 def test_deployment_name_that_would_escape_runs(tmp_path):
+    """Break caught: a deployment name used as a path unchecked (`../x` resolves outside runs/)."""
     code, err = run_cli("serve", "--name", "../x")
     assert code == 2 and "deployment name '../x' is not a safe name" in err and len(err.splitlines()) == 1, err
 
@@ -112,6 +115,8 @@ def test_student_that_does_not_fit_in_memory(tmp_path):
 
 
 def test_models_load_from_safetensors_only(tmp_path):
+    """Break caught: loading without use_safetensors=True (transformers would unpickle pytorch_model.bin,
+    which can run code)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -176,6 +181,8 @@ def test_every_row_filtered_out_is_one_line_not_a_traceback(tmp_path):
 
 
 def test_a_damaged_line_in_the_middle_of_the_store_is_named(tmp_path):
+    """Breaks caught: a JSONDecodeError traceback naming no file or line, and requests sent before the damage
+    is found."""
     rd = _prepared(tmp_path, "teacher.model=fake-model")
     (rd / "data").mkdir()
     good = json.dumps({"key": "k1", "text": "x", "error": None})
@@ -210,6 +217,8 @@ def test_a_run_dir_where_nothing_can_be_written():
     ("stats/generate.json", "generate", "stats/generate.json: corrupt"),
 ])
 def test_a_damaged_file_of_an_earlier_stage(tmp_path, damaged, command, expected):
+    """Breaks caught: a traceback instead of one line naming the file and line, and a later stage that writes
+    its output from a damaged input."""
     rd = _prepared(tmp_path, "teacher.model=fake-model")
     (rd / damaged).parent.mkdir(exist_ok=True)
     (rd / damaged).write_text('{"id": "a", "input": "x", "output": "y", "status": "ok"}\n{"id": "b", "inp\n')

@@ -29,6 +29,8 @@ def _rows(rd):
 
 
 def test_batch_rows_and_usage_match_the_realtime_backend_at_half_the_price(tmp_path):
+    """Breaks caught: a line submitted twice, usage or rows that differ from the real-time backend's on the
+    same requests, and the batch discount not applied."""
     with FakeOpenAI(models=["gpt-4o-mini"]) as fake:
         ctx, cfg, rd = opened(_prepare(fake, tmp_path / "realtime"))
         realtime = generate.run(ctx)
@@ -50,6 +52,8 @@ def test_batch_rows_and_usage_match_the_realtime_backend_at_half_the_price(tmp_p
 
 
 def test_expired_batch_finishes_undone_requests_in_a_new_batch(tmp_path):
+    """Breaks caught: an expired batch's undone lines lost (or the whole batch resubmitted: more repeats than
+    the 8 undone ones), and a 400 retried like a 500."""
     with FakeOpenAI(models=["gpt-4o-mini"], batch_expire_after=5,
                     batch_line_status={1: 500, 2: 400}) as fake:
         ctx, cfg, rd = opened(_prepare(fake, tmp_path / "run", "teacher.backend=openai_batch"))
@@ -71,6 +75,9 @@ def test_expired_batch_finishes_undone_requests_in_a_new_batch(tmp_path):
 
 
 def test_crash_between_submit_and_download_resumes_by_batch_id(tmp_path):
+    """SIGKILL while a submitted batch is still running, then a re-run.
+
+    Break caught: a batch id kept only in memory (the re-run submits and pays for the same lines again)."""
     hold = threading.Event()
     with FakeOpenAI(models=["gpt-4o-mini"], batch_hold=hold) as fake:
         ctx, cfg, rd = opened(_prepare(fake, tmp_path / "run", "teacher.backend=openai_batch"))
@@ -101,7 +108,10 @@ def test_crash_between_submit_and_download_resumes_by_batch_id(tmp_path):
 
 
 def test_uploaded_but_unjournalled_batch_is_found_by_its_file(tmp_path):
-    """The narrow window: the batch was created but the crash came before its id was journalled."""
+    """The narrow window: the batch was created but the crash came before its id was journalled.
+
+    Break caught: resuming only from journalled batch ids (the batch created just before the crash is
+    submitted again)."""
     from distill.teacher.backends.openai_batch import BatchJournal
 
     hold = threading.Event()

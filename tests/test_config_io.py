@@ -80,6 +80,8 @@ def test_bad_input_files_get_one_line_errors(tmp_path, content, expected):
 
 
 def test_append_log_discards_a_half_written_last_line(tmp_path):
+    """Break caught: appending after a torn last line (the next record glued to garbage: the log reads
+    as 2 records and a damaged line, not 1, 2, 4)."""
     p = tmp_path / "log.jsonl"
     p.write_text('{"a": 1}\n{"a": 2}\n{"a": 3, "b"')
     log = AppendLog(p)
@@ -91,6 +93,7 @@ def test_append_log_discards_a_half_written_last_line(tmp_path):
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
+    """Break caught: a temp file not renamed or not removed after a write that succeeded."""
     write_text_atomic(tmp_path / "x" / "f.json", json.dumps({"ok": True}))
     assert [q.name for q in (tmp_path / "x").iterdir()] == ["f.json"]
 

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from distill.io import read_jsonl
+from distill.io import read_json, read_jsonl
 from distill.stages import filter as filtering
 from distill.stages import generate
 from distill.stages.context import prepare_run
-from distill.testing.fake_openai import FakeOpenAI
+from distill.testing.fake_openai import FakeOpenAI, full_usage
 from tests.conftest import opened
 
 
@@ -35,6 +35,10 @@ def _accounting(rd: Path, stats: dict) -> None:
 
 
 def test_twenty_percent_faults_lose_and_duplicate_nothing(tmp_path):
+    """Every fault kind at a 20% rate, one retry each.
+
+    Breaks caught: a fault that escapes as an exception (the stage dies), a row that vanishes (kept +
+    dropped != generated), a failed row kept for training, and off-format replies (chatter, empty) kept."""
     with FakeOpenAI(fault_rate=0.2, seed=3) as fake:
         ctx, cfg, rd = opened(_prepare(fake, tmp_path, "teacher.endpoint.max_retries=1"))
         stats = generate.run(ctx)
@@ -56,8 +60,11 @@ def test_twenty_percent_faults_lose_and_duplicate_nothing(tmp_path):
 
 
 def test_failed_requests_are_retried_by_the_next_run_and_rows_converge(tmp_path):
-    with FakeOpenAI(fault_rate=0.3, seed=5, faults=["500", "reset", "timeout"]) as fake:
-        ctx, cfg, rd = opened(_prepare(fake, tmp_path, "teacher.endpoint.max_retries=0"))
+    """Faults that need no clock (a 500, a reset connection, a malformed body), so a loaded machine
+    cannot turn a good reply into a timeout. Break caught: failed requests cached like replies (the
+    second run sends nothing and the failed rows stay failed)."""
+    with FakeOpenAI(fault_rate=0.3, seed=5, faults=["500", "reset", "malformed"]) as fake:
+        ctx, cfg, rd = opened(_prepare(fake, tmp_path, "teacher.endpoint.max_retries=0", "teacher.endpoint.timeout_s=60"))
         first = generate.run(ctx)
         assert first["last"]["failed"] > 0
         fake.fault_rate = 0.0
@@ -70,6 +77,8 @@ def test_failed_requests_are_retried_by_the_next_run_and_rows_converge(tmp_path)
 
 
 def test_max_requests_stops_cleanly_and_a_rerun_sends_nothing_more(tmp_path):
+    """Breaks caught: the limit checked after sending (more than 12 requests), a re-run that starts its count from
+    zero, and unsent rows that vanish instead of being dropped with the budget as reason."""
     with FakeOpenAI() as fake:
         ctx, cfg, rd = opened(_prepare(fake, tmp_path, "teacher.budget.max_requests=12"))
         stats = generate.run(ctx)
@@ -84,17 +93,26 @@ def test_max_requests_stops_cleanly_and_a_rerun_sends_nothing_more(tmp_path):
 
 
 def test_max_cost_stops_before_going_over(tmp_path):
-    price = "pricing.models={fake-model: {input_per_1m: 1000, output_per_1m: 1000}}"
-    with FakeOpenAI() as fake:
-        ctx, cfg, rd = opened(_prepare(fake, tmp_path, "teacher.hosted=true", price, "teacher.budget.max_cost_usd=0.5",
-                           "teacher.max_tokens=20"))
+    """Every reply bills exactly what its request reserved (full_usage), and 4 requests are in flight at
+    once.
+
+    Break caught: admitting a request against what replies have cost so far without reserving the
+    requests still in flight (the last few admitted together go over the limit)."""
+    limit = 0.05
+    price = "pricing.models={fake-model: {input_per_1m: 10, output_per_1m: 10}}"
+    with FakeOpenAI(usage=full_usage) as fake:
+        ctx, cfg, rd = opened(_prepare(fake, tmp_path, "teacher.hosted=true", price, f"teacher.budget.max_cost_usd={limit}",
+                                       "teacher.max_tokens=200"))
         stats = generate.run(ctx)
-    assert stats["counts"]["cut_short"].startswith("teacher.budget.max_cost_usd=0.5 would be exceeded")
-    assert 0 < stats["totals"]["cost_usd"] <= 0.5
-    assert len(fake.requests) < 30
+    bills = [(u["prompt_tokens"] + u["completion_tokens"]) * 10 / 1e6 for u in map(full_usage, fake.requests)]
+    assert stats["counts"]["cut_short"].startswith(f"teacher.budget.max_cost_usd={limit} would be exceeded")
+    assert sum(bills) <= limit, f"billed ${sum(bills):.4f} under a ${limit} limit"
+    assert sum(bills) > limit - 4 * max(bills), "stopped long before the limit"
+    assert stats["totals"]["cost_usd"] == pytest.approx(sum(bills), abs=1e-5)
 
 
 def test_dry_run_calls_nothing_and_writes_nothing(tmp_path):
+    """Breaks caught: a dry run that probes the teacher or creates the run directory."""
     from typer.testing import CliRunner
 
     from distill.cli import app
@@ -111,9 +129,14 @@ def test_dry_run_calls_nothing_and_writes_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_api_key_reaches_the_server_but_no_file_or_log(tmp_path):
-    """The whole flow (`distill run`) with a sentinel key: it authenticates every request, and appears
-    in no file of the run, no Prefect record (artifacts, logs, parameters live in PREFECT_HOME), and
-    nothing printed."""
+    """The whole flow (`distill run --set teacher.api_key=...`, the riskier way in: the key is part of
+    the config) with a sentinel key: it authenticates every request and appears in no file of the run,
+    no Prefect record (artifacts, logs, parameters live in PREFECT_HOME's database) and nothing printed.
+    The budget cuts generation short, and the report says so.
+
+    Breaks caught: the key saved with the run's config.yaml or passed to the flow as a parameter (both
+    land on disk), a flow that re-reads the saved config and so sends no key, and a report silent about
+    a cut-short generation."""
     import os
     import subprocess
 
@@ -121,17 +144,17 @@ def test_api_key_reaches_the_server_but_no_file_or_log(tmp_path):
 
     sentinel = "sk-SENTINEL-7f3a9c"
     home = tmp_path / "prefect-home"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_API_KEY": sentinel, "PREFECT_HOME": str(home),
-           "PREFECT_LOGGING_LEVEL": "DEBUG"}
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env.update({"PYTHONPATH": str(ROOT), "PREFECT_HOME": str(home), "PREFECT_LOGGING_LEVEL": "DEBUG"})
     rd = tmp_path / "run"
     with FakeOpenAI() as fake:
         sets = ["teacher.endpoint.launch_local=false", f"teacher.endpoint.base_url={fake.base_url}", "teacher.model=fake-model",
+                f"teacher.api_key={sentinel}", "teacher.budget.max_requests=20",
                 "generation.input_requests=4", "training.max_steps=2", "eval.max_rows=4", "eval.max_new_tokens=8",
                 "eval.models=[teacher,student]", "eval.serving.requests=4"]
         r = subprocess.run(distill_cmd("run", "--run-dir", str(rd), *[a for x in sets for a in ("--set", x)]),
                            cwd=ROOT, env=env, capture_output=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert (rd / "report.json").exists()
     auth = [h.get("authorization") for h in fake.headers_seen]
     assert auth and all(a == f"Bearer {sentinel}" for a in auth)
     assert sentinel.encode() not in r.stdout + r.stderr
@@ -139,3 +162,5 @@ def test_api_key_reaches_the_server_but_no_file_or_log(tmp_path):
     assert any(p.suffix == ".db" for p in files), "the Prefect database was not where the test looks"
     for p in files:
         assert sentinel.encode() not in p.read_bytes(), f"API key found in {p}"
+    assert read_json(rd / "report.json")["cut_short"] == "teacher.budget.max_requests=20 reached"
+    assert "**Generation was cut short:** teacher.budget.max_requests=20 reached." in (rd / "report.md").read_text()

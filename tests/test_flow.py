@@ -31,6 +31,8 @@ def test_flow_runs_generate_and_filter_and_publishes_the_data_artifact(tmp_path)
 
 
 def test_a_second_flow_run_with_the_same_parameters_reuses_every_stage(tmp_path):
+    """Breaks caught: Prefect's default cache policy (no reuse across flow runs: every stage runs again),
+    and a re-run that sends a request again (the request store would grow)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -41,6 +43,7 @@ def test_a_second_flow_run_with_the_same_parameters_reuses_every_stage(tmp_path)
     params = dict(run_dir=str(rd), overrides=TINY, stages=["generate", "filter"])
     assert distill_flow(**params, return_state=True).is_completed()
     sent = read_json(rd / "stats" / "generate.json")["totals"]["requests_sent"]
+    store = (rd / "data" / "requests.jsonl").read_bytes()  # every request sent leaves a line here
     second = distill_flow(**params, return_state=True)
     assert second.is_completed()
     with get_client(sync_client=True) as client:
@@ -48,6 +51,7 @@ def test_a_second_flow_run_with_the_same_parameters_reuses_every_stage(tmp_path)
     assert sorted(t.state.name for t in tasks) == ["Cached", "Cached"]
     stats = read_json(rd / "stats" / "generate.json")
     assert len(stats["invocations"]) == 1 and stats["totals"]["requests_sent"] == sent
+    assert (rd / "data" / "requests.jsonl").read_bytes() == store, "the second run sent requests again"
 
     # another seed file is another config: refused on this run directory, then redone with force, whose
     # generation starts a fresh history while the request store spares every request already answered
@@ -58,3 +62,4 @@ def test_a_second_flow_run_with_the_same_parameters_reuses_every_stage(tmp_path)
     assert distill_flow(**other, force=True, return_state=True).is_completed()
     stats = read_json(rd / "stats" / "generate.json")
     assert len(stats["invocations"]) == 1 and stats["last"]["requests_sent"] == 0 and stats["last"]["cache_hits"] > 0
+    assert (rd / "data" / "requests.jsonl").read_bytes() == store

@@ -21,6 +21,11 @@ def _store_keys(run_dir):
 
 
 def test_generate_rerun_sends_no_request_and_filter_accounts_for_every_row(tmp_path):
+    """A second generate against the real local teacher sends nothing and rebuilds the same rows; filter
+    accounts for every row (kept or dropped with a reason) and exports the kept ones.
+
+    Breaks caught: a store not consulted on a re-run (requests sent again), row ids that change between
+    runs, and a filter that loses rows (kept + dropped != generated)."""
     ctx, cfg, rd = opened(prepare_run(None, tmp_path / "run", TINY))
     first = generate.run(ctx)
     assert first["last"]["requests_sent"] > 0 and first["last"]["completion_tokens"] > 0
@@ -44,22 +49,19 @@ def test_generate_rerun_sends_no_request_and_filter_accounts_for_every_row(tmp_p
 
 
 def test_sigkill_during_generation_then_resume_loses_and_duplicates_nothing(tmp_path):
+    """generate against the real local teacher, SIGKILLed just before its 6th request goes, then re-run.
+
+    Breaks caught: a local teacher server that outlives its killed parent, replies kept only in memory
+    (the re-run resends the finished ones: fewer cache hits), and rows lost or duplicated on resume."""
     rd = tmp_path / "run"
     args = [a for s in TINY + ["generation.input_requests=8"] for a in ("--set", s)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(distill_cmd("generate", "--run-dir", str(rd), *args), cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = rd / "data" / "requests.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if store.exists() and store.read_text().count("\n") >= 5:
-            break
-        assert proc.poll() is None, "generate finished before it could be killed"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    r = subprocess.run(distill_cmd("generate", "--run-dir", str(rd), *args), cwd=ROOT,
+                       env={**env, "DISTILL_FAULT": "send@6=kill"}, capture_output=True)
+    assert r.returncode == -signal.SIGKILL, "generate finished before it could be killed"
     assert not (rd / "data" / "generated.jsonl").exists()
     done_before = len(_store_keys(rd))
+    assert done_before == 5  # one request at a time (the default config): the 5 before the kill finished
 
     # the teacher server dies with its parent (no orphan holding the port or the CPU)
     server_pid = int((rd / "logs" / "teacher_server.pid").read_text())

@@ -157,27 +157,23 @@ def test_a_dripping_server_is_abandoned_at_the_deadline(tmp_path):
     """Break caught: timeout_s bounding each read only (a byte a second never trips it; generate stalls)."""
     rd = tmp_path / "run"
     with FakeOpenAI(default={"fault": "drip"}) as fake:
-        t0 = time.monotonic()
         code, out = _cli("generate", "--run-dir", str(rd), *_teacher(fake, "teacher.endpoint.timeout_s=2",
                                                                       "teacher.endpoint.max_retries=0",
                                                                       "generation.input_requests=2"))
-        took = time.monotonic() - t0
     out = " ".join(out.split())
-    # two requests at once, each abandoned at 2 s (the body alone would take over an hour)
+    # two requests at once, each abandoned at its deadline (the body alone would take over an hour:
+    # without the deadline this test does not end)
     assert code == 2 and "DeadlineExceeded(timeout_s=2) x2" in out, out
-    assert took < 60, took
 
 
 def test_a_retry_after_beyond_the_cap_stops_the_run_with_its_reason(tmp_path):
     """Break caught: Retry-After: 86400 honoured without a cap (the run sleeps for a day)."""
     rd = tmp_path / "run"
     with FakeOpenAI(default={"status": 429, "headers": {"Retry-After": "86400"}}) as fake:
-        t0 = time.monotonic()
         code, out = _cli("generate", "--run-dir", str(rd), *_teacher(fake, "teacher.endpoint.max_concurrency=1"))
-        took = time.monotonic() - t0
     out = " ".join(out.split())
     assert code == 2 and "asked to wait 86400 s (Retry-After)" in out and "max_retry_after_s=600" in out, out
-    assert len(fake.requests) == 1 and took < 60
+    assert len(fake.requests) == 1
 
 
 def test_max_requests_holds_across_a_sigkill_and_a_rerun(tmp_path):

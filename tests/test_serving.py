@@ -31,7 +31,7 @@ def _measure(ctx) -> dict:
 
 @pytest.mark.slow
 def test_cost_verdict_and_ratios_hold_with_one_core_busy(tmp_path):
-    """Catches cost read off one uninterleaved pass (the busy core lands on whichever model runs while it
+    """Breaks caught: cost read off one uninterleaved pass (the busy core lands on whichever model runs while it
     spins) and ratios of medians taken from different moments. The models are the offline default's
     before training: the teacher (its GGUF as fp32 weights, 6-shot prompt) and the base student under
     its plain prompt (a cheaper model: it answers at length but without the teacher's long prompt) and

@@ -72,6 +72,8 @@ def _json_task_run(tmp_path, fake, seeds, *extra):
 
 
 def test_invalid_structured_replies_are_retried_then_recorded_with_raw_text(tmp_path):
+    """Breaks caught: an invalid reply kept, retried with the same cached request (same temperature and seed:
+    the same invalid reply), or failed without its raw text."""
     seeds = tmp_path / "seeds.jsonl"
     rows = read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl")[:6]
     rows[0]["input"], rows[0]["output"] = "Tom go to school.", "Tom goes to school."
@@ -114,6 +116,7 @@ def test_invalid_structured_replies_are_retried_then_recorded_with_raw_text(tmp_
 
 
 def test_structured_failures_reach_the_ledger(tmp_path):
+    """Break caught: a failed structured row left out of the drop ledger (it vanishes between generate and filter)."""
     seeds = tmp_path / "seeds.jsonl"
     rows = read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl")[:6]
     write_jsonl(seeds, rows)
@@ -152,6 +155,7 @@ def test_judge_drops_low_scores_and_invalid_replies_with_reasons(tmp_path):
     with FakeOpenAI(reply=judge_reply, models=["fake-model"]) as fake:
         ctx, cfg, rd = opened(prepare_run(None, tmp_path / "run", [
             "teacher.endpoint.launch_local=false", f"teacher.endpoint.base_url={fake.base_url}", "teacher.model=fake-model",
+            "teacher.hosted=true", "pricing.models={fake-model: {input_per_1m: 1000, output_per_1m: 2000}}",
             "filters=[{name: judge, min_score: 3}]"]))
         write_jsonl(rd / "data" / "generated.jsonl", rows)
         stats = filtering.run(ctx)
@@ -164,7 +168,10 @@ def test_judge_drops_low_scores_and_invalid_replies_with_reasons(tmp_path):
     assert dropped["r2"].startswith("judge gave no valid score: invalid reply after 3 attempt(s)") and "raw" in dropped["r2"]
     kept = read_jsonl(rd / "data" / "train.jsonl")
     assert {r["id"]: r["meta"]["judge_score"] for r in kept} == {"r0": 5, "r3": 5}
-    assert stats["teacher"]["requests_sent"] == 6 and stats["teacher"]["cost_usd"] >= 0
+    # six requests of 10 prompt and 5 completion tokens: 6 x (10 x $1000 + 5 x $2000) / 1M
+    t = stats["teacher"]
+    assert t["requests_sent"] == 6 and t["prompt_tokens"] == 60 and t["completion_tokens"] == 30
+    assert t["cost_usd"] == pytest.approx(0.12) and t["cost_rule"].startswith("hosted tokens x price of fake-model")
 
 
 @pytest.mark.slow
@@ -183,6 +190,14 @@ def test_judge_option_of_the_default_config_against_the_local_teacher(tmp_path):
     assert stats["teacher"]["cost_rule"].startswith("self-hosted")
     ledger = [d for d in read_jsonl(rd / "data" / "dropped.jsonl") if d["stage"] == "judge"]
     assert len(ledger) == judge["dropped"]
-    assert all(re.fullmatch(r"judge score [1-4] < 5|judge gave no valid score: .+", d["reason"]) for d in ledger)
-    assert all(r["meta"]["judge_score"] == 5 for r in read_jsonl(rd / "data" / "train.jsonl"))
+    # grammar-constrained JSON: every reply is a valid score, so every drop names the score it got
+    assert all(re.fullmatch(r"judge score [1-4] < 5", d["reason"]) for d in ledger), ledger
+    kept = read_jsonl(rd / "data" / "train.jsonl")
+    assert all(r["meta"]["judge_score"] == 5 for r in kept)
+    # the off-topic answers never reach the judge (the cheaper filters drop them first, with a reason);
+    # every row the judge saw is kept with its score or dropped with it
+    earlier = [d for d in read_jsonl(rd / "data" / "dropped.jsonl") if d["stage"] != "judge"]
+    assert {d["id"] for d in earlier} == {r["id"] for r in rows if r["id"].endswith("-bad")}
+    good = sorted(r["id"] for r in rows if r["id"].endswith("-good"))
+    assert sorted([r["id"] for r in kept] + [d["id"] for d in ledger]) == good
     assert read_json(rd / "stats" / "filter.json")["teacher"]["requests_sent"] == stats["teacher"]["requests_sent"]

@@ -33,6 +33,7 @@ def _req(text="hello", **params):
 
 
 def test_429_with_retry_after_is_waited_out_then_succeeds():
+    """Breaks caught: Retry-After ignored (the second request comes at once) and a 429 counted as a failure."""
     with FakeOpenAI([{"status": 429, "headers": {"Retry-After": "1"}}]) as fake:
         client = _client(fake.base_url)
         [rec] = _run(client, [_req()])
@@ -43,6 +44,7 @@ def test_429_with_retry_after_is_waited_out_then_succeeds():
 
 
 def test_5xx_are_retried_with_backoff_and_counted():
+    """Break caught: a 5xx returned as a failed row without a retry, or retried without being counted."""
     script = [{"status": 500}, {"status": 502}, {"status": 503}]
     with FakeOpenAI(script) as fake:
         client = _client(fake.base_url)
@@ -62,6 +64,7 @@ def test_gives_up_after_max_retries_and_reports_failure():
 
 
 def test_client_errors_are_not_retried():
+    """Break caught: a 4xx retried (it can only fail again, at a cost)."""
     with FakeOpenAI([{"status": 404}]) as fake:
         client = _client(fake.base_url)
         [rec] = _run(client, [_req()])
@@ -69,6 +72,8 @@ def test_client_errors_are_not_retried():
 
 
 def test_store_makes_a_rerun_send_nothing_and_retries_failures(tmp_path):
+    """Breaks caught: a store not read back on open (6 requests again instead of 1), and a failed request
+    cached like a reply (never retried: the first row stays failed)."""
     path = tmp_path / "requests.jsonl"
     reqs = [_req(f"s{i}") for i in range(5)]
     with FakeOpenAI([{"status": 400}]) as fake:  # the first request fails for good

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from distill import faults
 from distill.config import Student, resolve_path
 
 
@@ -107,10 +108,11 @@ def save_model_dir(model, tok, target: Path, replace: bool = True) -> None:
     filled by several training ranks at once) instead of pulling it from under its readers.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
+        faults.point(f"write:{target.name}")
         if target.exists():
             if not replace:
                 return

@@ -5,6 +5,7 @@ bf16 and padding-free batches on a GPU, fp32 on CPU. A killed run resumes from i
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from distill.config import Training, resolve_path
@@ -72,10 +73,16 @@ def sft_config(t: Training, plan: dict, output_dir: Path):
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
-    """The newest complete checkpoint. Trainer writes trainer_state.json last, so a checkpoint that a
-    crash cut short has none and is skipped (the resumed run writes it again)."""
-    done = [p for p in Path(output_dir).glob("checkpoint-*")
-            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
+    """The newest complete checkpoint. Trainer writes trainer_state.json last, and not atomically: a
+    checkpoint a crash cut short has none, or one that does not parse or names another step. Such a
+    checkpoint is skipped (the resumed run writes it again)."""
+    def complete(p: Path) -> bool:
+        try:
+            return json.loads((p / "trainer_state.json").read_text())["global_step"] == int(p.name.split("-")[-1])
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    done = [p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and complete(p)]
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 

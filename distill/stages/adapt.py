@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from distill import faults
 from distill.config import Config, Student, Training, resolve_path
 from distill.io import read_json, write_json
 from distill.models.load import base_student_dir, save_model_dir
@@ -58,6 +59,7 @@ def adapt_teacher(ctx: "RunContext") -> dict:
     adapter_tmp = rd.teacher_adapter.with_name(".adapter.tmp")
     shutil.rmtree(adapter_tmp, ignore_errors=True)
     trainer.model.save_pretrained(str(adapter_tmp))
+    faults.point("write:adapter")
     shutil.rmtree(rd.teacher_adapter, ignore_errors=True)
     adapter_tmp.rename(rd.teacher_adapter)
     save_model_dir(merged_model(trainer, plan, lora=True), tok, rd.teacher_merged)

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from distill import faults
 from distill.config import Config
 from distill.records import Row, prompt_completion
 from distill.rundir import RunDir
@@ -23,12 +24,13 @@ def export_dataset(ctx: RunContext, kept: list[Row], stats: FilterStats) -> Path
                 "meta": json.dumps(r.meta, ensure_ascii=False)} for r in kept]
     ds = Dataset.from_list(records)
     final = rd.dataset
-    tmp = Path(tempfile.mkdtemp(dir=rd.root, prefix=".dataset."))
+    tmp = Path(tempfile.mkdtemp(dir=rd.root, prefix=".dataset.", suffix=".tmp"))
     try:
         parquet, card = RunDir.dataset_files(tmp)
         parquet.parent.mkdir(parents=True)
         ds.to_parquet(str(parquet))
         card.write_text(dataset_card(cfg, rd, stats, ctx.seeds_path), encoding="utf-8")
+        faults.point("write:dataset")
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

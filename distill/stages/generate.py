@@ -101,13 +101,23 @@ def no_usable_row(stats: GenerateStats) -> str:
 def spent_so_far(cfg: Config, rd: RunDir) -> tuple[int, float]:
     """(requests, USD) the run has spent on generation before this invocation. The stats file is written
     at the end of an invocation, so a killed one is missing from it; the sending files (a line per
-    request, written before it goes) and the store's token counts are not: whichever is larger counts."""
+    request with its reservation, written before it goes) and the store are not. A request sent but
+    never answered (in flight at a kill) may still be billed: it counts at its reservation. Whichever
+    of the two accounts is larger counts."""
     prev = GenerateStats.read(rd.stats("generate")).totals
-    sent = sum(1 for f in rd.sending_files() for _ in AppendLog.read(f))
-    tokens = [r["usage"] for f in rd.generation_requests() for r in AppendLog.read(f) if r.get("usage")]
+    sending = [s for f in rd.sending_files() for s in AppendLog.read(f)]
+    records = [r for f in rd.generation_requests() for r in AppendLog.read(f)]
+    tokens = [r["usage"] for r in records if r.get("usage")]
     stored = teacher_cost(cfg, sum(u["prompt_tokens"] for u in tokens), sum(u["completion_tokens"] for u in tokens),
                           0.0)["usd"] if tokens else 0.0
-    return max(prev.requests_sent - prev.retries, sent), max(prev.cost_usd, stored)
+    answered = Counter(r["key"] for r in records)
+    unanswered = 0.0
+    for s in sending:  # each send ends in one record (a reply or a failure) unless its process died first
+        if answered[s["key"]] > 0:
+            answered[s["key"]] -= 1
+        else:
+            unanswered += s.get("usd_at_most", 0.0)
+    return max(prev.requests_sent - prev.retries, len(sending)), max(prev.cost_usd, stored + unanswered)
 
 
 def dry_run_plan(config: Path | None, run_dir: Path | None, overrides: list[str]) -> dict:

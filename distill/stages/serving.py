@@ -77,13 +77,20 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
     out = {}
     for s in served:
         price = pricing.hardware[s.hardware].usd_per_hour
-        per_1k = [secs / n_replicas / 3600 * price / len(s.messages) * 1000 for secs in seconds[s.key]]
         out[s.key] = {"engine": engine, "clock": "thread CPU seconds" if clock is time.thread_time else "wall seconds",
                       "rounds": rounds, "requests": len(s.messages), "replicas": n_replicas,
                       "hardware": s.hardware, "usd_per_hour": price, "seconds": [round(x, 3) for x in seconds[s.key]],
-                      "usd_per_1k": [round(x, 7) for x in per_1k], "cost_per_1k_usd": round(statistics.median(per_1k), 7),
-                      "low": round(min(per_1k), 7), "high": round(max(per_1k), 7)}
+                      **per_1k_cost(seconds[s.key], len(s.messages), price, n_replicas)}
     return out
+
+
+def per_1k_cost(seconds: list[float], requests: int, usd_per_hour: float, replicas: int = 1) -> dict:
+    """Cost per 1k requests, per round and as median and range, from one replica's busy seconds for
+    `requests` requests in each round, on a machine billed at usd_per_hour that serves `replicas` such
+    replicas side by side (each bills its share of the hour)."""
+    per_1k = [secs / replicas / 3600 * usd_per_hour / requests * 1000 for secs in seconds]
+    return {"usd_per_1k": [round(x, 7) for x in per_1k], "cost_per_1k_usd": round(statistics.median(per_1k), 7),
+            "low": round(min(per_1k), 7), "high": round(max(per_1k), 7)}
 
 
 def _rounds(served: list[Served], rounds: int, batch_size: int, max_new_tokens: int, trust_remote_code: bool,

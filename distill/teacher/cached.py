@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
+from distill import faults
 from distill.teacher.cost import Budget
 from distill.teacher.request import Request, Usage, estimate_tokens
 from distill.teacher.store import RequestStore
@@ -29,15 +30,16 @@ class Session:
         (not stored, so a later run with a larger budget sends it)."""
         if self.usage.fatal:
             return self._skip(req, self.usage.fatal)
-        if self.budget is None:
-            return True
-        done = self.usage.requests_sent - self.usage.retries
-        avg_seconds = self.usage.request_seconds / done if done else 1.0
-        if self.budget.admit(estimate_tokens(req.message_dicts()), req.max_tokens, avg_seconds):
+        if self.budget is not None:
+            done = self.usage.requests_sent - self.usage.retries
+            avg_seconds = self.usage.request_seconds / done if done else 1.0
+            est = (estimate_tokens(req.message_dicts()), req.max_tokens, avg_seconds)
+            if not self.budget.admit(*est):
+                return self._skip(req, self.budget.exhausted)
             if self.store is not None:
-                self.store.intend(req.key)
-            return True
-        return self._skip(req, self.budget.exhausted)
+                self.store.intend(req.key, self.budget.price(*est))
+        faults.point("send")
+        return True
 
     def stop(self, why: str) -> None:
         """A fault no retry fixes (a rejected key, an unknown model): nothing more is sent, and the

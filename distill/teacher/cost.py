@@ -61,6 +61,8 @@ class Budget:
     completion_tokens: int = 0
     exhausted: str | None = None
     limit: int | None = None  # the configured max_requests, for the message (max_requests is this share's)
+    limit_usd: float | None = None  # the configured max_cost_usd, for the message (max_cost_usd is this share's)
+    spent_earlier_usd: float = 0.0  # what earlier invocations spent, for the message
 
     def spent_usd(self) -> float:
         return self.spent_before_usd + self.price(self.prompt_tokens, self.completion_tokens,
@@ -73,8 +75,9 @@ class Budget:
         if self.exhausted is None and self.max_cost_usd is not None:
             nxt = self.price(est_prompt_tokens, est_completion_tokens, est_seconds)
             if self.spent_usd() + nxt * (1 + self.in_flight) > self.max_cost_usd:
-                self.exhausted = (f"teacher.budget.max_cost_usd={self.max_cost_usd} would be exceeded "
-                                  f"(spent ${self.spent_usd():.4f})")
+                limit = self.max_cost_usd if self.limit_usd is None else self.limit_usd
+                self.exhausted = (f"teacher.budget.max_cost_usd={limit:g} would be exceeded "
+                                  f"(spent ${self.spent_earlier_usd + self.spent_usd():.4f} so far)")
         if self.exhausted is not None:
             return False
         self.admitted += 1
@@ -102,4 +105,4 @@ def make_budget(cfg: Config, spent_requests: int, spent_usd: float, shard: int =
         max_requests = left // shards + (shard < left % shards)
     max_cost = None if b.max_cost_usd is None else max(0.0, b.max_cost_usd - spent_usd) / shards
     return Budget(max_requests, max_cost, lambda pt, ct, secs: teacher_cost(cfg, pt, ct, secs)["usd"],
-                  limit=b.max_requests)
+                  limit=b.max_requests, limit_usd=b.max_cost_usd, spent_earlier_usd=spent_usd)

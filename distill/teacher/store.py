@@ -46,11 +46,12 @@ class RequestStore:
         if rec.get("error") is None:
             self.done[rec["key"]] = rec
 
-    def intend(self, key: str) -> None:
+    def intend(self, key: str, usd_at_most: float) -> None:
+        """Log a request about to be sent, with what it may cost at most (its budget reservation)."""
         if self.sending_path is not None:
             if self._sending is None:
                 self._sending = AppendLog(self.sending_path)
-            self._sending.append({"key": key})
+            self._sending.append({"key": key, "usd_at_most": usd_at_most})
 
     def close(self) -> None:
         self.log.close()

@@ -40,13 +40,27 @@ def plausible_reply(body: dict) -> str:
     return last.split(":", 1)[-1].strip()
 
 
+def small_usage(body: dict) -> dict:
+    return {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+
+
+def full_usage(body: dict) -> dict:
+    """The usage of a reply that spends its whole allowance: the prompt at the budget's own estimate
+    and every one of max_tokens, so what a run reserves for a request is exactly what it is billed."""
+    from distill.teacher.request import estimate_tokens
+
+    pt, ct = estimate_tokens(body["messages"]), body.get("max_tokens") or body.get("max_completion_tokens") or 0
+    return {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+
+
 class FakeOpenAI:
     def __init__(self, script: list[dict] | None = None, reply=plausible_reply, fault_rate: float = 0.0,
                  faults: list[str] = FAULTS, seed: int = 0, models: list[str] = ("fake-model",),
                  timeout_sleep_s: float = 1.5, batch_hold: threading.Event | None = None,
                  batch_expire_after: int | None = None, batch_line_status: dict[int, int] | None = None,
-                 default: dict | None = None):
+                 default: dict | None = None, usage=small_usage):
         self.script = list(script or [])
+        self.usage = usage  # body -> the usage a reply reports (and what a hosted teacher would bill)
         self.default = dict(default or {"status": 200})  # the step of every POST the script does not cover
         self.reply = reply
         self.fault_rate, self.faults, self.rng = fault_rate, list(faults), random.Random(seed)
@@ -185,7 +199,7 @@ class FakeOpenAI:
                     "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": finish,
                                  "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+                    "usage": outer.usage(body),
                 })
 
             def _send(self, status, obj, headers=None):
@@ -233,7 +247,7 @@ class FakeOpenAI:
                     "id": f"chatcmpl-{i}", "object": "chat.completion", "created": 0, "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": "stop",
                                  "message": {"role": "assistant", "content": self.reply(body)}}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}}})
+                    "usage": self.usage(body)}}})
         for name, rows in (("output_file_id", out), ("error_file_id", err)):
             if rows:
                 fid = f"file-{next(self._ids)}"
