@@ -22,6 +22,34 @@ def billed(fake) -> float:
     return sum((u["prompt_tokens"] + u["completion_tokens"]) * 10 / 1e6 for u in map(full_usage, fake.requests))
 
 
+def _killed_once_received(fake, rd, args, n: int) -> int:
+    """Start `distill generate`, SIGKILL it once the teacher has received n requests (more are on
+    their way or being answered), and return how many it had received by then."""
+    proc = subprocess.Popen(distill_cmd("generate", "--run-dir", str(rd), *args), cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(fake.requests) < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return len(fake.requests)
+
+
+def test_max_requests_holds_across_a_sigkill_and_a_rerun(tmp_path):
+    """Breaks caught: spending read only from stats/generate.json (written at the end, so the re-run of a
+    killed run got the whole budget again: 20 requests under max_requests=10), requests in flight at
+    the kill left uncounted, and a message naming a shard's share (6) as the limit."""
+    rd = tmp_path / "run"
+    with FakeOpenAI(reply=_slowly(0.3)) as fake:
+        args = _teacher(fake, "teacher.budget.max_requests=10", "teacher.endpoint.max_concurrency=2")
+        killed_at = _killed_once_received(fake, rd, args, 5)
+        assert 5 <= killed_at < 10 and not (rd / "stats" / "generate.json").exists()
+        code, out = _cli("generate", "--run-dir", str(rd), *args)
+        sent = len(fake.requests)
+    assert code == 0, out
+    assert sent <= 10 and "cut short: teacher.budget.max_requests=10 reached" in " ".join(out.split()), (sent, out)
+
+
 def test_max_cost_holds_across_a_sigkill_with_requests_in_flight(tmp_path):
     """generate is SIGKILLed while requests it sent are still being answered (so they are billed but
     never stored), then re-run.
@@ -32,15 +60,8 @@ def test_max_cost_holds_across_a_sigkill_with_requests_in_flight(tmp_path):
     with FakeOpenAI(reply=_slowly(0.5), usage=full_usage) as fake:
         args = _teacher(fake, "teacher.hosted=true", PRICE, f"teacher.budget.max_cost_usd={limit}",
                         "teacher.max_tokens=200", "teacher.endpoint.max_concurrency=4", "generation.input_requests=20")
-        proc = subprocess.Popen(distill_cmd("generate", "--run-dir", str(rd), *args), cwd=ROOT, env=_env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while len(fake.requests) < 6 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        at_kill = _killed_once_received(fake, rd, args, 6)
         stored = sum(1 for _ in AppendLog.read(rd / "data" / "requests.jsonl"))
-        at_kill = len(fake.requests)
         assert at_kill > stored, "no request was in flight at the kill"
         code, out = _cli("generate", "--run-dir", str(rd), *args)
         spent = billed(fake)
