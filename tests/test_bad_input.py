@@ -180,18 +180,22 @@ def test_every_row_filtered_out_is_one_line_not_a_traceback(tmp_path):
     assert not (rd / "student").exists()
 
 
-def test_a_damaged_line_in_the_middle_of_the_store_is_named(tmp_path):
-    """Breaks caught: a JSONDecodeError traceback naming no file or line, and requests sent before the damage
-    is found."""
+@pytest.mark.parametrize("damaged,expected", [
+    ('{"key": "k2", "te', "requests.jsonl:2: not a JSON record"),
+    ('{"text": "y", "error": null}', "requests.jsonl: a record without 'key'; the store is damaged"),
+])
+def test_a_damaged_line_in_the_middle_of_the_store_is_named(tmp_path, damaged, expected):
+    """Breaks caught: a JSONDecodeError or KeyError traceback naming no file or line, and requests sent
+    before the damage is found."""
     rd = _prepared(tmp_path, "teacher.model=fake-model")
     (rd / "data").mkdir()
     good = json.dumps({"key": "k1", "text": "x", "error": None})
-    (rd / "data" / "requests.jsonl").write_text(good + '\n{"key": "k2", "te\n' + good.replace("k1", "k3") + "\n")
+    (rd / "data" / "requests.jsonl").write_text(good + "\n" + damaged + "\n" + good.replace("k1", "k3") + "\n")
     with FakeOpenAI() as fake:
         code, err = run_cli("generate", "--run-dir", str(rd), "--set", "teacher.endpoint.launch_local=false",
                             "--set", f"teacher.endpoint.base_url={fake.base_url}", "--set", "teacher.model=fake-model")
         assert fake.requests == []
-    assert code == 2 and "requests.jsonl:2: not a JSON record" in err and len(err.splitlines()) == 1, err
+    assert code == 2 and expected in err and len(err.splitlines()) == 1, err
 
 
 def test_a_plugin_that_raises_on_import_and_a_run_dir_that_is_a_file(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.io import write_text_atomic
+from distill.io import DataError, read_json, read_jsonl, write_text_atomic
 from distill.rundir import RunDir
 
 
@@ -21,11 +21,11 @@ from distill.rundir import RunDir
 class Damage:
     path: Path
     line: int | None  # None: the whole file
-    why: str
+    why: str  # for a whole file, the complete message (file and line included)
     log: bool  # an append-only log (set the line aside) or a file a stage writes whole (set it aside)
 
     def __str__(self) -> str:
-        return f"{self.path}{f':{self.line}' if self.line else ''}: {self.why}"
+        return f"{self.path}:{self.line}: {self.why}" if self.log else self.why
 
 
 def _line_problem(line: str, log_of_requests: bool) -> str | None:
@@ -52,15 +52,11 @@ def examine(rd: RunDir) -> list[Damage]:
                     found.append(Damage(path, n, why, log=True))
     for path in rd.whole_outputs():
         try:
-            text = path.read_text(encoding="utf-8")
-            if path.suffix == ".json":
-                json.loads(text)
-            else:
-                for n, line in enumerate(text.splitlines(True), 1):
-                    if line.strip() and (why := _line_problem(line, False)):
-                        raise ValueError(f"line {n}: {why}")
-        except ValueError as e:
-            found.append(Damage(path, None, f"unreadable ({str(e).splitlines()[0][:120]})", log=False))
+            (read_json if path.suffix == ".json" else read_jsonl)(path)
+        except UnicodeDecodeError as e:
+            found.append(Damage(path, None, f"{path}: not UTF-8 text ({e.reason} at byte {e.start})", log=False))
+        except DataError as e:  # names the file and the line already
+            found.append(Damage(path, None, str(e), log=False))
     return found
 
 

@@ -110,7 +110,7 @@ def spent_so_far(cfg: Config, rd: RunDir) -> tuple[int, float]:
     tokens = [r["usage"] for r in records if r.get("usage")]
     stored = teacher_cost(cfg, sum(u["prompt_tokens"] for u in tokens), sum(u["completion_tokens"] for u in tokens),
                           0.0)["usd"] if tokens else 0.0
-    answered = Counter(r["key"] for r in records)
+    answered = Counter(r.get("key") for r in records)  # a record without one: the store names it when it opens
     unanswered = 0.0
     for s in sending:  # each send ends in one record (a reply or a failure) unless its process died first
         if answered[s["key"]] > 0:
