@@ -95,6 +95,8 @@ class TrainStats(Stats):
     output_dir: str | None = None
     name: str | None = None
     keep_layers: int | None = None
+    method: str | None = None  # training.method: sft, logit_kd, on_policy
+    kd_teacher: str | None = None  # whose distribution a logit-level method learned
     rows: int | None = None
     steps: int | None = None
     epochs: float | None = None

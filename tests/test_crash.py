@@ -148,17 +148,21 @@ def test_the_newest_complete_checkpoint_is_chosen(tmp_path):
     assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
 
 
-@pytest.mark.parametrize("point", [17, 95, 180])
-def test_sigkill_at_a_request_then_rerun_equals_an_uninterrupted_run(tmp_path, point):
+# 17 and 95 fall in the inputs phase, 180 in the answers phase: the one that asks for logprobs
+@pytest.mark.parametrize("point,logprobs", [(17, None), (95, None), (180, 3)])
+def test_sigkill_at_a_request_then_rerun_equals_an_uninterrupted_run(tmp_path, point, logprobs):
     """Generation SIGKILLed just before its n-th request goes (in the inputs or the answers phase, with
-    others in flight), then re-run.
+    others in flight), then re-run; with teacher.logprobs, the answers' top-k logprobs are kept with them.
 
     Breaks caught: a store that records replies only at the end (the re-run resends everything), row
-    ids that depend on arrival order (the rows differ from an uninterrupted run), and a resumed run
-    that appends after a torn last line."""
+    ids that depend on arrival order (the rows differ from an uninterrupted run), a resumed run
+    that appends after a torn last line, and logprobs asked for but not kept with the reply (or
+    kept for another reply's tokens)."""
     with FakeOpenAI() as fake:
         sets = ["teacher.endpoint.launch_local=false", f"teacher.endpoint.base_url={fake.base_url}", "teacher.model=fake-model",
                 "generation.input_requests=60", "teacher.endpoint.max_concurrency=4"]
+        if logprobs:
+            sets.append(f"teacher.logprobs={logprobs}")
         straight_ctx, cfg, straight = opened(prepare_run(None, tmp_path / "straight", sets))
         generate.run(straight_ctx)
         reference = (straight / "data" / "generated.jsonl").read_bytes()
@@ -174,8 +178,14 @@ def test_sigkill_at_a_request_then_rerun_equals_an_uninterrupted_run(tmp_path, p
         r = subprocess.run(distill_cmd("generate", "--run-dir", str(rd)), cwd=ROOT, env=ENV, capture_output=True)
         assert r.returncode == 0, r.stderr[-2000:]
     assert (rd / "data" / "generated.jsonl").read_bytes() == reference
-    keys = [r["key"] for r in read_jsonl(rd / "data" / "requests.jsonl") if r.get("error") is None]
+    records = [r for r in read_jsonl(rd / "data" / "requests.jsonl") if r.get("error") is None]
+    keys = [r["key"] for r in records]
     assert len(keys) == len(set(keys)), "a finished request was sent twice"
+    answers = [r for r in records if r["params"].get("logprobs")]
+    answered = [g for g in read_jsonl(rd / "data" / "generated.jsonl") if g["meta"].get("source") != "seed"]
+    assert len(answers) == (len(answered) if logprobs else 0) and answered
+    for r in answers:  # every answer's own tokens, each with its top-k
+        assert "".join(r["logprobs"]["tokens"]) == r["text"] and {len(t) for t in r["logprobs"]["top"]} == {logprobs}
     # killed + resumed sent no more than one straight run, give or take the requests in flight at the kill
     killed_sent, resumed_sent = before - straight_sent, len(fake.requests) - before
     assert straight_sent <= killed_sent + resumed_sent <= straight_sent + 4

@@ -25,8 +25,10 @@ def test_generate_rerun_sends_no_request_and_filter_accounts_for_every_row(tmp_p
     accounts for every row (kept or dropped with a reason) and exports the kept ones.
 
     Breaks caught: a store not consulted on a re-run (requests sent again), row ids that change between
-    runs, and a filter that loses rows (kept + dropped != generated)."""
-    ctx, cfg, rd = opened(prepare_run(None, tmp_path / "run", TINY))
+    runs, and a filter that loses rows (kept + dropped != generated). With teacher.logprobs, the real
+    server's top-k per answer token is kept and lines up with the student's tokens for every kept
+    teacher row (what logit_kd from stored logprobs trains on)."""
+    ctx, cfg, rd = opened(prepare_run(None, tmp_path / "run", TINY + ["teacher.logprobs=5"]))
     first = generate.run(ctx)
     assert first["last"]["requests_sent"] > 0 and first["last"]["completion_tokens"] > 0
     rows1 = read_jsonl(rd / "data" / "generated.jsonl")
@@ -46,6 +48,20 @@ def test_generate_rerun_sends_no_request_and_filter_accounts_for_every_row(tmp_p
     from datasets import load_dataset
     ds = load_dataset("parquet", data_files=str(rd / "dataset" / "data" / "*.parquet"), split="train")
     assert ds.num_rows == len(kept) and ds[0]["completion"][0]["role"] == "assistant"
+
+    from distill.config import Student
+    from distill.models.load import base_student_dir, load_model
+    from distill.records import Row
+    from distill.stages.kd_source import stored_topk
+    from distill.stages.train import to_prompt_completion
+
+    rows = [Row.from_dict(r) for r in kept]
+    topk = stored_topk(ctx, rows, to_prompt_completion(ctx.task, rows), load_model(base_student_dir(Student()))[1])
+    from_teacher = [r.meta.get("source") == "teacher" for r in rows]
+    assert any(from_teacher) and [t is not None for t in topk] == from_teacher
+    first = next(t for t in topk if t)
+    assert all(len(ids) == 5 and lp == sorted(lp, reverse=True) for ids, lp in zip(first["ids"][:-2], first["logprobs"]))
+    assert first["ids"][-2:] == [[2], [198]]  # the end of turn, not in the reply: the target itself
 
 
 def test_sigkill_during_generation_then_resume_loses_and_duplicates_nothing(tmp_path):

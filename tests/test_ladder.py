@@ -57,6 +57,19 @@ def test_ladder_config_extends_the_default():
     assert cfg.quality_target == 0.95
 
 
+def test_kd_config_compares_three_methods_on_the_16_layer_cut():
+    cfg = load_config("configs/kd.yaml")
+    cands = {k: (s, t) for k, s, t in cfg.student_candidates()}
+    assert list(cands) == ["smollm2-135m-lora", "L16-sft", "L16-logit-kd", "L16-on-policy", "L16-sft-then-on-policy"]
+    cut = [cands[k] for k in ("L16-sft", "L16-logit-kd", "L16-on-policy")]
+    assert [t.method for _, t in cut] == ["sft", "logit_kd", "on_policy"]
+    assert {s.keep_layers for s, _ in cut} == {16} and {t.max_steps for _, t in cut} == {150}
+    assert {t.learning_rate for _, t in cut} == {2e-4} and not any(t.lora for _, t in cut)
+    assert all(t.kd_teacher == "smollm2-135m-lora" for _, t in cut[1:]) and cfg.quality_target == 0.9
+    warm, t = cands["L16-sft-then-on-policy"]
+    assert warm.init_from == "L16-sft" and t.method == "on_policy" and t.max_steps == 100
+
+
 @pytest.mark.slow
 def test_small_ladder_trains_evaluates_and_reports(tmp_path):
     from distill.io import read_jsonl, write_jsonl
@@ -66,7 +79,9 @@ def test_small_ladder_trains_evaluates_and_reports(tmp_path):
 
     seeds = read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl")
     ctx, cfg, rd = opened(prepare_run(None, tmp_path / "run", [
-        "students=[{name: big}, {name: small, keep_layers: 6, lora: false, learning_rate: 3.0e-4}]",
+        "students=[{name: big}, {name: small, keep_layers: 6, lora: false, learning_rate: 3.0e-4, method: logit_kd, "
+        "kd_teacher: big}, {name: warm, init_from: small, lora: false, max_steps: 1, method: on_policy, kd_teacher: big}]",
+        "training.on_policy_max_new_tokens=8",
         "quality_target=0.5", "training.max_steps=2", "training.batch_size=4", "training.save_steps=2",
         "eval.models=[base_student, student]", "eval.max_rows=6", "eval.batch_size=6", "eval.max_new_tokens=24"]))
     write_jsonl(rd / "data" / "train.jsonl", [{"id": s["id"], "input": s["input"], "output": s["output"],
@@ -74,14 +89,22 @@ def test_small_ladder_trains_evaluates_and_reports(tmp_path):
     stats = train.run(ctx)
     small = stats["students"]["small"]
     assert small["keep_layers"] == 6 and small["lora"] is False and small["steps"] == 2
+    # the cut student learned the distribution of the one trained before it
+    assert small["method"] == "logit_kd" and small["kd_teacher"] == "the student 'big'"
+    assert stats["students"]["big"]["method"] == "sft"
+    warm = stats["students"]["warm"]  # on-policy from the cut student's weights, not from the base
+    assert warm["base"] == str(rd / "students" / "small") and warm["keep_layers"] == 6 and warm["method"] == "on_policy"
+    assert warm["parameters"] == small["parameters"]
     assert small["parameters"] < 0.5 * stats["students"]["big"]["parameters"]
     assert (rd / "students" / "small" / "config.json").exists() and (rd / "students" / "big" / "config.json").exists()
     ev = evaluate.run(ctx)
-    assert set(ev["models"]) == {"base_student", "student:big", "student:small"}
+    assert set(ev["models"]) == {"base_student", "student:big", "student:small", "student:warm"}
     assert ev["models"]["student:small"]["failed"] == 0
     rep = report.run(ctx)
-    assert [r["key"] for r in rep["models"]][:1] == ["base_student"] and len(rep["models"]) == 3
+    assert [r["key"] for r in rep["models"]][:1] == ["base_student"] and len(rep["models"]) == 4
     assert rep["frontier"] and set(rep["frontier"]) <= {r["key"] for r in rep["models"]}
     # no teacher evaluated: nothing to measure the target against, and the report says nothing false
     assert rep["selection"]["chosen"] is None
-    assert "| small |" in (rd / "report.md").read_text() and (rd / "frontier.png").stat().st_size > 0
+    md = (rd / "report.md").read_text()
+    assert "| small |" in md and "| full | logit_kd from the student 'big' | 2 |" in md and "| LoRA | sft | 2 |" in md
+    assert (rd / "frontier.png").stat().st_size > 0

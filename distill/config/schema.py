@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from distill.config.teacher import Strict, Teacher
 from distill.rundir import check_name
@@ -49,6 +49,10 @@ class LadderStudent(Student):
     lora: bool | None = Field(None, description="LoRA (true) or full fine-tuning (false) for this candidate; null = training.lora. A pruned student needs full fine-tuning to heal.")
     learning_rate: float | None = Field(None, gt=0, description="Learning rate for this candidate; null = training.learning_rate.")
     epochs: float | None = Field(None, gt=0, description="Epochs for this candidate; null = training.epochs.")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps for this candidate; null = training.max_steps.")
+    method: Literal["sft", "logit_kd", "on_policy"] | None = Field(None, description="Training method for this candidate (see training.method); null = training.method. One ladder can compare methods on the same rows.")
+    kd_teacher: str | None = Field(None, description="Where this candidate's logit-level signal comes from (see training.kd_teacher); null = training.kd_teacher.")
+    init_from: str | None = Field(None, description="Start from the trained weights of a student listed before this one instead of the base (keep_layers then comes from it): e.g. on_policy after an SFT warm start, as GKD does; a student that samples nonsense gives the teacher nothing to correct.")
 
     @field_validator("name")
     @classmethod
@@ -57,6 +61,14 @@ class LadderStudent(Student):
 
 
 class Training(Strict):
+    method: Literal["sft", "logit_kd", "on_policy"] = Field("sft", description="sft = learn the teacher's text (sequence-level KD); logit_kd = also match the teacher's next-token distribution at every position of that text (needs the same tokenizer); on_policy = the student samples answers and the teacher scores them token by token (TRL's DistillationTrainer, generalised JSD), mixed with the teacher's own answers by on_policy_fraction.")
+    kd_teacher: str = Field("teacher", description="Whose distribution logit_kd and on_policy learn: teacher = the teacher's weights loaded here (a local GGUF dequantised, or the LoRA-adapted teacher) reading its own prompt; logprobs = the top-k logprobs stored with the teacher's replies (teacher.logprobs), for teachers you can only call; or the name of a ladder student trained earlier in `students` (e.g. the SFT-distilled one), reading the student's prompt.")
+    kd_alpha: float = Field(0.5, ge=0, le=1, description="logit_kd: share of the loss from cross-entropy on the teacher's text; the rest is KL(teacher || student) over the whole distribution.")
+    kd_temperature: float = Field(1.0, gt=0, description="Softmax temperature of both distributions in the KD loss (the KL is scaled by T^2); for on_policy also the sampling temperature.")
+    kd_beta: float = Field(1.0, ge=0, le=1, description="on_policy: the generalised JSD's interpolation: 0 = forward KL, 0.5 = JSD, 1 = reverse KL (TRL's default: mode-seeking, suits a small student).")
+    on_policy_fraction: float = Field(0.5, ge=0, le=1, description="on_policy: share of batches where the student answers itself (then scored by the teacher); the rest use the teacher's answers from the filtered rows (GKD's lambda). 1 = fully on-policy.")
+    on_policy_max_new_tokens: int = Field(64, ge=1, description="on_policy: token limit of the student's sampled answers.")
+    on_policy_vllm: bool = Field(False, description="on_policy on a GPU: the student samples through vLLM colocated in the training process (TRL's use_vllm), far faster than transformers' generate; needs a GPU and vLLM.")
     lora: bool = Field(True, description="Train LoRA adapters (merged into the saved model) instead of all weights.")
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
@@ -173,7 +185,7 @@ class Config(Strict):
     student: Student = Field(default_factory=Student, description="The student model (when `students` is empty).")
     students: list[LadderStudent] = Field(default_factory=list, description="The progression path: several student candidates trained on the same filtered data and evaluated in the same harness; empty = the one `student`.")
     quality_target: float | None = Field(None, gt=0, le=2, description="The bar a student must reach, as a share of the teacher's primary metric (0.95 = 95%); the report names the cheapest student that does, or says none does.")
-    training: Training = Field(default_factory=Training, description="Student fine-tuning with TRL's SFTTrainer.")
+    training: Training = Field(default_factory=Training, description="Student fine-tuning with TRL: SFT, logit-level KD or on-policy distillation.")
     eval: Eval = Field(default_factory=Eval, description="The evaluation harness.")
     pricing: Pricing = Field(default_factory=Pricing, description="Price tables for the cost model.")
     export: Export = Field(default_factory=Export, description="Where the kept dataset goes besides the run directory.")
@@ -198,7 +210,8 @@ class Config(Strict):
             return [(None, LadderStudent(**self.student.model_dump()), self.training)]
         out = []
         for s in self.students:
-            over = {k: getattr(s, k) for k in ("lora", "learning_rate", "epochs") if getattr(s, k) is not None}
+            over = {k: getattr(s, k) for k in ("lora", "learning_rate", "epochs", "max_steps", "method", "kd_teacher")
+                    if getattr(s, k) is not None}
             out.append((s.name, s, self.training.model_copy(update=over)))
         return out
 
@@ -209,6 +222,21 @@ class Config(Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate student name '{next(n for n in names if names.count(n) > 1)}'")
         return v
+
+    @model_validator(mode="after")
+    def _kd_teachers_exist(self):
+        """A logit-level candidate learns from the teacher, its stored logprobs, or a student trained before it."""
+        earlier: list[str] = []
+        for name, s, t in self.student_candidates():
+            if t.method != "sft" and t.kd_teacher not in ("teacher", "logprobs", *earlier):
+                where = f"students.{len(earlier)}.kd_teacher" if name else "training.kd_teacher"
+                raise ValueError(f"{where}: '{t.kd_teacher}' is neither 'teacher', 'logprobs' nor a student listed "
+                                 "before this one in `students` (it must be trained first to teach)")
+            if s.init_from is not None and s.init_from not in earlier:
+                raise ValueError(f"students.{len(earlier)}.init_from: '{s.init_from}' is not a student listed before "
+                                 "this one in `students` (it must be trained first)")
+            earlier.append(name)
+        return self
 
     def api_key(self) -> str | None:
         ep = self.teacher.endpoint

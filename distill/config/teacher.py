@@ -84,6 +84,7 @@ FLAT_KEYS = {
 class Teacher(Strict):
     model: str = Field("SmolLM2-135M-Instruct", description="Model name sent in every request (the server's model id, e.g. gpt-4o-mini or the name `vllm serve` was started with).")
     backend: Literal["openai", "openai_batch", "vllm_offline"] = Field("openai", description="openai = the OpenAI protocol request by request (OpenAI, `vllm serve`, llama.cpp); openai_batch = the Batch API (half price, hours of latency, resumable by batch id); vllm_offline = vllm.LLM in this process (GPU, `pip install .[vllm]`).")
+    logprobs: int | None = Field(None, ge=1, le=20, description="Ask for the top-k logprobs of every answer token (OpenAI allows up to 20; vLLM and llama.cpp serve them too) and keep them with the reply in the request store, for training.method logit_kd with kd_teacher: logprobs. null = text only.")
     endpoint: Endpoint = Field(default_factory=Endpoint, description="Where requests go: a local llama.cpp server started for the run, or base_url; the key; retries and timeouts.")
     batch: BatchAPI = Field(default_factory=BatchAPI, description="Batch API settings (backend openai_batch).")
     offline: VllmOffline = Field(default_factory=VllmOffline, description="In-process vLLM settings (backend vllm_offline).")

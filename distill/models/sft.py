@@ -86,22 +86,38 @@ def last_checkpoint(output_dir: Path) -> str | None:
     return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
-def make_trainer(t: Training, plan: dict, model, tok, records: list[dict], output_dir: Path, **sft_args):
-    """TRL's SFTTrainer for prompt-completion records under a device plan (LoRA if t.lora); sft_args
-    override fields of the SFTConfig."""
+def make_trainer(t: Training, plan: dict, model, tok, records: list[dict], output_dir: Path, kd=None, **sft_args):
+    """The trainer for t.method over prompt-completion records under a device plan (LoRA if t.lora):
+    TRL's SFTTrainer, the KD trainer on top of it, or TRL's DistillationTrainer; kd is the
+    KDSource the logit-level methods learn from; sft_args override fields of the SFTConfig."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTTrainer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+    from distill.models import kd_train
+
     model.config._attn_implementation = plan["attn_implementation"]
-    args = sft_config(t, plan, output_dir)
-    for k, v in sft_args.items():
-        setattr(args, k, v)
     peft_config = None
     if t.lora:
         peft_config = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
                                  target_modules=t.lora_target_modules, task_type="CAUSAL_LM")
+    if t.method == "on_policy":
+        return kd_train.make_on_policy_trainer(model, kd.load(model.dtype), tok, records,
+                                               distillation_config(t, plan, output_dir), fraction=t.on_policy_fraction,
+                                               seed=t.seed, peft_config=peft_config)
+    args = sft_config(t, plan, output_dir)
+    for k, v in sft_args.items():
+        setattr(args, k, v)
+    if t.method == "logit_kd":
+        examples, kd.skipped = kd_train.kd_examples(tok, records, t.max_length, kd.teacher_prompts, kd.topk)
+        if not examples:
+            raise ValueError(f"training.method=logit_kd: none of {len(records)} rows has {kd.name}'s distribution")
+        args.dataset_kwargs, args.remove_unused_columns = {"skip_prepare_dataset": True}, False
+        return kd_train.make_kd_trainer(
+            dict(model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tok,
+                 peft_config=peft_config, data_collator=kd_train.KDCollator(tok.pad_token_id)),
+            kd.load(model.dtype), alpha=t.kd_alpha, temperature=t.kd_temperature)
     collator = None
     if plan["padding_free"] and not plan["packing"]:
         collator = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)
@@ -109,18 +125,37 @@ def make_trainer(t: Training, plan: dict, model, tok, records: list[dict], outpu
                       peft_config=peft_config, data_collator=collator)
 
 
-def run_sft(t: Training, base_dir: Path, records: list[dict], ckpt_dir: Path, *, trust_remote_code: bool = False):
-    """TRL SFT of base_dir on prompt-completion records (resuming from the last checkpoint in
-    ckpt_dir); returns (trainer, plan, tokenizer, resumed-from, train result)."""
+def distillation_config(t: Training, plan: dict, output_dir: Path):
+    """TRL's DistillationConfig for on_policy, with the same schedule and device plan as SFT."""
+    from trl import DistillationConfig
+
+    if t.on_policy_vllm and plan["device"] != "cuda":
+        raise ValueError("training.on_policy_vllm needs a GPU (vLLM samples there); on CPU transformers samples")
+    sft = sft_config(t, plan, output_dir)
+    same = ("output_dir", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+            "learning_rate", "lr_scheduler_type", "warmup_steps", "logging_steps", "save_steps", "save_total_limit",
+            "gradient_checkpointing", "deepspeed", "ddp_find_unused_parameters", "bf16", "fp16", "use_cpu", "seed",
+            "data_seed", "report_to", "dataloader_num_workers", "disable_tqdm")
+    return DistillationConfig(**{k: getattr(sft, k) for k in same}, temperature=t.kd_temperature, beta=t.kd_beta,
+                              max_completion_length=t.on_policy_max_new_tokens, use_vllm=t.on_policy_vllm,
+                              vllm_mode="colocate")
+
+
+def run_sft(t: Training, base_dir: Path, records: list[dict], ckpt_dir: Path, *, trust_remote_code: bool = False,
+            kd=None):
+    """TRL training of base_dir on prompt-completion records by t.method (resuming from the last
+    checkpoint in ckpt_dir); returns (trainer, plan, tokenizer, resumed-from, train result)."""
     import torch
 
     cuda = torch.cuda.is_available()
     plan = device_plan(t, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(),
                        flash_attn=_has_flash_attn())
+    if t.method != "sft":  # the KD losses take plain padded batches
+        plan = {**plan, "padding_free": False, "packing": False}
     torch.manual_seed(t.seed)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan["precision"], torch.float32)
     model, tok = load_model(base_dir, trust_remote_code=trust_remote_code, dtype=dtype)
-    trainer = make_trainer(t, plan, model, tok, records, ckpt_dir)
+    trainer = make_trainer(t, plan, model, tok, records, ckpt_dir, kd=kd)
     resume = last_checkpoint(ckpt_dir)
     result = trainer.train(resume_from_checkpoint=resume)
     return trainer, plan, tok, resume, result

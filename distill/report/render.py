@@ -78,10 +78,14 @@ def _judge_line(j: dict | None) -> str:
 def _ladder_lines(ladder: dict | None) -> str:
     if not ladder:
         return ""
+    def method(v: dict) -> str:  # stats written before methods existed were all sft
+        m = v.get("method") or "sft"
+        return m if m == "sft" else f"{m} from {v.get('kd_teacher')}"
+
     rows = "\n".join(f"| {n} | {fmt_params(v['parameters'])} | {v['keep_layers'] or 'all'} | "
-                     f"{'LoRA' if v['lora'] else 'full'} | {v['steps']} | {_num(v['first_loss'])} -> {_num(v['last_loss'])} | "
-                     f"{v['wall_seconds']:.0f} s |" for n, v in ladder.items())
-    return ("\n| student | size | layers kept | fine-tuning | steps | loss | time |\n|---|---|---|---|---|---|---|\n"
+                     f"{'LoRA' if v['lora'] else 'full'} | {method(v)} | {v['steps']} | "
+                     f"{_num(v['first_loss'])} -> {_num(v['last_loss'])} | {v['wall_seconds']:.0f} s |" for n, v in ladder.items())
+    return ("\n| student | size | layers kept | fine-tuning | method | steps | loss | time |\n|---|---|---|---|---|---|---|---|\n"
             + rows + "\n")
 
 

@@ -117,6 +117,9 @@ def check_teacher(cfg: Config) -> None:
                           "(served by transformers here) or vllm_offline (vLLM's LoRA support)")
     if t.adaptation.method == "lora" and t.adaptation.base and not (resolve_path(t.adaptation.base) / "config.json").exists():
         raise ConfigError(f"teacher.adaptation.base: {t.adaptation.base}: not a transformers model directory (no config.json)")
+    if t.logprobs and (t.backend == "vllm_offline" or t.adaptation.method == "lora"):
+        raise ConfigError("teacher.logprobs: kept only from OpenAI-protocol replies (backends openai, openai_batch); a "
+                          "teacher run in-process has its weights here: use training.kd_teacher: teacher instead")
     if t.backend == "vllm_offline":
         if importlib.util.find_spec("vllm") is None:
             raise ConfigError("teacher.backend: vllm_offline needs vLLM in this environment (pip install '.[vllm]')")

@@ -48,7 +48,7 @@ class ShardJob:
 def answer_requests(cfg: Config, task: Task, text: str, shots: list[dict]) -> list[Request]:
     msgs = task.teacher_messages(text, shots)
     k = cfg.generation.samples_per_input
-    extra = {}
+    extra = {"logprobs": True, "top_logprobs": cfg.teacher.logprobs} if cfg.teacher.logprobs else {}
     if task.answer_schema is not None and (fmt := response_format(cfg, task.answer_schema, f"{task.name}_answer")):
         extra["response_format"] = fmt
     if k == 1:

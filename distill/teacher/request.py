@@ -97,5 +97,20 @@ def reply_record(req: Request, text: str | None, finish_reason: str | None, prom
     }
 
 
+def top_logprobs(logprobs) -> dict | None:
+    """A reply's `logprobs.content` (an SDK object or the JSON of a batch line) as stored with it:
+    the sampled tokens and, per token, its top-k [token, logprob] pairs; None without logprobs."""
+    content = logprobs.get("content") if isinstance(logprobs, dict) else getattr(logprobs, "content", None)
+    if not content:
+        return None
+
+    def get(x, k):
+        return x.get(k) if isinstance(x, dict) else getattr(x, k)
+
+    return {"tokens": [get(t, "token") for t in content],
+            "top": [[[get(a, "token"), round(get(a, "logprob"), 5)] for a in (get(t, "top_logprobs") or [])]
+                    for t in content]}
+
+
 def failed_record(req: Request, error: str, **extra) -> dict:
     return {"key": req.key, "model": req.model, "params": dict(req.params), "text": None, "error": error, **extra}

@@ -198,7 +198,8 @@ class FakeOpenAI:
                 self._send(200, {
                     "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": finish,
-                                 "message": {"role": "assistant", "content": text}}],
+                                 "message": {"role": "assistant", "content": text},
+                                 "logprobs": fake_logprobs(text, body.get("top_logprobs")) if body.get("logprobs") else None}],
                     "usage": outer.usage(body),
                 })
 
@@ -264,3 +265,12 @@ class FakeOpenAI:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+def fake_logprobs(text: str, k: int | None) -> dict:
+    """`logprobs.content` for a reply: word pieces as tokens, each the likeliest of k alternatives."""
+    pieces = re.findall(r"\s*\S+", text)
+    return {"content": [{"token": p, "logprob": -0.1, "bytes": list(p.encode()),
+                         "top_logprobs": [{"token": p, "logprob": -0.1, "bytes": list(p.encode())}] +
+                                         [{"token": f" alt{j}", "logprob": -3.0 - j, "bytes": None} for j in range((k or 1) - 1)]}
+                        for p in pieces]}

@@ -16,7 +16,7 @@ import openai
 
 from distill.config import Config
 from distill.teacher.cached import Session
-from distill.teacher.request import Request, TeacherError, failed_record, reply_record
+from distill.teacher.request import Request, TeacherError, failed_record, reply_record, top_logprobs
 from distill.text import scrub
 
 
@@ -91,8 +91,9 @@ class OpenAIBackend:
             raise TeacherError("reply has no choices")
         ch = resp.choices[0]
         u = resp.usage
+        extra = {"logprobs": top_logprobs(ch.logprobs)} if dict(req.params).get("logprobs") else {}
         return reply_record(req, ch.message.content, ch.finish_reason, getattr(u, "prompt_tokens", 0),
-                            getattr(u, "completion_tokens", 0), latency)
+                            getattr(u, "completion_tokens", 0), latency, **extra)
 
     async def _with_retries(self, client: openai.AsyncOpenAI, req: Request, session: Session) -> dict:
         ep, usage = self.cfg.teacher.endpoint, session.usage

@@ -23,7 +23,7 @@ import openai
 from distill.config import Config
 from distill.io import AppendLog
 from distill.teacher.cached import Session
-from distill.teacher.request import Request, failed_record, reply_record
+from distill.teacher.request import Request, failed_record, reply_record, top_logprobs
 from distill.text import scrub
 
 ENDPOINT = "/v1/chat/completions"
@@ -58,7 +58,8 @@ def parse_result_line(line: dict, req: Request | None) -> tuple[dict | None, str
         return None, "MalformedReply: batch line without choices[0].message.content", True
     if req is None:  # a request of an earlier run's batch that this run does not need: kept for later runs
         req = Request(body.get("model", ""), (), ())
-    rec = reply_record(req, text, finish, u.get("prompt_tokens"), u.get("completion_tokens"), None)
+    extra = {"logprobs": top_logprobs(ch.get("logprobs"))} if dict(req.params).get("logprobs") else {}
+    rec = reply_record(req, text, finish, u.get("prompt_tokens"), u.get("completion_tokens"), None, **extra)
     rec["key"] = line["custom_id"]
     return rec, None, False
 
