@@ -56,12 +56,15 @@ def test_generate_rerun_sends_no_request_and_filter_accounts_for_every_row(tmp_p
     from distill.stages.train import to_prompt_completion
 
     rows = [Row.from_dict(r) for r in kept]
-    topk = stored_topk(ctx, rows, to_prompt_completion(ctx.task, rows), load_model(base_student_dir(Student()))[1])
+    tok = load_model(base_student_dir(Student()))[1]
+    topk = stored_topk(ctx, rows, to_prompt_completion(ctx.task, rows), tok)
     from_teacher = [r.meta.get("source") == "teacher" for r in rows]
     assert any(from_teacher) and [t is not None for t in topk] == from_teacher
-    first = next(t for t in topk if t)
-    assert all(len(ids) == 5 and lp == sorted(lp, reverse=True) for ids, lp in zip(first["ids"][:-2], first["logprobs"]))
-    assert first["ids"][-2:] == [[2], [198]]  # the end of turn, not in the reply: the target itself
+    for t, row in zip(topk, rows):
+        if t:  # the reply's own tokens spell the answer (even where the sampler split a word the tokenizer keeps whole)
+            assert tok.decode(t["completion"][:-2]) == row.output and t["completion"][-2:] == [2, 198]
+            assert len(t["ids"]) == len(t["completion"]) and t["ids"][-2:] == [[2], [198]]  # end of turn: itself
+            assert all(len(ids) == 5 and lp == sorted(lp, reverse=True) for ids, lp in zip(t["ids"][:-2], t["logprobs"]))
 
 
 def test_sigkill_during_generation_then_resume_loses_and_duplicates_nothing(tmp_path):

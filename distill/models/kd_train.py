@@ -38,11 +38,14 @@ def kd_examples(tok, records: list[dict], max_length: int, teacher_prompts: list
     """Tokenized KD examples and how many records were left out. The student's sequence is cut to
     max_length; the teacher's (its own prompt, then the same completion tokens) is never cut, so both
     always hold the same completion tokens. `topk[i]` = {"ids": [[...k]...], "logprobs": [[...]...]}
-    per completion token (a stored reply's logprobs), or None for a row without them (the teacher's
-    distribution is then its own token: one-hot)."""
+    per completion token (a stored reply's logprobs) and optionally "completion", the reply's own token
+    ids to train on; or None for a row without them (the teacher's distribution is then its own token:
+    one-hot)."""
     out, skipped = [], 0
     for i, r in enumerate(records):
         p, c = prompt_ids(tok, r["prompt"]), completion_ids(tok, r["prompt"], r["completion"])
+        if topk is not None and topk[i] and "completion" in topk[i]:  # the teacher's own token pieces
+            c = topk[i]["completion"]
         n = min(len(c), max_length - len(p))
         if n <= 0:
             skipped += 1
@@ -166,7 +169,7 @@ class KDSource:
     teacher_prompts: list[list[dict]] | None = None
     topk: list[dict | None] | None = None
     trust_remote_code: bool = False
-    skipped: int = 0  # rows left out (the filled-in count after tokenizing)
+    skipped: int = 0  # records left out when tokenized: no room for the answer within max_length
 
     def load(self, dtype=None):
         """The teacher's weights (None for stored logprobs), in the student's dtype."""

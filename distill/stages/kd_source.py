@@ -86,30 +86,31 @@ def stored_topk(ctx: RunContext, rows: list[Row], records: list[dict], tok) -> l
             replies = [store.get(r.key) for r in answer_requests(ctx.cfg, ctx.task, row.input, ctx.shots)]
             reply = next((x for x in replies if x and x.get("logprobs") and ctx.task.parse_answer(x["text"]) == row.output),
                          None)
-            out.append(_aligned(reply, completion_ids(tok, rec["prompt"], rec["completion"]), pieces) if reply else None)
+            target = completion_ids(tok, rec["prompt"], rec["completion"])
+            out.append(_aligned(reply, row.output, target, tok, pieces) if reply else None)
         return out
     finally:
         store.close()
 
 
-def _aligned(reply: dict, target: list[int], pieces: dict[str, int]) -> dict | None:
-    """The reply's top-k over the target tokens: the reply's own tokens must be the start of the
-    target (the answer as the student is trained on it); the target's remaining tokens (end of turn)
-    get the target token with probability 1."""
+def _aligned(reply: dict, answer: str, target: list[int], tok, pieces: dict[str, int]) -> dict | None:
+    """The reply's top-k at each of its own tokens, and the completion to train on: the reply's tokens
+    (a sampler may emit a word in two pieces where the tokenizer has one: " wed" + "ding"), then the
+    rest of the target (the end of turn, not in the reply, with the target token at probability 1).
+    None when the reply's tokens do not spell the answer the row keeps."""
     lp = reply["logprobs"]
     ids = [pieces.get(p) for p in lp["tokens"]]
-    n = len(ids)
-    if None in ids or ids != target[:n]:
+    canonical = tok(answer, add_special_tokens=False)["input_ids"]
+    if None in ids or "".join(lp["tokens"]) != answer or target[:len(canonical)] != canonical:
         return None
+    tail = target[len(canonical):]
     top_ids, top_lps = [], []
     for alts in lp["top"]:
         known = [(pieces[p], v) for p, v in alts if p in pieces]
         top_ids.append([i for i, _ in known])
         top_lps.append([v for _, v in known])
-    for x in target[n:]:
-        top_ids.append([x])
-        top_lps.append([0.0])
-    return {"ids": top_ids, "logprobs": top_lps}
+    return {"ids": top_ids + [[x] for x in tail], "logprobs": top_lps + [[0.0] for _ in tail],
+            "completion": ids + tail}
 
 
 def _tokenizer(path: Path, trust_remote_code: bool):
