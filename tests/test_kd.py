@@ -221,16 +221,21 @@ def test_a_teacher_with_another_tokenizer_is_refused_in_one_line_before_training
     assert not (rd / "students").exists(), "a candidate trained before the refusal"
 
 
-def test_kd_teacher_names_are_checked_when_the_config_loads():
-    """A kd_teacher that is neither teacher, logprobs nor an earlier student stops before anything runs."""
+def test_kd_teacher_names_are_checked_before_anything_runs():
+    """A kd_teacher that is neither teacher, logprobs nor an earlier student stops in preflight."""
     from distill.config import ConfigError
+    from distill.stages.preflight import check_ladder
+
+    def check(*overrides):
+        check_ladder(load_config(overrides=list(overrides)))
 
     with pytest.raises(ConfigError, match=r"field 'students.0.kd_teacher': 'b' is neither 'teacher', 'logprobs' nor "
                                           r"a student listed before this one"):
-        load_config(overrides=['students=[{"name": "a", "method": "logit_kd", "kd_teacher": "b"}, {"name": "b"}]'])
+        check('students=[{"name": "a", "method": "logit_kd", "kd_teacher": "b"}, {"name": "b"}]')
     with pytest.raises(ConfigError, match="field 'training.kd_teacher': 'x' is neither"):
-        load_config(overrides=["training.method=on_policy", "training.kd_teacher=x"])
+        check("training.method=on_policy", "training.kd_teacher=x")
     with pytest.raises(ConfigError, match="field 'students.0.init_from': 'b' is not a student listed before"):
-        load_config(overrides=['students=[{"name": "a", "init_from": "b"}, {"name": "b"}]'])
+        check('students=[{"name": "a", "init_from": "b"}, {"name": "b"}]')
     ok = load_config(overrides=['students=[{"name": "b"}, {"name": "a", "method": "logit_kd", "kd_teacher": "b"}]'])
+    check_ladder(ok)
     assert [t.method for _, _, t in ok.student_candidates()] == ["sft", "logit_kd"]

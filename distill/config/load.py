@@ -6,7 +6,6 @@ with `--set` against the current directory. A bare `--config NAME` names a confi
 """
 from __future__ import annotations
 
-import re
 import typing
 from pathlib import Path
 
@@ -99,14 +98,12 @@ def _set_path(data: dict, dotted: str, raw: str, *, source: str) -> None:
 
 def _format_error(err: ValidationError, source: str, text: str | None) -> str:
     e = err.errors()[0]
-    loc = list(e["loc"])
-    msg = e["msg"].replace("Extra inputs are not permitted", "unknown key").removeprefix("Value error, ")
-    if not loc and (m := re.match(r"([\w]+(?:\.[\w]+)+): (.*)", msg)):  # a check across fields names its own
-        loc, msg = [int(k) if k.isdigit() else k for k in m.group(1).split(".")], m.group(2)
+    field = ".".join(str(x) for x in e["loc"])
     line = ""
-    if text is not None and loc:
-        line = _yaml_line(text, [x for x in loc if isinstance(x, str)])
-    return f"{source}{line}: field '{'.'.join(str(x) for x in loc)}': {msg}"
+    if text is not None and e["loc"]:
+        line = _yaml_line(text, [x for x in e["loc"] if isinstance(x, str)])
+    msg = e["msg"].replace("Extra inputs are not permitted", "unknown key").removeprefix("Value error, ")
+    return f"{source}{line}: field '{field}': {msg}"
 
 
 def _yaml_line(text: str, keys: list[str]) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
 from distill.config.teacher import Strict, Teacher
 from distill.rundir import check_name
@@ -222,21 +222,6 @@ class Config(Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate student name '{next(n for n in names if names.count(n) > 1)}'")
         return v
-
-    @model_validator(mode="after")
-    def _kd_teachers_exist(self):
-        """A logit-level candidate learns from the teacher, its stored logprobs, or a student trained before it."""
-        earlier: list[str] = []
-        for name, s, t in self.student_candidates():
-            if t.method != "sft" and t.kd_teacher not in ("teacher", "logprobs", *earlier):
-                where = f"students.{len(earlier)}.kd_teacher" if name else "training.kd_teacher"
-                raise ValueError(f"{where}: '{t.kd_teacher}' is neither 'teacher', 'logprobs' nor a student listed "
-                                 "before this one in `students` (it must be trained first to teach)")
-            if s.init_from is not None and s.init_from not in earlier:
-                raise ValueError(f"students.{len(earlier)}.init_from: '{s.init_from}' is not a student listed before "
-                                 "this one in `students` (it must be trained first)")
-            earlier.append(name)
-        return self
 
     def api_key(self) -> str | None:
         ep = self.teacher.endpoint

@@ -53,7 +53,7 @@ def kd_source(ctx: RunContext, name: str, student, t: Training, rows: list[Row],
         prompts = None if t.method == "on_policy" else [ctx.task.teacher_messages(r.input, ctx.shots) for r in rows]
         src = KDSource(f"the teacher ({weights})", path=path, teacher_prompts=prompts)
     else:
-        names = [s.name for s in cfg.students]  # the config checked that it is listed before this one
+        names = [s.name for s in cfg.students]  # preflight checked that it is listed before this one
         teaching = cfg.students[names.index(who)]
         src = KDSource(f"the student '{who}'", path=ctx.run.student(who), trust_remote_code=teaching.trust_remote_code)
         # not trained yet when the run starts; training keeps its base's tokenizer

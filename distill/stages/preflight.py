@@ -28,6 +28,7 @@ def preflight(cfg: Config, stages: tuple[str, ...]) -> Inputs:
     import_plugins(cfg)
     check_filters(cfg)
     check_prices(cfg)
+    check_ladder(cfg)
     task = load_task(cfg.task)
     seeds_path, eval_path = data_paths(cfg, task)
     columns = task.spec.fields.model_dump()
@@ -52,6 +53,21 @@ def check_prices(cfg: Config) -> None:
         if hw is not None and hw not in cfg.pricing.hardware:
             raise config_error(cfg, keys, f"'{hw}' has no price in pricing.hardware "
                                f"(known: {', '.join(sorted(cfg.pricing.hardware))})")
+
+
+def check_ladder(cfg: Config) -> None:
+    """A logit-level candidate learns from the teacher, its stored logprobs, or a student trained
+    before it; a candidate starts from the base or from a student trained before it."""
+    earlier: list[str] = []
+    for name, s, t in cfg.student_candidates():
+        where = ["students", str(len(earlier))] if name else ["training"]
+        if t.method != "sft" and t.kd_teacher not in ("teacher", "logprobs", *earlier):
+            raise config_error(cfg, [*where, "kd_teacher"], f"'{t.kd_teacher}' is neither 'teacher', 'logprobs' nor a "
+                               "student listed before this one in `students` (it must be trained first to teach)")
+        if s.init_from is not None and s.init_from not in earlier:
+            raise config_error(cfg, [*where, "init_from"], f"'{s.init_from}' is not a student listed before this one "
+                               "in `students` (it must be trained first)")
+        earlier.append(name)
 
 
 def import_plugins(cfg: Config) -> None:
