@@ -112,14 +112,14 @@ def make_kd_trainer(sft_trainer_args: dict, teacher, *, alpha: float, temperatur
                 kd = dense_kd_loss(s_logits, t_logits, temperature)
             else:
                 kd = sparse_kd_loss(s_logits, inputs["topk_ids"], inputs["topk_logprobs"], temperature)
-            self._kd_parts.append((ce.item(), kd.item()))
+            self._kd_parts.append(torch.stack([ce.detach(), kd.detach()]))  # read at log time: no sync per step
             loss = alpha * ce + (1 - alpha) * kd
             return (loss, None) if return_outputs else loss
 
         def log(self, logs, start_time=None):
             if self._kd_parts and "loss" in logs:
-                logs["ce"] = round(sum(c for c, _ in self._kd_parts) / len(self._kd_parts), 4)
-                logs["kd"] = round(sum(k for _, k in self._kd_parts) / len(self._kd_parts), 4)
+                ce, kd = torch.stack(self._kd_parts).mean(0).tolist()
+                logs["ce"], logs["kd"] = round(ce, 4), round(kd, 4)
                 self._kd_parts.clear()
             super().log(logs, start_time)
 

@@ -129,14 +129,21 @@ def save_model_dir(model, tok, target: Path, replace: bool = True) -> None:
 def load_model(path: Path, *, trust_remote_code: bool = False, dtype=None):
     """Model + tokenizer from a directory, safetensors only (no pickle), remote code only when allowed."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True,
                                                  trust_remote_code=trust_remote_code)
+    return model, load_tokenizer(path, trust_remote_code=trust_remote_code)
+
+
+def load_tokenizer(path: Path, *, trust_remote_code: bool = False):
+    """A model directory's tokenizer (with a pad token: batches are padded)."""
+    from transformers import AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return model, tok
+    return tok
 
 
 def parameter_count(model) -> int:

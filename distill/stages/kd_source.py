@@ -9,7 +9,7 @@ from pathlib import Path
 
 from distill.config import ConfigError, Training
 from distill.models.kd_train import KDSource, completion_ids
-from distill.models.load import base_student_dir
+from distill.models.load import base_student_dir, load_tokenizer
 from distill.records import Row
 from distill.stages.context import RunContext
 from distill.stages.serving import teacher_weights
@@ -31,7 +31,7 @@ def kd_source(ctx: RunContext, name: str, student, t: Training, rows: list[Row],
         if not cfg.teacher.logprobs:
             raise ConfigError(f"{what} with kd_teacher: logprobs needs teacher.logprobs: k (top-k logprobs kept with "
                               "every reply during generation)")
-        tok = _tokenizer(base_dir, student.trust_remote_code)
+        tok = load_tokenizer(base_dir, trust_remote_code=student.trust_remote_code)
         topk = stored_topk(ctx, rows, records, tok)
         found = sum(x is not None for x in topk)
         if not found:
@@ -66,7 +66,8 @@ def kd_source(ctx: RunContext, name: str, student, t: Training, rows: list[Row],
 def check_same_tokenizer(what: str, base_dir: Path, trust_remote_code: bool, src: KDSource, teacher_dir: Path) -> None:
     from distill.models.kd import tokenizer_mismatch
 
-    s_tok, t_tok = _tokenizer(base_dir, trust_remote_code), _tokenizer(teacher_dir, src.trust_remote_code)
+    s_tok = load_tokenizer(base_dir, trust_remote_code=trust_remote_code)
+    t_tok = load_tokenizer(teacher_dir, trust_remote_code=src.trust_remote_code)
     if (diff := tokenizer_mismatch(s_tok, t_tok)) is not None:
         raise ConfigError(f"{what}: {src.name} uses tokenizer {_tok_name(t_tok)}, the student {_tok_name(s_tok)} "
                           f"({diff}): logits compare only over one vocabulary; use method: sft (the teacher's text), "
@@ -111,12 +112,6 @@ def _aligned(reply: dict, answer: str, target: list[int], tok, pieces: dict[str,
         top_lps.append([v for _, v in known])
     return {"ids": top_ids + [[x] for x in tail], "logprobs": top_lps + [[0.0] for _ in tail],
             "completion": ids + tail}
-
-
-def _tokenizer(path: Path, trust_remote_code: bool):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
 def _tok_name(tok) -> str:

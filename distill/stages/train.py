@@ -26,7 +26,7 @@ def to_prompt_completion(task: Task, rows: list[Row]) -> list[dict]:
     return [prompt_completion(task.student_messages(r.input), r.output) for r in rows]
 
 
-def candidate_base(student, rd=None) -> Path:
+def candidate_base(student, rd) -> Path:
     """The weights a candidate is fine-tuned from: an earlier candidate's (init_from), else the
     configured student, depth-pruned if asked."""
     if getattr(student, "init_from", None):
@@ -66,15 +66,14 @@ def run(ctx: RunContext) -> TrainStats:
 
 
 def train_one(student, t: Training, records: list[dict], ckpt_dir: Path, out: Path, stats_path: Path,
-              kd: KDSource | None = None, base_dir: Path | None = None, keep_layers: int | None = None) -> TrainStats:
-    """Fine-tune one candidate by t.method and write it to `out` (skipped when a ladder re-run finds it
-    done); kd is the teacher distribution of the logit-level methods."""
+              kd: KDSource | None, base_dir: Path, keep_layers: int | None) -> TrainStats:
+    """Fine-tune one candidate from base_dir by t.method and write it to `out` (skipped when a ladder
+    re-run finds it done); kd is the teacher distribution of the logit-level methods."""
     from distill.models.sft import merged_model, run_sft
 
     if (out / "config.json").exists() and stats_path.exists():
         return TrainStats.read(stats_path)
     t0 = time.perf_counter()
-    base_dir = base_dir or candidate_base(student)
     trainer, plan, tok, resume, result = run_sft(t, base_dir, records, ckpt_dir,
                                                  trust_remote_code=student.trust_remote_code, kd=kd)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -89,7 +88,7 @@ def train_one(student, t: Training, records: list[dict], ckpt_dir: Path, out: Pa
 
     stats = TrainStats(
         base=str(base_dir), output_dir=str(out), name=student.name,
-        keep_layers=keep_layers or getattr(student, "keep_layers", None),
+        keep_layers=keep_layers,
         method=t.method, kd_teacher=kd.name if kd else None, rows=len(records) - (kd.skipped if kd else 0),
         steps=trainer.state.global_step, epochs=round(trainer.state.epoch or 0, 3),
         resumed_from=resume, plan=plan, processes=trainer.accelerator.num_processes, lora=t.lora,
@@ -100,4 +99,3 @@ def train_one(student, t: Training, records: list[dict], ckpt_dir: Path, out: Pa
     stats.write(stats_path)
     trainer.accelerator.wait_for_everyone()
     return stats
-
