@@ -37,9 +37,11 @@ def test_cost_verdict_and_ratios_hold_with_one_core_busy(tmp_path):
     its plain prompt (a cheaper model: it answers at length but without the teacher's long prompt) and
     the teacher's 6-shot prompt (the same work as the teacher: no difference may be claimed). The
     instruction prompt is left out: its ratio sits at the 10% resolution band (1.04-1.08 measured),
-    where the phrase may change with any noise, load or not."""
+    where the phrase may change with any noise, load or not. Answers are capped at 24 tokens: at 64 the
+    base student's long answers bring its ratio down to 1.16 (CI, quiet) and 1.10 (busy), on the band's
+    edge too; at 24 the teacher's long prompt dominates (2.44 quiet, 2.28 busy measured)."""
     ctx = prepare_run(None, tmp_path / "run", ["eval.models=[teacher, base_student, base_few_shot]",
-                                               "eval.serving.requests=8"])
+                                               "eval.serving.requests=8", "eval.max_new_tokens=24"])
     with ctx:
         quiet = _measure(ctx)
         busy_proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
