@@ -16,7 +16,7 @@ what earlier stages wrote.
       checkpoints/[<name>/]   training checkpoints
       student/ | students/<name>/   the distilled student(s)
       eval/<eval-file>/       predictions per model + summary.json
-      report.json  report.md  frontier.png
+      report.json  report.md  frontier.png     export/[<name>/]  hf/ + model card, <name>.<type>.gguf, Modelfile
       .<name>.<random>.tmp    what an atomic write is writing; one a killed writer left is removed when
                               the next writer takes the lock
 """
@@ -295,3 +295,6 @@ class RunDir:
     @property
     def frontier_png(self) -> Path:
         return self.root / "frontier.png"
+
+    def export(self, name: str | None = None) -> Path:
+        return self.root / "export" if name is None else self.root / "export" / name

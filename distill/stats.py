@@ -141,6 +141,7 @@ class ModelResult(Stats):
     vs_teacher: dict | None = None  # {"difference", "low", "high", "verdict"}: this model minus the teacher
     vs_prompted: dict | None = None  # a distilled student minus the best prompted base student ("against": its key)
     breakdown: dict | None = None  # per-class detail, e.g. {"confusion": {reference: {prediction: count}}}
+    cascade: dict | None = None  # the cascade row only: threshold, routed share, target, whether it meets it
 
 
 class EvalSummary(Stats):

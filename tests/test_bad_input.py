@@ -65,6 +65,10 @@ def test_eval_set_overlapping_the_seeds(tmp_path):
     ("students:\n  - {name: '..'}\n", "field 'students.0.name': student name '..' is not a safe name"),
     ("students:\n  - {name: ../../x}\n", "student name '../../x' is not a safe name"),
     ("task: nosuchtask\n", "unknown task 'nosuchtask'"),
+    # a cascade needs the two models it joins, and a student that exists
+    ("eval:\n  models: [teacher, base_student]\n  cascade: {enabled: true}\n",
+     "field 'eval.models': eval.cascade needs both 'teacher' and 'student' evaluated"),
+    ("eval:\n  cascade: {enabled: true, student: big}\n", "field 'eval.cascade.student': 'big' is not a student of this config"),
 ])
 def test_bad_config(tmp_path, yaml_text, expected):
     """Breaks caught: a traceback or several lines instead of one, an error without file, line and field,
@@ -79,8 +83,10 @@ def test_bad_config(tmp_path, yaml_text, expected):
 
 def test_deployment_name_that_would_escape_runs(tmp_path):
     """Break caught: a deployment name used as a path unchecked (`../x` resolves outside runs/)."""
-    code, err = run_cli("serve", "--name", "../x")
+    code, err = run_cli("serve-flow", "--name", "../x")
     assert code == 2 and "deployment name '../x' is not a safe name" in err and len(err.splitlines()) == 1, err
+    code, err = run_cli("serve", "--name", "../x")  # the old name: a notice, then the same refusal
+    assert code == 2 and err.startswith("notice: `distill serve` is now `distill serve-flow`") and "../x" in err, err
 
 
 def test_unreachable_teacher(tmp_path):

@@ -192,7 +192,7 @@ def test_a_key_given_with_set_to_deploy_or_serve_stays_out_of_every_prefect_reco
     r = subprocess.run(distill_cmd("deploy", "--name", "keyed", "--pool", "key-pool", *key),
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "reads it from $OPENAI_API_KEY" in " ".join(r.stderr.split()), r.stderr[-2000:]
-    served = _start(distill_cmd("serve", "--name", "keyed-serve", *key), env, tmp_path / "serve.log")
+    served = _start(distill_cmd("serve-flow", "--name", "keyed-serve", *key), env, tmp_path / "serve.log")
     try:
         with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
             deadline = time.monotonic() + 180

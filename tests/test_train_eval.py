@@ -119,13 +119,14 @@ def test_saved_student_loads_with_plain_from_pretrained_and_generates(trained):
 def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tmp_path):
     rd = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [a for s in [*TINY, "eval.serving.rounds=3"] for a in ("--set", s)]
+    args = [a for s in [*TINY, "eval.serving.rounds=3", "eval.cascade.enabled=true"] for a in ("--set", s)]
     r = subprocess.run(distill_cmd("run", "--run-dir", str(rd), *args), cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"report: {rd / 'report.md'}" in r.stdout
     rep = read_json(rd / "report.json")
-    assert [m["key"] for m in rep["models"]] == ["teacher", "base_student", "base_zero_shot", "base_few_shot", "student"]
+    assert [m["key"] for m in rep["models"]] == ["teacher", "base_student", "base_zero_shot", "base_few_shot", "student",
+                                                 "cascade"]
     assert [m["role"] for m in rep["models"]][2:4] == ["prompted base student"] * 2
     engines = set()
     for m in rep["models"]:
@@ -139,15 +140,30 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
         if m["key"] != "teacher":
             assert m["vs_teacher"]["verdict"] in ("beats", "matches", "falls short of")
     assert len(engines) == 1 and "dequantised" in rep["models"][0]["cost_rule"]
-    assert rep["models"][-1]["vs_prompted"]["against"] in ("base_zero_shot", "base_few_shot")
+    assert rep["models"][4]["vs_prompted"]["against"] in ("base_zero_shot", "base_few_shot")
     assert [s["stage"] for s in rep["bill"]["one_off"]] == ["teacher generation", "teacher adaptation", "judge",
                                                            "training", "evaluation"]
     assert rep["bill"]["one_off"][0]["usd"] > 0 and rep["bill"]["one_off"][3]["usd"] > 0
     assert rep["data"]["generated"] == rep["data"]["kept"] + rep["data"]["dropped"]
     assert (rd / "frontier.png").stat().st_size > 10_000
+    # the cascade: its routed share, the student's price plus the teacher's on that share, round by round
+    cas, stu, tea = rep["models"][-1], rep["models"][4], rep["models"][0]
+    share = cas["cascade"]["routed_share"]
+    assert 0 <= share <= 1 and cas["role"] == "cascade" and f"{share:.0%} routed to the teacher" in cas["prompt"]
+    assert cas["serving"]["usd_per_1k"] == [round(a + share * b, 7) for a, b in
+                                            zip(stu["serving"]["usd_per_1k"], tea["serving"]["usd_per_1k"])]
+    routed = [p["routed"] for p in read_jsonl(rd / "eval" / "eval" / "cascade.jsonl")]
+    assert len(routed) == 8 and sum(routed) / 8 == share
     md = (rd / "report.md").read_text()
-    for text in ("gleu 95% CI", "gleu minus teacher (95% CI)", "Was fine-tuning needed?", "## The whole bill", "Break-even"):
+    for text in ("gleu 95% CI", "gleu minus teacher (95% CI)", "Was fine-tuning needed?", "## The whole bill", "Break-even",
+                 "**Cascade:** the student answers first"):
         assert text in md, text
+    # the model card carries the report's table, cascade row included
+    ex = subprocess.run(distill_cmd("export", "--run-dir", str(rd), "--format", "hf"), cwd=ROOT, env=env,
+                        capture_output=True, text=True)
+    assert ex.returncode == 0, ex.stderr[-3000:]
+    card = (rd / "export" / "hf" / "README.md").read_text()
+    assert "| model | role | prompt |" in card and "| cascade |" in card and "95% paired bootstrap" in card
     # the verdict and the table end the console output, as in report.md
     out = " ".join(r.stdout.split())  # the console wraps lines
     assert "95% paired bootstrap" in out and "vs teacher" in out and "lower cost" not in md + out
@@ -161,7 +177,7 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
                        cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = read_json(rd / "eval" / "other" / "summary.json")
-    assert summary["n"] == 6 and set(summary["models"]) == {"teacher", "base_student", "student"}
+    assert summary["n"] == 6 and set(summary["models"]) == {"teacher", "base_student", "student", "cascade"}
     assert (rd / "student" / "model.safetensors").stat().st_mtime == student_mtime
     assert read_json(rd / "eval" / "eval" / "summary.json")["n"] == 8  # the main eval is untouched
 

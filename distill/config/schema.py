@@ -98,6 +98,12 @@ class Serving(Strict):
     threads: int | None = Field(1, ge=1, description="CPU threads per model replica while measuring; the machine is taken to serve cpu_count // threads replicas side by side, so a request costs its replica's seconds x the hourly price / replicas. One thread per replica is how small models serve fastest on CPU, and a core taken by another process then slows every model alike (with two threads per replica, a busy core turned a 1.5x saving into 0.9x). null = torch's default, one replica. Ignored on a GPU.")
 
 
+class Cascade(Strict):
+    enabled: bool = Field(False, description="Evaluate a cascade too: the student answers, and a request whose answer has a mean token logprob under a threshold goes on to the teacher. The threshold is the lowest that reaches the quality target on the eval set (chosen in-sample); the cascade is one more row of the report (quality, cost per 1k, share routed). Needs eval.models to include teacher and student.")
+    student: str | None = Field(None, description="Which ladder student answers first (its name in `students`); null = the only student.")
+    quality_target: float | None = Field(None, gt=0, le=2, description="The cascade's bar as a share of the teacher's primary metric; null = quality_target, else 1.0 (match the teacher).")
+
+
 class Eval(Strict):
     path: str | None = Field(None, description="Held-out eval set (JSONL, CSV or parquet); null = the task folder's eval file. Never shown to the teacher during generation.")
     fields: dict[str, str | None] | None = Field(None, description="Column names of the eval file when they differ from the task's `fields`, e.g. {input: question, output: answer, id: null}.")
@@ -111,6 +117,7 @@ class Eval(Strict):
                     "(instructions) and k-shot (the teacher's own examples): the cheaper alternatives to fine-tuning; "
                     "the distilled student(s).")
     serving: Serving = Field(default_factory=Serving, description="The serving-cost measurement: every self-hosted model on one engine, interleaved rounds, after a warm-up.")
+    cascade: Cascade = Field(default_factory=Cascade, description="A student-then-teacher cascade as one more evaluated model.")
     bootstrap_resamples: int = Field(2000, ge=100, description="Resamples of the paired bootstrap behind every quality interval.")
 
 
@@ -171,7 +178,11 @@ class Export(Strict):
     push_to_hub: bool = Field(False, description="Push the kept dataset to the Hugging Face Hub after filtering (needs hub_token_env).")
     hub_repo: str | None = Field(None, description="Hub dataset repository, e.g. my-org/grammar-distilled.")
     hub_token_env: str = Field("HF_TOKEN", description="Environment variable holding the Hub token.")
-    private: bool = Field(True, description="Create the Hub dataset as private.")
+    private: bool = Field(True, description="Create the Hub dataset (and model) as private.")
+    formats: list[Literal["hf", "gguf"]] = Field(["hf", "gguf"], description="What `distill export` writes for the student: hf = a Hugging Face folder (safetensors + model card), gguf = one GGUF file for llama.cpp / Ollama with an Ollama Modelfile beside it.")
+    gguf_type: Literal["q8_0", "f16", "f32"] = Field("q8_0", description="Weight type of the GGUF export (norms stay f32). q8_0 answered 19 of 20 eval rows exactly like the fp32 student, as f32 did.")
+    push_model: bool = Field(False, description="`distill export` also uploads the student's Hugging Face folder (and GGUF) to hub_model_repo, with the token in hub_token_env.")
+    hub_model_repo: str | None = Field(None, description="Hub model repository for push_model, e.g. my-org/grammar-student.")
 
 
 class Config(Strict):
@@ -188,7 +199,7 @@ class Config(Strict):
     training: Training = Field(default_factory=Training, description="Student fine-tuning with TRL: SFT, logit-level KD or on-policy distillation.")
     eval: Eval = Field(default_factory=Eval, description="The evaluation harness.")
     pricing: Pricing = Field(default_factory=Pricing, description="Price tables for the cost model.")
-    export: Export = Field(default_factory=Export, description="Where the kept dataset goes besides the run directory.")
+    export: Export = Field(default_factory=Export, description="Where the kept dataset and the student go besides the run directory.")
 
     # where the config came from, for error messages that name a line (set by load_config)
     _source: str = PrivateAttr("config")

@@ -14,8 +14,9 @@ def engine_name(batch_size: int) -> str:
 
 
 def generate_batched(model, tok, messages: list[list[dict]], *, batch_size: int, max_new_tokens: int,
-                     on_batch: Callable[[int], None] | None = None) -> list[dict]:
-    """One answer per conversation: {"raw", "error", "latency_s", "prompt_tokens", "completion_tokens"}.
+                     on_batch: Callable[[int], None] | None = None, confidence: bool = False) -> list[dict]:
+    """One answer per conversation: {"raw", "error", "latency_s", "prompt_tokens", "completion_tokens"}, and
+    with `confidence` the mean log-probability of the answer's tokens (end of turn included) as "confidence".
     Every request of a batch waits for the whole batch (that is its latency)."""
     import torch
 
@@ -29,14 +30,25 @@ def generate_batched(model, tok, messages: list[list[dict]], *, batch_size: int,
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             t0 = time.perf_counter()
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                 output_scores=confidence, return_dict_in_generate=True)
             dt = time.perf_counter() - t0
-            new = gen[:, enc["input_ids"].shape[1]:]
+            new = gen.sequences[:, enc["input_ids"].shape[1]:]
+            logp = model.compute_transition_scores(gen.sequences, gen.scores, normalize_logits=True) if confidence else None
             for j in range(len(chunk)):
                 ids = new[j]
-                out.append({"raw": tok.decode(ids, skip_special_tokens=True), "error": None, "latency_s": dt,
-                            "prompt_tokens": int(enc["attention_mask"][j].sum()),
-                            "completion_tokens": int((ids != tok.pad_token_id).sum())})
+                a = {"raw": tok.decode(ids, skip_special_tokens=True), "error": None, "latency_s": dt,
+                     "prompt_tokens": int(enc["attention_mask"][j].sum()),
+                     "completion_tokens": int((ids != tok.pad_token_id).sum())}
+                if logp is not None:
+                    a["confidence"] = round(float(logp[j, :answer_length(ids, tok.eos_token_id)].mean()), 5)
+                out.append(a)
             if on_batch:
                 on_batch(len(chunk))
     return out
+
+
+def answer_length(ids, eos_id: int) -> int:
+    """Tokens the model chose: up to and including the first end of turn (later positions are padding)."""
+    ends = (ids == eos_id).nonzero()
+    return int(ends[0]) + 1 if len(ends) else len(ids)

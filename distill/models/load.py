@@ -41,9 +41,15 @@ def gguf_parameter_count(path: Path) -> int:
 
 def base_student_dir(cfg: Student) -> Path:
     """A plain HF directory for the configured base student (converting the bundled GGUF once)."""
+    gguf = base_gguf(cfg)
+    return resolve_path(cfg.base) if gguf is None else gguf_as_hf(gguf)
+
+
+def base_gguf(cfg: Student) -> Path | None:
+    """The GGUF the base student was converted from (its tokenizer is the one llama.cpp should keep), or None."""
     if cfg.base and not cfg.gguf_file:
-        return resolve_path(cfg.base)
-    return gguf_as_hf(resolve_path(Path(cfg.base) / cfg.gguf_file) if cfg.base else default_gguf())
+        return None
+    return resolve_path(Path(cfg.base) / cfg.gguf_file) if cfg.base else default_gguf()
 
 
 def gguf_as_hf(gguf: Path) -> Path:

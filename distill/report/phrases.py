@@ -121,3 +121,21 @@ def fine_tuning_needed(rep: dict) -> str:
             f"on {metric}; the distilled student scores {s['metrics'][metric]:g}{_iv(s.get('interval'))}, "
             f"{v['verdict']} the best prompt ({best['prompt']}): difference {_diff(v)}. Serving the distilled "
             f"student against that prompted model: {cost}.")
+
+
+def cascade_line(rep: dict) -> str:
+    """The cascade in one sentence: how much it routes, what for, and what it reaches at what cost."""
+    r = next((m for m in rep["models"] if m.get("cascade")), None)
+    if r is None:
+        return ""
+    c, metric = r["cascade"], rep["eval"]["primary_metric"]
+    bar = f"{c['target'] * 100:g}% of the teacher's {metric} ({c['bar']:g})"
+    how = f"the lowest threshold reaching {bar}" if c["meets_target"] else f"no threshold reaches {bar}: the best one"
+    return (f"\n**Cascade:** the student answers first and sends {c['routed_share']:.0%} of requests on to the teacher "
+            f"(mean token logprob under {c['threshold']:.3g}, {how}; chosen on this eval set, so in-sample): "
+            f"{quality_phrase(r, _teacher(rep), metric)}; serving vs the teacher alone: {cost_phrase(r.get('cost_ratio'))} "
+            f"(${r['cost_per_1k_usd']:.4f} per 1k requests).\n")
+
+
+def _teacher(rep: dict) -> dict | None:
+    return next((m for m in rep["models"] if m["role"] == "teacher"), None)

@@ -16,7 +16,7 @@ def plot_frontier(rep: dict, path: Path) -> None:
     metric = rep["eval"]["primary_metric"]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     colors = {"teacher": "tab:red", "base student": "tab:gray", "prompted base student": "tab:orange",
-              "distilled student": "tab:blue"}
+              "distilled student": "tab:blue", "cascade": "tab:purple"}
     placed: list[tuple[float, float]] = []
     for r in rep["models"]:
         x = max(r["cost_per_1k_usd"], 1e-9)

@@ -2,7 +2,7 @@
 training and wall time."""
 from __future__ import annotations
 
-from distill.report.phrases import cost_phrase, fine_tuning_needed, verdict
+from distill.report.phrases import cascade_line, cost_phrase, fine_tuning_needed, verdict
 from distill.report.tables import filter_rows, fmt_params
 
 
@@ -123,7 +123,7 @@ Eval set: `{rep['eval']['path']}` ({rep['eval']['n']} held-out rows, never shown
 
 {plot}
 
-{fine_tuning_needed(rep)}
+{fine_tuning_needed(rep)}{cascade_line(rep)}
 {bill_lines(rep.get('bill'))}
 ## How each model was priced
 {rules}

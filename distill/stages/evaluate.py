@@ -20,6 +20,7 @@ from distill.models.infer import engine_name, generate_batched
 from distill.models.load import base_student_dir, default_gguf, gguf_parameter_count, load_model, parameter_count
 from distill.progress import progress_bar
 from distill.report.intervals import compare, difference, scorer
+from distill.stages import cascade
 from distill.stages.context import RunContext, writes
 from distill.stages.serving import Served, measure, teacher_weights
 from distill.stats import EvalSummary, ModelResult
@@ -61,11 +62,11 @@ def answer_with_teacher(ctx: RunContext, teacher: Teacher, messages: list[list[d
 
 
 def answer_with_transformers(model, tok, messages: list[list[dict]], *, batch_size: int, max_new_tokens: int,
-                             label: str):
+                             label: str, confidence: bool = False):
     t0 = time.perf_counter()
     with progress_bar(len(messages), f"eval: {label}") as advance:
         out = generate_batched(model, tok, messages, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                               on_batch=advance)
+                               on_batch=advance, confidence=confidence)
     return out, time.perf_counter() - t0
 
 
@@ -129,6 +130,8 @@ def run(ctx: RunContext) -> EvalSummary:
     spent = 0.0
     t_stage = time.perf_counter()
     local = in_process_models(ctx)  # a student never trained stops the stage before the teacher is asked
+    first = model_key(cfg.eval.cascade.student) if cfg.eval.cascade.enabled else None
+    all_answers: dict[str, list[dict]] = {}
 
     def record(key: str, name: str, role: str, engine: str, params: int | None, answers, wall, cost: dict,
                prompt: str):
@@ -136,7 +139,7 @@ def run(ctx: RunContext) -> EvalSummary:
         summary, preds = summarise(task, rows, answers, wall)
         per_1k = cost["usd"] / len(rows) * 1000
         spent += cost["usd"]
-        predictions[key] = preds
+        predictions[key], all_answers[key] = preds, answers
         results[key] = ModelResult(**summary, name=name, role=role, engine=engine, parameters=params, prompt=prompt,
                                    cost_per_1k_usd=round(per_1k, 7), quality_pass_cost_per_1k_usd=round(per_1k, 7),
                                    cost_rule=cost["rule"], breakdown=task.breakdown(preds, refs))
@@ -165,7 +168,8 @@ def run(ctx: RunContext) -> EvalSummary:
         model, tok = loaded[m.path]
         answers, wall = answer_with_transformers(model, tok, [m.messages(r["input"]) for r in rows],
                                                  batch_size=cfg.eval.batch_size,
-                                                 max_new_tokens=cfg.eval.max_new_tokens, label=m.name)
+                                                 max_new_tokens=cfg.eval.max_new_tokens, label=m.name,
+                                                 confidence=m.key == first)
         cost = cost_of(cfg.pricing, hosted=False, model=m.name, hardware=m.hardware,
                        prompt_tokens=0, completion_tokens=0, seconds=wall)
         record(m.key, m.name, m.role, engine_name(cfg.eval.batch_size), parameter_count(model), answers, wall, cost,
@@ -173,6 +177,8 @@ def run(ctx: RunContext) -> EvalSummary:
     loaded.clear()
 
     metric, n, seed, b = task.primary_metric, len(rows), cfg.seed, cfg.eval.bootstrap_resamples
+    if first:
+        _add_cascade(ctx, rows, first, results, predictions, all_answers)
     scorers = {k: scorer(task, metric, p, refs, srcs) for k, p in predictions.items()}
     for k, iv in compare(scorers, n, against="teacher" if "teacher" in results else None, seed=seed,
                          n_resamples=b).items():
@@ -186,11 +192,26 @@ def run(ctx: RunContext) -> EvalSummary:
                 results[m.key].vs_prompted = {"against": best, **d}
 
     spent += _serving_cost(ctx, rows, local, results)
+    if first:
+        cascade.price(results["cascade"], results[first], results["teacher"])
     copy = task.metrics(srcs, refs, srcs)
     summary = EvalSummary(eval_path=str(ctx.eval_path), n=len(rows), primary_metric=metric, copy_baseline=copy,
                           models=results, wall_seconds=round(time.perf_counter() - t_stage, 2), cost_usd=round(spent, 6))
     summary.write(rd.eval_summary(ctx.eval_path))
     return summary
+
+
+def _add_cascade(ctx: RunContext, rows, first: str, results: dict[str, ModelResult], predictions: dict, answers: dict):
+    cfg, task = ctx.cfg, ctx.task
+    target = cfg.eval.cascade.quality_target or cfg.quality_target or 1.0
+    s, t = results[first], results["teacher"]
+    res, preds, ans = cascade.cascade_result(task, task.primary_metric, s, t, answers[first], answers["teacher"],
+                                             predictions[first], predictions["teacher"], rows,
+                                             target * t.metrics[task.primary_metric], target)
+    results["cascade"], predictions["cascade"] = res, preds
+    write_jsonl(ctx.run.predictions(ctx.eval_path, "cascade"), [
+        {"id": r["id"], "input": r["input"], "reference": r["output"], "prediction": p, **a}
+        for r, p, a in zip(rows, preds, ans)])
 
 
 def _serving_cost(ctx: RunContext, rows, local: list[InProcess], results: dict[str, ModelResult]) -> float:

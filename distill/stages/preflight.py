@@ -29,6 +29,7 @@ def preflight(cfg: Config, stages: tuple[str, ...]) -> Inputs:
     check_filters(cfg)
     check_prices(cfg)
     check_ladder(cfg)
+    check_cascade(cfg)
     task = load_task(cfg.task)
     seeds_path, eval_path = data_paths(cfg, task)
     columns = task.spec.fields.model_dump()
@@ -68,6 +69,19 @@ def check_ladder(cfg: Config) -> None:
             raise config_error(cfg, [*where, "init_from"], f"'{s.init_from}' is not a student listed before this one "
                                "in `students` (it must be trained first)")
         earlier.append(name)
+
+
+def check_cascade(cfg: Config) -> None:
+    """The cascade needs both its models evaluated, and one student to put first."""
+    c = cfg.eval.cascade
+    if not c.enabled:
+        return
+    if not {"teacher", "student"} <= set(cfg.eval.models):
+        raise config_error(cfg, ["eval", "models"], "eval.cascade needs both 'teacher' and 'student' evaluated")
+    names = [n for n, _, _ in cfg.student_candidates()]
+    if c.student not in names and not (c.student is None and names == [None]):
+        raise config_error(cfg, ["eval", "cascade", "student"], f"{c.student!r} is not a student of this config "
+                           f"(students: {', '.join(str(n) for n in names)})")
 
 
 def import_plugins(cfg: Config) -> None:

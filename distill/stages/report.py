@@ -12,7 +12,7 @@ from distill.stages.context import RunContext, writes
 from distill.stats import EvalSummary, FilterStats, GenerateStats, TrainStats
 from distill.teacher import cost_of
 
-ROLE_ORDER = {"teacher": 0, "base student": 1, "prompted base student": 2, "distilled student": 3}
+ROLE_ORDER = {"teacher": 0, "base student": 1, "prompted base student": 2, "distilled student": 3, "cascade": 4}
 
 
 def _stats(rd: RunDir, name: str) -> dict:
@@ -33,7 +33,7 @@ def build_report(ctx: RunContext) -> dict:
         row = {"key": key, **m.model_dump(include={
             "name", "role", "engine", "parameters", "metrics", "interval", "vs_teacher", "vs_prompted", "cost_per_1k_usd",
             "cost_rule", "cost_note", "serving", "quality_pass_cost_per_1k_usd", "latency_p50_s", "latency_p95_s",
-            "throughput_rps", "prompt", "breakdown"})}
+            "throughput_rps", "prompt", "breakdown", "cascade"})}
         if teacher:
             tq = teacher.metrics[metric]
             row["pct_of_teacher_quality"] = round(100 * m.metrics[metric] / tq, 1) if tq else None

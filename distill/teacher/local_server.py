@@ -1,5 +1,5 @@
-"""The local teacher for the offline default: llama-cpp-python's OpenAI-compatible server on a free
-loopback port, started for the run and always stopped (even when its parent dies by SIGKILL)."""
+"""llama-cpp-python's OpenAI-compatible server: the offline default's local teacher (on a free loopback port,
+started for the run and always stopped, even when its parent dies by SIGKILL) and `distill serve-model`."""
 from __future__ import annotations
 
 import os
@@ -25,19 +25,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def llama_server_cmd(gguf: Path, alias: str, *, host: str, port: int, n_ctx: int, threads: int | None) -> list[str]:
+    """llama-cpp-python's OpenAI-compatible server over one GGUF (through distill's crash-safe wrapper)."""
+    # llama-cpp-python defaults to half the cores; a dedicated server should use them all
+    n = str(threads or os.cpu_count() or 1)
+    return [sys.executable, "-m", "distill.teacher.llama_server", "--model", str(gguf), "--model_alias", alias,
+            "--host", host, "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", n, "--n_threads_batch", n]
+
+
 @contextmanager
 def local_server(cfg: Teacher, log_path: Path | None = None) -> Iterator[str]:
-    """Run llama-cpp-python's OpenAI-compatible server on a free loopback port; yield its base URL; always stop it."""
+    """The local teacher's llama.cpp server on a free loopback port; yield its base URL; always stop it."""
     local = cfg.endpoint.local
     gguf = resolve_path(local.gguf) if local.gguf else default_gguf()
     if not gguf.exists():
         raise FileNotFoundError(f"teacher.endpoint.local.gguf: {gguf} not found")
+    with serving(gguf, cfg.model, n_ctx=local.n_ctx, threads=local.n_threads, timeout_s=local.startup_timeout_s,
+                 log_path=log_path, what="local llama.cpp server") as url:
+        yield url
+
+
+@contextmanager
+def serving(gguf: Path, alias: str, *, n_ctx: int, threads: int | None, timeout_s: float, log_path: Path | None = None,
+            what: str = "llama.cpp server") -> Iterator[str]:
+    """Any GGUF behind the llama.cpp server on a free loopback port, as a context: yields its base URL."""
     port = free_port()
-    cmd = [sys.executable, "-m", "distill.teacher.llama_server", "--model", str(gguf), "--model_alias", cfg.model,
-           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(local.n_ctx)]
-    # llama-cpp-python defaults to half the cores; a dedicated teacher should use them all
-    threads = str(local.n_threads or os.cpu_count() or 1)
-    cmd += ["--n_threads", threads, "--n_threads_batch", threads]
+    cmd = llama_server_cmd(gguf, alias, host="127.0.0.1", port=port, n_ctx=n_ctx, threads=threads)
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "ab")
@@ -49,7 +62,7 @@ def local_server(cfg: Teacher, log_path: Path | None = None) -> Iterator[str]:
         log_path.with_suffix(".pid").write_text(str(proc.pid))
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
-        wait_until_serving(proc, base_url, local.startup_timeout_s, "local llama.cpp server", log_path)
+        wait_until_serving(proc, base_url, timeout_s, what, log_path)
         yield base_url
     finally:
         _stop(proc)

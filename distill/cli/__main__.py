@@ -1,0 +1,5 @@
+import sys
+
+from distill.cli import app
+
+sys.exit(app())

@@ -1,0 +1,108 @@
+"""The stage commands: generate, filter, train, evaluate, report, and run (all of them as one Prefect flow)."""
+from __future__ import annotations
+
+import os
+
+from rich.console import Console
+from rich.table import Table
+
+from distill.cli.common import ConfigOpt, DryRunOpt, ForceOpt, RunDirOpt, SetOpt, app, console, fail, guard, setup, show_dry_run
+from distill.config import ConfigError
+from distill.io import DataError
+
+
+@app.command()
+def generate(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None, dry_run: DryRunOpt = False,
+             force: ForceOpt = False):
+    """Seed expansion + teacher answers -> data/generated.jsonl (resumable; finished requests are never re-sent)."""
+    from distill.stages import generate as stage
+
+    if dry_run:
+        return show_dry_run(config, run_dir, set)
+    ctx = setup(config, run_dir, set, new=True, stages=("generate",), force=force)
+    stats = guard(stage.run, ctx)
+    last = stats.last
+    console.print(f"generated {stats.counts.rows} rows in {ctx.run}: {last.requests_sent} teacher requests sent, "
+                  f"{last['cache_hits']} reused from the store, {last['failed']} failed")
+    if stats.counts.cut_short:
+        console.print(f"[yellow]cut short:[/yellow] {stats.counts.cut_short}; {last.skipped} requests not sent")
+
+
+@app.command("filter")
+def filter_(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None, force: ForceOpt = False):
+    """Run the filter stages -> data/train.jsonl, data/dropped.jsonl (ledger), dataset/ (parquet + card)."""
+    from distill.report import filter_rows
+    from distill.stages import filter as stage
+
+    ctx = setup(config, run_dir, set, new=False, stages=("filter",), force=force)
+    stats = guard(stage.run, ctx)
+    t = Table("stage", "in", "kept", "dropped", "top reasons", title=f"filters ({ctx.run})")
+    for r in filter_rows(stats.stages):
+        t.add_row(*(str(v) for v in r.values()))
+    Console().print(t)
+    console.print(f"kept {stats.kept} of {stats.generated} rows -> {ctx.run.train}")
+
+
+@app.command()
+def train(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None):
+    """Fine-tune the student on data/train.jsonl with TRL -> student/ (merged, safetensors)."""
+    from distill.stages import train as stage
+
+    ctx = setup(config, run_dir, set, new=False, stages=("train",))
+    stats = guard(stage.run, ctx)
+    if stats.rank is not None:  # another process of `accelerate launch` writes the student
+        return
+    console.print(f"student saved to {stats.output_dir} (loss {stats.first_loss:.3f} -> {stats.last_loss:.3f})")
+
+
+@app.command()
+def evaluate(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None):
+    """Every model answers the eval set through the same harness -> eval/<eval-file>/<model>.jsonl + summary.json."""
+    from distill.stages import evaluate as stage
+
+    ctx = setup(config, run_dir, set, new=False, stages=("evaluate",))
+    res = guard(stage.run, ctx)
+    for name, m in res.models.items():
+        console.print(f"{name}: {m.metrics}")
+
+
+@app.command()
+def report(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None):
+    """report.json, report.md and frontier.png from a finished run directory."""
+    from distill.report.console import show_report
+    from distill.stages import report as stage
+
+    ctx = setup(config, run_dir, set, new=False)
+    show_report(guard(stage.run, ctx), ctx.run.report_md)
+
+
+@app.command()
+def run(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None, dry_run: DryRunOpt = False,
+        force: ForceOpt = False):
+    """The whole distillation path as one Prefect flow: generate -> filter -> train -> evaluate -> report."""
+    if dry_run:
+        return show_dry_run(config, run_dir, set)
+    from distill.stages.context import ALL_STAGES
+
+    ctx = setup(config, run_dir, set, new=True, stages=ALL_STAGES, force=force)
+    rd, ep = ctx.run, ctx.cfg.teacher.endpoint
+    if ep.api_key is not None:
+        # the flow re-reads the saved config, which never holds the key; hand it over through the
+        # environment rather than as a flow parameter (Prefect stores parameters in its database)
+        os.environ[ep.api_key_env] = ep.api_key.get_secret_value()
+    from distill.flow import distill_flow, use_local_prefect
+    from distill.rundir import RunDirError
+    from distill.teacher import TeacherError
+
+    use_local_prefect(rd)
+    try:
+        # the flow picks up this prepared context (same process, same saved config): no second preflight
+        distill_flow(config_path=str(rd.config), run_dir=str(rd.root))
+    except (ConfigError, DataError, RunDirError, TeacherError) as e:
+        fail(str(e))
+    finally:
+        ctx.close()
+    from distill.io import read_json
+    from distill.report.console import show_report
+
+    show_report(read_json(rd.report_json), rd.report_md)
