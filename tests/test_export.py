@@ -16,9 +16,18 @@ from distill.tasks import get_task
 from distill.teacher.local_server import free_port
 from tests.conftest import ROOT, TINY, distill_cmd
 
-pytestmark = pytest.mark.slow
+
+def test_export_help_lists_every_format():
+    from typer.testing import CliRunner
+
+    from distill.cli import app
+    from distill.stages.export import FORMATS
+
+    out = " ".join(CliRunner().invoke(app, ["export", "--help"], terminal_width=200).output.split())
+    assert all(f"{f} = " in out for f in FORMATS) and "gguf_type" in out
 
 
+@pytest.mark.slow
 def _cli(*args, cwd=ROOT):
     r = subprocess.run(distill_cmd(*args), cwd=cwd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
