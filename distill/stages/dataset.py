@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from distill import faults
 from distill.config import Config
+from distill.io import atomic_dir
 from distill.records import Row, prompt_completion
 from distill.rundir import RunDir
 from distill.stages.context import RunContext
@@ -24,18 +22,11 @@ def export_dataset(ctx: RunContext, kept: list[Row], stats: FilterStats) -> Path
                 "meta": json.dumps(r.meta, ensure_ascii=False)} for r in kept]
     ds = Dataset.from_list(records)
     final = rd.dataset
-    tmp = Path(tempfile.mkdtemp(dir=rd.root, prefix=".dataset.", suffix=".tmp"))
-    try:
+    with atomic_dir(final) as tmp:
         parquet, card = RunDir.dataset_files(tmp)
         parquet.parent.mkdir(parents=True)
         ds.to_parquet(str(parquet))
         card.write_text(dataset_card(cfg, rd, stats, ctx.seeds_path), encoding="utf-8")
-        faults.point("write:dataset")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     if cfg.export.push_to_hub:
         push_to_hub(cfg, final)
     return final

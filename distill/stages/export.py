@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill import faults
 from distill.config import ConfigError
-from distill.io import read_json, write_text_atomic
+from distill.io import atomic_dir, read_json, write_text_atomic
 from distill.models.gguf_export import ExportError, write_gguf
 from distill.models.load import base_gguf
 from distill.report import markdown_table, verdict
@@ -89,19 +87,11 @@ def run(ctx: RunContext, *, student: str | None = None, formats: list[str] | Non
 
 
 def _copy_atomic(src: Path, target: Path, card: str, skip: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
+    with atomic_dir(target) as tmp:
         for f in src.iterdir():
             if f.is_file() and f.name != skip:
                 shutil.copy2(f, tmp / f.name)
         (tmp / "README.md").write_text(card, encoding="utf-8")
-        faults.point("write:export")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def modelfile(gguf_name: str, example: list[dict], max_new_tokens: int) -> str:

@@ -40,17 +40,8 @@ def local_server(cfg: Teacher, log_path: Path | None = None) -> Iterator[str]:
     gguf = resolve_path(local.gguf) if local.gguf else default_gguf()
     if not gguf.exists():
         raise FileNotFoundError(f"teacher.endpoint.local.gguf: {gguf} not found")
-    with serving(gguf, cfg.model, n_ctx=local.n_ctx, threads=local.n_threads, timeout_s=local.startup_timeout_s,
-                 log_path=log_path, what="local llama.cpp server") as url:
-        yield url
-
-
-@contextmanager
-def serving(gguf: Path, alias: str, *, n_ctx: int, threads: int | None, timeout_s: float, log_path: Path | None = None,
-            what: str = "llama.cpp server") -> Iterator[str]:
-    """Any GGUF behind the llama.cpp server on a free loopback port, as a context: yields its base URL."""
     port = free_port()
-    cmd = llama_server_cmd(gguf, alias, host="127.0.0.1", port=port, n_ctx=n_ctx, threads=threads)
+    cmd = llama_server_cmd(gguf, cfg.model, host="127.0.0.1", port=port, n_ctx=local.n_ctx, threads=local.n_threads)
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "ab")
@@ -62,7 +53,7 @@ def serving(gguf: Path, alias: str, *, n_ctx: int, threads: int | None, timeout_
         log_path.with_suffix(".pid").write_text(str(proc.pid))
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
-        wait_until_serving(proc, base_url, timeout_s, what, log_path)
+        wait_until_serving(proc, base_url, local.startup_timeout_s, "local llama.cpp server", log_path)
         yield base_url
     finally:
         _stop(proc)
