@@ -12,6 +12,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[local,test]'
+	$(PY) -m distill.teacher.build_server --if-missing
 	touch $@
 
 install: $(VENV)/.installed

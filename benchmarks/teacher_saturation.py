@@ -179,8 +179,11 @@ def main() -> None:
     else:
         ep = cfg.teacher.endpoint
         server = local_server(cfg.teacher) if ep.launch_local else nullcontext(ep.base_url)
-        server_name = "llama-cpp-python (local)" if ep.launch_local else ep.base_url
     with server as url:
+        if not isinstance(url, str):
+            url, server_name = url.base_url, url.label
+        elif not args.vllm_python:
+            server_name = url
         def bare_at(c: int):
             return lambda blk: asyncio.run(bare(url, key, blk, c))
 

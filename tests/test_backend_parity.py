@@ -34,8 +34,8 @@ def teacher_for(kind: str, model: str):
         from distill.teacher.local_server import local_server
 
         cfg = load_config(None, [f"teacher.model={model}", "teacher.endpoint.max_concurrency=1"])
-        with local_server(cfg.teacher) as url:
-            yield Teacher(cfg, OpenAIBackend(cfg, url))
+        with local_server(cfg.teacher) as srv:
+            yield Teacher(cfg, OpenAIBackend(cfg, srv.base_url))
     elif kind == "openai_batch":
         from distill.teacher.backends.openai_batch import BatchBackend
         from distill.testing.fake_openai import FakeOpenAI

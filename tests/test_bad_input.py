@@ -238,3 +238,20 @@ def test_a_damaged_file_of_an_earlier_stage(tmp_path, damaged, command, expected
         assert fake.requests == []
     assert code == 2 and expected in err and len(err.splitlines()) == 1, err
     assert not (rd / "data" / "train.jsonl").exists()
+
+
+def test_llama_server_asked_for_but_not_built(tmp_path, monkeypatch):
+    """Break caught: a missing binary found only when the server fails to start (after the run directory
+    exists), or a message that does not say where it looked and how to build it."""
+    monkeypatch.setenv("DISTILL_LLAMA_SERVER", str(tmp_path / "no-such-llama-server"))
+    rd = tmp_path / "run"
+    code, err = run_cli("generate", "--run-dir", str(rd), "--set", "teacher.endpoint.local.engine=llama-server")
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("field 'teacher.endpoint.local.engine': llama-server not found in ") or \
+        "teacher.endpoint.local.engine: llama-server not found in" in err, err
+    assert str(tmp_path / "no-such-llama-server") in err and "python -m distill.teacher.build_server" in err
+    assert not rd.exists()
+    code, err = run_cli("evaluate", "--run-dir", str(rd), "--set", "eval.engine=llama-server",
+                        "--set", "teacher.endpoint.local.engine=llama-cpp-python")
+    assert code == 2 and len(err.splitlines()) == 1 and "field 'eval.engine': llama-server not found" in err, err
+    assert not rd.exists()

@@ -140,6 +140,10 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
         if m["key"] != "teacher":
             assert m["vs_teacher"]["verdict"] in ("beats", "matches", "falls short of")
     assert len(engines) == 1 and "dequantised" in rep["models"][0]["cost_rule"]
+    # the quality pass: every self-hosted model on llama-server alike, the student from the GGUF export ships
+    assert all(m["engine"].startswith("llama-server (local, 8 slots") for m in rep["models"][:5])
+    assert rep["models"][4]["engine"].endswith("smollm2-135m-distilled.q8_0.gguf)")
+    assert (rd / "export" / "smollm2-135m-distilled.q8_0.gguf").stat().st_size > 10_000_000
     assert rep["models"][4]["vs_prompted"]["against"] in ("base_zero_shot", "base_few_shot")
     assert [s["stage"] for s in rep["bill"]["one_off"]] == ["teacher generation", "teacher adaptation", "judge",
                                                            "training", "evaluation"]
@@ -173,11 +177,12 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     write_jsonl(other, evals)
     student_mtime = (rd / "student" / "model.safetensors").stat().st_mtime
     r = subprocess.run(distill_cmd("evaluate", "--run-dir", str(rd), "--set", f"eval.path={other}", "--set", "eval.max_rows=6",
-                                   "--set", "eval.models=[teacher,base_student,student]"),
+                                   "--set", "eval.models=[teacher,base_student,student]", "--set", "eval.engine=transformers"),
                        cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = read_json(rd / "eval" / "other" / "summary.json")
     assert summary["n"] == 6 and set(summary["models"]) == {"teacher", "base_student", "student", "cascade"}
+    assert [summary["models"][k]["engine"].split(" (")[0] for k in ("base_student", "student")] == ["transformers"] * 2
     assert (rd / "student" / "model.safetensors").stat().st_mtime == student_mtime
     assert read_json(rd / "eval" / "eval" / "summary.json")["n"] == 8  # the main eval is untouched
 

@@ -43,7 +43,7 @@ def serve_model(student: StudentOpt = None,
     """Serve the distilled student over the OpenAI protocol (llama.cpp server on its GGUF, exported first if
     missing) until interrupted. On a GPU, serve export/hf with `vllm serve` instead (README)."""
     from distill.stages import export as stage
-    from distill.teacher.local_server import llama_server_cmd
+    from distill.teacher.local_server import engine_of, server_cmd
 
     ctx = setup(config, run_dir, set, new=False)
     try:
@@ -57,4 +57,7 @@ def serve_model(student: StudentOpt = None,
         ctx.close()
     alias = name or scfg.name
     console.print(f"serving {gguf} at http://{host}:{port}/v1 as model '{alias}' (Ctrl-C stops)", highlight=False)
-    raise typer.Exit(subprocess.call(llama_server_cmd(gguf, alias, host=host, port=port, n_ctx=n_ctx, threads=threads)))
+    local = ctx.cfg.teacher.endpoint.local
+    cmd = server_cmd(engine_of(local), gguf, alias, host=host, port=port, n_ctx=n_ctx, threads=threads,
+                     slots=local.parallel)
+    raise typer.Exit(subprocess.call(cmd))

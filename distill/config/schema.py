@@ -110,6 +110,7 @@ class Eval(Strict):
     max_rows: int | None = Field(None, ge=1, description="Evaluate only the first N rows (smoke runs).")
     batch_size: int = Field(16, ge=1, description="Eval requests batched together for in-process (transformers) models; also the concurrency against servers.")
     max_new_tokens: int = Field(64, ge=1, description="Generation limit per eval answer.")
+    engine: Literal["auto", "llama-server", "transformers"] = Field("auto", description="What answers the eval set for the self-hosted models (base student under each prompt, distilled students): llama-server = each as a Q8_0 GGUF behind llama.cpp's server with the local teacher's slots (the engine the local teacher runs on; the distilled student's GGUF is the one `distill export` ships); transformers = in-process, fp32, in batches of batch_size; auto = llama-server when built (and every model can be written as GGUF), else transformers. The serving-cost measurement stays on transformers either way.")
     models: list[Literal["teacher", "base_student", "base_zero_shot", "base_few_shot", "student"]] = Field(
         ["teacher", "base_student", "base_zero_shot", "base_few_shot", "student"],
         description="Which models the harness evaluates: the teacher; the base student with the student's plain prompt "

@@ -1,9 +1,10 @@
 """One harness for every model: same eval rows, same parsing, same metrics, same hardware.
 
-Quality: models are reached through one of two engines: an OpenAI-protocol server (the teacher, exactly
-as it labelled the data: same few-shot prompt, same sampling) or transformers in-process (students and
-the prompted base student, in batches). Every model's primary metric gets a paired-bootstrap interval,
-and every model but the teacher an interval of its difference to the teacher (`distill.report.intervals`).
+Quality: the teacher is asked through its OpenAI-protocol server exactly as it labelled the data (same
+few-shot prompt, same sampling); the self-hosted students and the prompted base student answer on
+llama-server as Q8_0 GGUFs, like the local teacher (`gguf_eval`), or in-process through transformers.
+Every model's primary metric gets a paired-bootstrap interval, and every model but the teacher an
+interval of its difference to the teacher (`distill.report.intervals`).
 Cost: a separate serving measurement on one engine (`serving.py`); a hosted teacher is priced per token.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from distill.models.infer import engine_name, generate_batched
 from distill.models.load import base_student_dir, default_gguf, gguf_parameter_count, load_model, parameter_count
 from distill.progress import progress_bar
 from distill.report.intervals import compare, difference, scorer
-from distill.stages import cascade
+from distill.stages import cascade, gguf_eval
 from distill.stages.context import RunContext, writes
 from distill.stages.serving import Served, measure, teacher_weights
 from distill.stats import EvalSummary, ModelResult
@@ -47,13 +48,14 @@ def _percentile(xs: list[float], q: float) -> float:
 
 
 def answer_with_teacher(ctx: RunContext, teacher: Teacher, messages: list[list[dict]]):
-    """Teacher answers request by request, one at a time, no request store: the eval set never enters it."""
+    """Teacher answers request by request (a local server's slots in flight, else one at a time), no request
+    store: the eval set never enters it."""
     cfg = ctx.cfg
     t = cfg.teacher
     reqs = [Request.make(t.model, m, temperature=t.temperature, max_tokens=cfg.eval.max_new_tokens) for m in messages]
     t0 = time.perf_counter()
     with progress_bar(len(reqs), f"eval: {t.model}") as advance:
-        recs, _ = teacher.realtime(concurrency=1).run(reqs, on_done=advance)
+        recs, _ = teacher.realtime(concurrency=teacher.slots).run(reqs, on_done=advance)
     wall = time.perf_counter() - t0
     out = [{"raw": r.get("text") or "", "error": r.get("error"), "latency_s": r.get("latency_s", 0.0),
             "prompt_tokens": (r.get("usage") or {}).get("prompt_tokens", 0),
@@ -160,8 +162,20 @@ def run(ctx: RunContext) -> EvalSummary:
         record("teacher", t.model, "teacher", teacher.realtime(1).engine, params, answers, wall, cost,
                f"{len(ctx.shots)}-shot, system prompt" + (", LoRA-adapted on the seeds" if t.adaptation.method == "lora" else ""))
 
+    files = gguf_eval.ggufs(cfg, rd, local) if gguf_eval.eval_engine(cfg) == gguf_eval.SERVER else None
+    if files is not None:
+        for gguf in dict.fromkeys(files.values()):  # one server per file: the three base prompts share one
+            group = [m for m in local if files[m.path] == gguf]
+            with gguf_eval.serve(cfg, gguf, group[0].name, rd.logs / "eval_server.log") as srv:
+                for m in group:
+                    answers, wall = gguf_eval.answer_with_server(
+                        cfg, srv, group[0].name, [m.messages(r["input"]) for r in rows],
+                        max_new_tokens=cfg.eval.max_new_tokens, label=m.name, confidence=m.key == first)
+                    cost = cost_of(cfg.pricing, hosted=False, model=m.name, hardware=m.hardware,
+                                   prompt_tokens=0, completion_tokens=0, seconds=wall)
+                    record(m.key, m.name, m.role, srv.label, gguf_parameter_count(gguf), answers, wall, cost, m.prompt)
     loaded: dict[Path, tuple] = {}
-    for m in local:
+    for m in (local if files is None else []):
         if m.path not in loaded:
             loaded.clear()  # one set of weights in memory at a time; the three base prompts share one
             loaded[m.path] = load_model(m.path, trust_remote_code=cfg.student.trust_remote_code)

@@ -76,10 +76,13 @@ def check_same_tokenizer(what: str, base_dir: Path, trust_remote_code: bool, src
 
 def stored_topk(ctx: RunContext, rows: list[Row], records: list[dict], tok) -> list[dict | None]:
     """Per row, the teacher's top-k (token ids, logprobs) at each completion token, from the reply the
-    row's answer came from; None where there is none (a seed) or its tokens are not the student's."""
+    row's answer came from (a seed too, when the teacher asked the same input gave the seed's answer); None
+    where there is none or its tokens are not the student's."""
     pieces: dict[str, int] = {}
     for i in range(len(tok)):  # a reply's tokens come back as text pieces
         pieces.setdefault(tok.decode([i]), i)
+    if tok.eos_token_id is not None:  # llama-server renders special tokens as "": the one a reply ends on
+        pieces.setdefault("", tok.eos_token_id)
     store = RequestStore(ctx.run.requests())
     try:
         out = []
@@ -99,7 +102,9 @@ def _aligned(reply: dict, answer: str, target: list[int], tok, pieces: dict[str,
     (a sampler may emit a word in two pieces where the tokenizer has one: " wed" + "ding"), then the
     rest of the target (the end of turn, not in the reply, with the target token at probability 1).
     None when the reply's tokens do not spell the answer the row keeps."""
-    lp = reply["logprobs"]
+    lp = dict(reply["logprobs"])
+    while lp["tokens"] and lp["tokens"][-1] == "":  # llama-server lists the end of turn as an empty piece
+        lp["tokens"], lp["top"] = lp["tokens"][:-1], lp["top"][:-1]
     ids = [pieces.get(p) for p in lp["tokens"]]
     canonical = tok(answer, add_special_tokens=False)["input_ids"]
     if None in ids or "".join(lp["tokens"]) != answer or target[:len(canonical)] != canonical:

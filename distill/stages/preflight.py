@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +73,14 @@ def check_ladder(cfg: Config) -> None:
 
 
 def check_cascade(cfg: Config) -> None:
-    """The cascade needs both its models evaluated, and one student to put first."""
+    """The eval engine must be here; the cascade needs both its models evaluated, and one student to put first."""
     c = cfg.eval.cascade
+    if cfg.eval.engine == "llama-server":
+        from distill.teacher.local_server import llama_server_binary
+
+        if llama_server_binary() is None:
+            raise config_error(cfg, ["eval", "engine"], "llama-server not found (build it: python -m "
+                               "distill.teacher.build_server; or eval.engine: transformers)")
     if not c.enabled:
         return
     if not {"teacher", "student"} <= set(cfg.eval.models):
@@ -155,7 +162,14 @@ def check_teacher(cfg: Config) -> None:
             raise ConfigError("teacher.backend: vllm_offline needs vLLM in this environment (pip install '.[vllm]')")
         return
     if ep.launch_local and t.backend != "openai_batch":
-        if importlib.util.find_spec("llama_cpp") is None:
+        from distill.teacher.local_server import engine_of, llama_server_binary
+
+        engine = engine_of(ep.local)
+        if engine == "llama-server" and llama_server_binary() is None:
+            where = os.environ.get("DISTILL_LLAMA_SERVER") or "this environment's bin/ or the PATH"
+            raise ConfigError(f"teacher.endpoint.local.engine: llama-server not found in {where} (build it: python -m "
+                              "distill.teacher.build_server; or set teacher.endpoint.local.engine: llama-cpp-python)")
+        if engine == "llama-cpp-python" and importlib.util.find_spec("llama_cpp") is None:
             raise ConfigError("teacher.endpoint.launch_local: the local teacher needs llama-cpp-python: "
                               "pip install 'distill[local]' (or set teacher.endpoint.base_url)")
         try:

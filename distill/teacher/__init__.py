@@ -6,7 +6,8 @@
     cached.py      the one wrapper (store + budget + usage) every backend runs under
     structured.py  JSON-schema replies, validated and retried
     backends/      openai, openai_batch, vllm_offline, transformers
-    local_server.py  the offline default's llama.cpp server
+    local_server.py  the offline default's llama.cpp server (llama-server or llama-cpp-python)
+    build_server.py  builds llama-server from llama-cpp-python's sdist
 """
 from __future__ import annotations
 
@@ -49,6 +50,11 @@ class Teacher:
         return run_structured(lambda rs: self.run(rs, store, budget), reqs, schema,
                               self.cfg.teacher.structured_retries, on_done)
 
+    @property
+    def slots(self) -> int:
+        """Requests a launched local server decodes together (1 for any other endpoint)."""
+        return getattr(self.backend, "slots", None) or 1
+
     def realtime(self, concurrency: int) -> "Teacher":
         """The same teacher answering request by request with at most `concurrency` in flight: the
         evaluation measures latency that way (a Batch API teacher is asked through the real-time API)."""
@@ -85,8 +91,8 @@ def open_teacher(cfg: Config, run: RunDir | None = None) -> Iterator[Teacher]:
         from distill.teacher.backends.openai import OpenAIBackend
         from distill.teacher.local_server import local_server
 
-        with local_server(t, run.teacher_server_log if run is not None else None) as url:
-            yield Teacher(cfg, OpenAIBackend(cfg, url, engine="llama.cpp server (local)"))
+        with local_server(t, run.teacher_server_log if run is not None else None) as srv:
+            yield Teacher(cfg, OpenAIBackend(cfg, srv.base_url, engine=srv.label, slots=srv.slots))
     else:
         from distill.teacher.backends.openai import OpenAIBackend
 

@@ -1,21 +1,28 @@
-"""llama-cpp-python's OpenAI-compatible server: the offline default's local teacher (on a free loopback port,
-started for the run and always stopped, even when its parent dies by SIGKILL) and `distill serve-model`."""
+"""The offline default's local teacher: an OpenAI-protocol server on a free loopback port, started for the
+run and always stopped, even when its parent dies by SIGKILL; and `distill serve-model`'s server.
+
+Two engines serve a GGUF: llama.cpp's own server (`llama-server`, built by `distill.teacher.build_server`:
+parallel slots decoded together, continuous batching) and llama-cpp-python's server (one request at a
+time). `auto` takes llama-server when it is built, else says so once and takes llama-cpp-python.
+"""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 
-from distill.config import Teacher, resolve_path
-from distill.models.load import default_gguf
+from distill.config import LocalServer, Teacher, resolve_path
+from distill.models.load import cache_dir, default_gguf, gguf_as_hf
 from distill.teacher.request import TeacherError
 
 
@@ -25,23 +32,107 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def llama_server_binary() -> Path | None:
+    """The built llama-server: $DISTILL_LLAMA_SERVER, this environment's bin/, or the PATH."""
+    if os.environ.get("DISTILL_LLAMA_SERVER"):
+        given = Path(os.environ["DISTILL_LLAMA_SERVER"])
+        return given if given.is_file() else None
+    here = Path(sys.executable).parent / "llama-server"
+    if here.exists():
+        return here
+    found = shutil.which("llama-server")
+    return Path(found) if found else None
+
+
+def engine_of(local: LocalServer) -> str:
+    """The engine `teacher.endpoint.local.engine` resolves to here: llama-server or llama-cpp-python."""
+    if local.engine != "auto":
+        return local.engine
+    return "llama-server" if llama_server_binary() is not None else "llama-cpp-python"
+
+
+def teacher_gguf(local: LocalServer) -> Path:
+    """The configured GGUF, or (weights: q8_0) its Q8_0 re-encoding."""
+    gguf = resolve_path(local.gguf) if local.gguf else default_gguf()
+    return gguf if local.weights == "original" else q8_0_of(gguf)
+
+
+def q8_0_of(gguf: Path) -> Path:
+    """A GGUF re-encoded to Q8_0, written once into the cache (itself when it already is Q8_0).
+
+    llama.cpp runs the bundled Q4_1 SmolLM2 about 1.6x faster as Q8_0 on these CPUs; the Q4_1 values are
+    re-encoded with 8 bits per weight, so the weights stay what they were to within Q8_0's rounding.
+    """
+    if "q8_0" in gguf.name.lower():
+        return gguf
+    target = cache_dir() / "gguf" / f"{gguf.stem}.q8_0.gguf"
+    if not target.exists() or target.stat().st_mtime < gguf.stat().st_mtime:
+        from distill.models.gguf_export import write_gguf
+
+        write_gguf(gguf_as_hf(gguf), target, quant="q8_0", name=gguf.stem, reference=gguf)
+    return target
+
+
+def server_cmd(engine: str, gguf: Path, alias: str, *, host: str, port: int, n_ctx: int, threads: int | None,
+               slots: int = 1) -> list[str]:
+    """The command serving one GGUF under `alias` over the OpenAI protocol (n_ctx tokens per slot)."""
+    # llama.cpp defaults to half the cores; a dedicated server should use them all
+    n = str(threads or os.cpu_count() or 1)
+    if engine == "llama-server":
+        binary = llama_server_binary()
+        if binary is None:
+            raise TeacherError("llama-server not found: build it with `python -m distill.teacher.build_server` "
+                               "(or set teacher.endpoint.local.engine: llama-cpp-python)")
+        # --no-repack: no extra CPU buffer types (AMX among them), as for llama-cpp-python below
+        return [str(binary), "--model", str(gguf), "--alias", alias, "--host", host, "--port", str(port),
+                "--ctx-size", str(n_ctx * slots), "--parallel", str(slots), "--threads", n, "--threads-batch", n,
+                "--jinja", "--no-webui", "--no-repack"]
+    return llama_server_cmd(gguf, alias, host=host, port=port, n_ctx=n_ctx, threads=threads)
+
+
 def llama_server_cmd(gguf: Path, alias: str, *, host: str, port: int, n_ctx: int, threads: int | None) -> list[str]:
     """llama-cpp-python's OpenAI-compatible server over one GGUF (through distill's crash-safe wrapper)."""
-    # llama-cpp-python defaults to half the cores; a dedicated server should use them all
     n = str(threads or os.cpu_count() or 1)
     return [sys.executable, "-m", "distill.teacher.llama_server", "--model", str(gguf), "--model_alias", alias,
             "--host", host, "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", n, "--n_threads_batch", n]
 
 
+@dataclass(frozen=True)
+class RunningServer:
+    base_url: str
+    engine: str  # llama-server | llama-cpp-python
+    slots: int  # requests it decodes together; more in flight only queue
+    gguf: Path
+
+    @property
+    def label(self) -> str:
+        how = f"{self.slots} slots" if self.engine == "llama-server" else "one request at a time"
+        return f"{self.engine} (local, {how}, {self.gguf.name})"
+
+
 @contextmanager
-def local_server(cfg: Teacher, log_path: Path | None = None) -> Iterator[str]:
-    """The local teacher's llama.cpp server on a free loopback port; yield its base URL; always stop it."""
+def local_server(cfg: Teacher, log_path: Path | None = None) -> Iterator[RunningServer]:
+    """The local teacher's server on a free loopback port; yield where and how it serves; always stop it."""
     local = cfg.endpoint.local
+    engine = engine_of(local)
+    if local.engine == "auto" and engine == "llama-cpp-python":
+        print("teacher: llama-server is not built, so the local teacher answers one request at a time "
+              "(build it: python -m distill.teacher.build_server)", file=sys.stderr)
     gguf = resolve_path(local.gguf) if local.gguf else default_gguf()
     if not gguf.exists():
         raise FileNotFoundError(f"teacher.endpoint.local.gguf: {gguf} not found")
+    with serve_gguf(engine, teacher_gguf(local), cfg.model, slots=local.parallel if engine == "llama-server" else 1,
+                    n_ctx=local.n_ctx, threads=local.n_threads, log_path=log_path,
+                    startup_timeout_s=local.startup_timeout_s) as srv:
+        yield srv
+
+
+@contextmanager
+def serve_gguf(engine: str, gguf: Path, alias: str, *, slots: int, n_ctx: int, threads: int | None,
+               log_path: Path | None = None, startup_timeout_s: float = 120.0) -> Iterator[RunningServer]:
+    """One GGUF served under `alias` on a free loopback port until the block ends (even if this process dies)."""
     port = free_port()
-    cmd = llama_server_cmd(gguf, cfg.model, host="127.0.0.1", port=port, n_ctx=local.n_ctx, threads=local.n_threads)
+    cmd = server_cmd(engine, gguf, alias, host="127.0.0.1", port=port, n_ctx=n_ctx, threads=threads, slots=slots)
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(log_path, "ab")
@@ -53,8 +144,8 @@ def local_server(cfg: Teacher, log_path: Path | None = None) -> Iterator[str]:
         log_path.with_suffix(".pid").write_text(str(proc.pid))
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
-        wait_until_serving(proc, base_url, local.startup_timeout_s, "local llama.cpp server", log_path)
-        yield base_url
+        wait_until_serving(proc, base_url, startup_timeout_s, f"local {engine} server", log_path)
+        yield RunningServer(base_url, engine, slots, gguf)
     finally:
         _stop(proc)
         if log is not subprocess.DEVNULL:

@@ -1,4 +1,4 @@
-"""The OpenAI protocol, request by request: OpenAI, `vllm serve`, llama-cpp-python's server.
+"""The OpenAI protocol, request by request: OpenAI, `vllm serve`, llama.cpp's servers.
 
 Retries are ours (the SDK's are off) so every retry, Retry-After wait and failure is counted in the
 stage stats.
@@ -57,8 +57,9 @@ def _short(e: Exception) -> str:
 class OpenAIBackend:
     cfg: Config
     base_url: str
-    concurrency: int | None = None  # None = teacher.endpoint.max_concurrency
+    concurrency: int | None = None  # None = slots, else teacher.endpoint.max_concurrency
     engine: str = "OpenAI protocol"
+    slots: int | None = None  # a launched local server's parallel slots
 
     def send(self, reqs: list[Request], session: Session) -> None:
         asyncio.run(self._send_all(reqs, session))
@@ -68,7 +69,7 @@ class OpenAIBackend:
         # The key is read now, never kept on the backend: backends travel to shard workers.
         client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.cfg.api_key() or "not-needed",
                                     max_retries=0, timeout=ep.timeout_s)
-        sem = asyncio.Semaphore(self.concurrency or ep.max_concurrency)
+        sem = asyncio.Semaphore(self.concurrency or self.slots or ep.max_concurrency)
 
         async def one(r: Request) -> None:
             async with sem:

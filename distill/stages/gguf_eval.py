@@ -1,0 +1,88 @@
+"""The quality pass on llama-server: every self-hosted model as a Q8_0 GGUF behind the same server, with the
+same slots and the same greedy requests as the local teacher, so they are all served alike.
+
+transformers in fp32 decodes these small models several times slower per request than llama.cpp; the
+students are written once as GGUF (the base student's file is the teacher's own re-encoding of the GGUF
+the student came from; a distilled student's is the one `distill export` ships, tokenizer copied from that
+GGUF). A student from a Hugging Face folder, or of an architecture our writer does not know, keeps every
+model on transformers.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from distill.config import Config
+from distill.models.gguf_export import ExportError, write_gguf
+from distill.models.load import base_gguf
+from distill.progress import progress_bar
+from distill.rundir import RunDir
+from distill.teacher import Request, Teacher
+from distill.teacher.backends.openai import OpenAIBackend
+from distill.teacher.local_server import RunningServer, llama_server_binary, q8_0_of, serve_gguf
+
+SERVER = "llama-server"
+
+
+def eval_engine(cfg: Config) -> str:
+    """llama-server or transformers, for every self-hosted model of the run alike."""
+    if cfg.eval.engine == "auto":
+        return SERVER if llama_server_binary() is not None else "transformers"
+    return cfg.eval.engine
+
+
+def gguf_of(run: RunDir, m, reference: Path) -> Path:
+    """The Q8_0 GGUF of one evaluated model, written once (or again when its weights are newer)."""
+    if m.role != "distilled student":
+        return q8_0_of(reference)  # the base student is the bundled GGUF, dequantised: the same file
+    ladder_name = m.key.partition(":")[2] or None  # where `distill export` puts it: the shipped file is the evaluated one
+    target = run.export(ladder_name) / f"{ladder_name or m.name}.q8_0.gguf"
+    if not target.exists() or target.stat().st_mtime < (m.path / "config.json").stat().st_mtime:
+        write_gguf(m.path, target, quant="q8_0", name=m.name, reference=reference)
+    return target
+
+
+def ggufs(cfg: Config, run: RunDir, models) -> dict[Path, Path] | None:
+    """Model directory -> GGUF for every model, or None, and every model stays on transformers: when the
+    student did not come from a GGUF (a tokenizer rebuilt from tokenizer.json might split text otherwise)
+    or one model cannot be written (another architecture)."""
+    reference = base_gguf(cfg.student)
+    if reference is None:
+        return None
+    out = {}
+    try:
+        for m in models:
+            if m.path not in out:
+                out[m.path] = gguf_of(run, m, reference)
+    except ExportError:
+        return None
+    return out
+
+
+def serve(cfg: Config, gguf: Path, alias: str, log_path: Path | None):
+    local = cfg.teacher.endpoint.local
+    return serve_gguf(SERVER, gguf, alias, slots=local.parallel, n_ctx=local.n_ctx, threads=local.n_threads,
+                      log_path=log_path, startup_timeout_s=local.startup_timeout_s)
+
+
+def answer_with_server(cfg: Config, srv: RunningServer, alias: str, messages: list[list[dict]], *, max_new_tokens: int,
+                       label: str, confidence: bool = False) -> tuple[list[dict], float]:
+    """Greedy answers, the server's slots in flight; with `confidence` the mean log-probability of the
+    answer's tokens as "confidence" (what the cascade routes on)."""
+    extra = {"logprobs": True, "top_logprobs": 1} if confidence else {}
+    reqs = [Request.make(alias, m, temperature=0.0, max_tokens=max_new_tokens, **extra) for m in messages]
+    teacher = Teacher(cfg, OpenAIBackend(cfg, srv.base_url, engine=srv.label, slots=srv.slots))
+    t0 = time.perf_counter()
+    with progress_bar(len(reqs), f"eval: {label}") as advance:
+        recs, _ = teacher.run(reqs, on_done=advance)
+    wall = time.perf_counter() - t0
+    out = []
+    for r in recs:
+        a = {"raw": r.get("text") or "", "error": r.get("error"), "latency_s": r.get("latency_s") or 0.0,
+             "prompt_tokens": (r.get("usage") or {}).get("prompt_tokens", 0),
+             "completion_tokens": (r.get("usage") or {}).get("completion_tokens", 0)}
+        if confidence:
+            lps = [top[0][1] for top in ((r.get("logprobs") or {}).get("top") or []) if top]
+            a["confidence"] = round(sum(lps) / len(lps), 5) if lps else -100.0  # no answer: as unsure as can be
+        out.append(a)
+    return out, wall
