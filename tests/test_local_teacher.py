@@ -39,7 +39,7 @@ def test_the_default_teacher_is_llama_server_with_every_slot_busy(tmp_path):
 
 def test_llama_server_answers_as_the_python_server_did():
     """The same greedy answer requests to both engines. Batched decoding rounds differently, so a few
-    near-tied tokens flip (benchmarks/local_teacher.py measured 86 of 96 identical): at least 20 of 24
+    near-tied tokens flip (benchmarks/local_teacher.py measured 182 of 192 identical): at least 20 of 24
     here, and no chat-template token in any answer. Breaks caught: another chat template (every answer
     differs), the end-of-turn token not stopping generation, requests dropped under concurrency."""
     new_cfg = load_config(None, [])
