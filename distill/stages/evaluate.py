@@ -53,14 +53,10 @@ def answer_with_teacher(ctx: RunContext, teacher: Teacher, messages: list[list[d
     cfg = ctx.cfg
     t = cfg.teacher
     reqs = [Request.make(t.model, m, temperature=t.temperature, max_tokens=cfg.eval.max_new_tokens) for m in messages]
-    t0 = time.perf_counter()
-    with progress_bar(len(reqs), f"eval: {t.model}") as advance:
-        recs, _ = teacher.realtime(concurrency=teacher.slots).run(reqs, on_done=advance)
-    wall = time.perf_counter() - t0
-    out = [{"raw": r.get("text") or "", "error": r.get("error"), "latency_s": r.get("latency_s", 0.0),
-            "prompt_tokens": (r.get("usage") or {}).get("prompt_tokens", 0),
-            "completion_tokens": (r.get("usage") or {}).get("completion_tokens", 0)} for r in recs]
-    return out, wall
+    answers, wall = gguf_eval.ask(teacher.realtime(concurrency=teacher.slots), reqs, t.model)
+    for a in answers:
+        a.pop("logprobs")
+    return answers, wall
 
 
 def answer_with_transformers(model, tok, messages: list[list[dict]], *, batch_size: int, max_new_tokens: int,

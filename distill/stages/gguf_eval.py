@@ -65,24 +65,29 @@ def serve(cfg: Config, gguf: Path, alias: str, log_path: Path | None):
                       log_path=log_path, startup_timeout_s=local.startup_timeout_s)
 
 
+def ask(teacher: Teacher, reqs: list[Request], label: str) -> tuple[list[dict], float]:
+    """The eval answers of one model behind an OpenAI-protocol server, in the harness's form (text, error,
+    latency, tokens, and the reply's logprobs when asked for), and the wall time they took."""
+    t0 = time.perf_counter()
+    with progress_bar(len(reqs), f"eval: {label}") as advance:
+        recs, _ = teacher.run(reqs, on_done=advance)
+    wall = time.perf_counter() - t0
+    return [{"raw": r.get("text") or "", "error": r.get("error"), "latency_s": r.get("latency_s") or 0.0,
+             "prompt_tokens": (r.get("usage") or {}).get("prompt_tokens", 0),
+             "completion_tokens": (r.get("usage") or {}).get("completion_tokens", 0),
+             "logprobs": r.get("logprobs")} for r in recs], wall
+
+
 def answer_with_server(cfg: Config, srv: RunningServer, alias: str, messages: list[list[dict]], *, max_new_tokens: int,
                        label: str, confidence: bool = False) -> tuple[list[dict], float]:
     """Greedy answers, the server's slots in flight; with `confidence` the mean log-probability of the
     answer's tokens as "confidence" (what the cascade routes on)."""
     extra = {"logprobs": True, "top_logprobs": 1} if confidence else {}
     reqs = [Request.make(alias, m, temperature=0.0, max_tokens=max_new_tokens, **extra) for m in messages]
-    teacher = Teacher(cfg, OpenAIBackend(cfg, srv.base_url, engine=srv.label, slots=srv.slots))
-    t0 = time.perf_counter()
-    with progress_bar(len(reqs), f"eval: {label}") as advance:
-        recs, _ = teacher.run(reqs, on_done=advance)
-    wall = time.perf_counter() - t0
-    out = []
-    for r in recs:
-        a = {"raw": r.get("text") or "", "error": r.get("error"), "latency_s": r.get("latency_s") or 0.0,
-             "prompt_tokens": (r.get("usage") or {}).get("prompt_tokens", 0),
-             "completion_tokens": (r.get("usage") or {}).get("completion_tokens", 0)}
+    answers, wall = ask(Teacher(cfg, OpenAIBackend(cfg, srv.base_url, engine=srv.label, slots=srv.slots)), reqs, label)
+    for a in answers:
+        lp = a.pop("logprobs")
         if confidence:
-            lps = [top[0][1] for top in ((r.get("logprobs") or {}).get("top") or []) if top]
+            lps = [top[0][1] for top in ((lp or {}).get("top") or []) if top]
             a["confidence"] = round(sum(lps) / len(lps), 5) if lps else -100.0  # no answer: as unsure as can be
-        out.append(a)
-    return out, wall
+    return answers, wall

@@ -54,6 +54,8 @@ def engine_of(local: LocalServer) -> str:
 def teacher_gguf(local: LocalServer) -> Path:
     """The configured GGUF, or (weights: q8_0) its Q8_0 re-encoding."""
     gguf = resolve_path(local.gguf) if local.gguf else default_gguf()
+    if not gguf.exists():
+        raise FileNotFoundError(f"teacher.endpoint.local.gguf: {gguf} not found")
     return gguf if local.weights == "original" else q8_0_of(gguf)
 
 
@@ -118,9 +120,6 @@ def local_server(cfg: Teacher, log_path: Path | None = None) -> Iterator[Running
     if local.engine == "auto" and engine == "llama-cpp-python":
         print("teacher: llama-server is not built, so the local teacher answers one request at a time "
               "(build it: python -m distill.teacher.build_server)", file=sys.stderr)
-    gguf = resolve_path(local.gguf) if local.gguf else default_gguf()
-    if not gguf.exists():
-        raise FileNotFoundError(f"teacher.endpoint.local.gguf: {gguf} not found")
     with serve_gguf(engine, teacher_gguf(local), cfg.model, slots=local.parallel if engine == "llama-server" else 1,
                     n_ctx=local.n_ctx, threads=local.n_threads, log_path=log_path,
                     startup_timeout_s=local.startup_timeout_s) as srv:
