@@ -8,8 +8,10 @@ fast it moves towards it.
 
 --run is a run directory with data/train.jsonl (the filtered rows); --teacher the weights whose
 distribution logit_kd and on_policy learn (the run's SFT-distilled student: it reads the student's
-plain prompt). The learning rate follows one cosine schedule over --steps, so a point at step 50 of a
-200-step curve is not a 50-step run: the curve is the run seen from inside.
+plain prompt). --init and --prune say what is cut: the base model by default, evenly spaced layers;
+`--init <run>/students/<kd teacher> --prune block` is configs/kd.yaml's recipe. The learning rate
+follows one cosine schedule over --steps, so a point at step 50 of a 200-step curve is not a 50-step
+run: the curve is the run seen from inside (--stop-after ends it early on that same schedule).
 """
 from __future__ import annotations
 
@@ -37,7 +39,20 @@ def curve(method: str, args, rows, eval_rows, task) -> list[dict]:
         "lora": False, "learning_rate": args.lr, "max_steps": args.steps, "method": method, "save_steps": 10**6,
         "logging_steps": 10})
     plan = {**device_plan(t, cuda=False, bf16_ok=False, flash_attn=False), "padding_free": False}
-    model, tok = load_model(pruned_dir(base_student_dir(Student()), args.keep_layers))
+    if args.prune == "even" and not args.init:
+        model, tok = load_model(pruned_dir(base_student_dir(Student()), args.keep_layers))
+    else:
+        from distill.models import prune
+
+        model, tok = load_model(Path(args.init) if args.init else base_student_dir(Student()))
+        n = model.config.num_hidden_layers
+        if args.prune == "even":
+            keep = prune.even_layers(n, args.keep_layers)
+        else:
+            texts = prune.training_texts(tok, [(task.student_messages(r.input), r.output) for r in rows])
+            keep = prune.block_layers(prune.block_distances(model, texts, n - args.keep_layers), n, args.keep_layers)
+        print(f"kept layers: {keep}", flush=True)
+        prune.cut(model, keep)
     kd = None if method == "sft" else KDSource("teacher", path=Path(args.teacher))
     messages = [task.student_messages(r["input"]) for r in eval_rows]
     points, clock = [], {"train": 0.0, "since": time.perf_counter()}
@@ -58,6 +73,8 @@ def curve(method: str, args, rows, eval_rows, task) -> list[dict]:
         def on_step_end(self, a, state, control, model=None, **kw):
             if state.global_step % args.every == 0:
                 evaluate(model, state.global_step)
+            if args.stop_after and state.global_step >= args.stop_after:
+                control.should_training_stop = True
 
     records = to_prompt_completion(task, rows)
     trainer = make_trainer(t, plan, model, tok, records, Path(args.out) / method, kd=kd)
@@ -76,6 +93,12 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=50)
     ap.add_argument("--eval-rows", type=int, default=64, help="first N rows of the task's eval set")
     ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--stop-after", type=int, help="stop here, the schedule still spanning --steps: the start of a "
+                    "long curve, comparable point for point with one run to the end")
+    ap.add_argument("--init", help="weights to cut (default: the base student); e.g. the run's SFT-distilled "
+                    "student, Minitron's order: correct the teacher on the data, then prune, then distil")
+    ap.add_argument("--prune", choices=["even", "block"], default="even",
+                    help="which layers stay: evenly spaced, or all but the block that moves the hidden states least")
     ap.add_argument("--out", default="/tmp/kd_curve", help="scratch directory for checkpoints")
     args = ap.parse_args()
 
@@ -88,7 +111,9 @@ def main() -> None:
     eval_rows = read_jsonl(task.folder / "eval.jsonl")[: args.eval_rows]
     for method in args.methods:
         pts = curve(method, args, rows, eval_rows, task)
-        record("kd_curve", {"method": method, "keep_layers": args.keep_layers, "rows": len(rows), "lr": args.lr,
+        record("kd_curve", {"method": method, "keep_layers": args.keep_layers, "prune": args.prune,
+                            "init": "base" if not args.init else Path(args.init).name, "schedule_steps": args.steps,
+                            "rows": len(rows), "lr": args.lr,
                             "eval_rows": len(eval_rows), "points": pts})
 
 

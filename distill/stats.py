@@ -95,6 +95,7 @@ class TrainStats(Stats):
     output_dir: str | None = None
     name: str | None = None
     keep_layers: int | None = None
+    kept_layers: list[int] | None = None  # which ones, when the run chose them (prune: block, or a cut of init_from)
     method: str | None = None  # training.method: sft, logit_kd, on_policy
     kd_teacher: str | None = None  # whose distribution a logit-level method learned
     rows: int | None = None

@@ -1,10 +1,12 @@
 """The progression path: the frontier and the choice on fixed numbers, depth-pruned students, and a
 small ladder trained, evaluated and reported for real."""
 import pytest
+import torch
 
 from distill.config import load_config
-from distill.models.load import kept_layers
+from distill.models.prune import even_layers
 from distill.report import choose_model, frontier_keys
+from distill.report.tables import fmt_params
 
 
 def _m(key, role, q, cost):
@@ -40,10 +42,10 @@ def test_no_model_meeting_the_target_is_said_plainly():
     assert "the best, s135, scores 0.84" in sel["message"]
 
 
-def test_kept_layers_are_evenly_spaced_with_both_ends():
-    assert kept_layers(30, 8) == [0, 4, 8, 12, 17, 21, 25, 29]
-    assert kept_layers(30, 16)[0] == 0 and kept_layers(30, 16)[-1] == 29 and len(kept_layers(30, 16)) == 16
-    assert kept_layers(30, 30) == list(range(30)) and kept_layers(30, 1) == [0]
+def test_even_layers_are_evenly_spaced_with_both_ends():
+    assert even_layers(30, 8) == [0, 4, 8, 12, 17, 21, 25, 29]
+    assert even_layers(30, 16)[0] == 0 and even_layers(30, 16)[-1] == 29 and len(even_layers(30, 16)) == 16
+    assert even_layers(30, 30) == list(range(30)) and even_layers(30, 1) == [0]
 
 
 def test_ladder_config_extends_the_default():
@@ -60,14 +62,14 @@ def test_ladder_config_extends_the_default():
 def test_kd_config_compares_three_methods_on_the_16_layer_cut():
     cfg = load_config("configs/kd.yaml")
     cands = {k: (s, t) for k, s, t in cfg.student_candidates()}
-    assert list(cands) == ["smollm2-135m-lora", "L16-sft", "L16-logit-kd", "L16-on-policy", "L16-sft-then-on-policy"]
+    assert list(cands) == ["smollm2-135m-lora", "L16-sft", "L16-logit-kd", "L16-on-policy"]
     cut = [cands[k] for k in ("L16-sft", "L16-logit-kd", "L16-on-policy")]
     assert [t.method for _, t in cut] == ["sft", "logit_kd", "on_policy"]
-    assert {s.keep_layers for s, _ in cut} == {16} and {t.max_steps for _, t in cut} == {150}
-    assert {t.learning_rate for _, t in cut} == {2e-4} and not any(t.lora for _, t in cut)
-    assert all(t.kd_teacher == "smollm2-135m-lora" for _, t in cut[1:]) and cfg.quality_target == 0.9
-    warm, t = cands["L16-sft-then-on-policy"]
-    assert warm.init_from == "L16-sft" and t.method == "on_policy" and t.max_steps == 100
+    # Minitron's order: the distilled 135M student is cut (its least useful block) and teaches the cut
+    assert {(s.keep_layers, s.prune, s.init_from) for s, _ in cut} == {(16, "block", "smollm2-135m-lora")}
+    assert {t.max_steps for _, t in cut} == {200} and {t.learning_rate for _, t in cut} == {2e-4}
+    assert not any(t.lora for _, t in cut) and all(t.kd_teacher == "smollm2-135m-lora" for _, t in cut[1:])
+    assert cfg.quality_target == 0.9 and cfg.generation.input_requests == 640
 
 
 @pytest.mark.slow
@@ -79,8 +81,9 @@ def test_small_ladder_trains_evaluates_and_reports(tmp_path):
 
     seeds = read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl")
     ctx, cfg, rd = opened(prepare_run(None, tmp_path / "run", [
-        "students=[{name: big}, {name: small, keep_layers: 6, lora: false, learning_rate: 3.0e-4, method: logit_kd, "
-        "kd_teacher: big}, {name: warm, init_from: small, lora: false, max_steps: 1, method: on_policy, kd_teacher: big}]",
+        "students=[{name: big}, {name: small, keep_layers: 6, prune: block, lora: false, learning_rate: 3.0e-4, "
+        "method: logit_kd, kd_teacher: big}, "
+        "{name: warm, init_from: small, lora: false, max_steps: 1, method: on_policy, kd_teacher: big}]",
         "training.on_policy_max_new_tokens=8",
         "quality_target=0.5", "training.max_steps=2", "training.batch_size=4", "training.save_steps=2",
         "eval.models=[base_student, student]", "eval.max_rows=6", "eval.batch_size=6", "eval.max_new_tokens=24"]))
@@ -89,6 +92,10 @@ def test_small_ladder_trains_evaluates_and_reports(tmp_path):
     stats = train.run(ctx)
     small = stats["students"]["small"]
     assert small["keep_layers"] == 6 and small["lora"] is False and small["steps"] == 2
+    # a block cut: the first layers and the last kept, one contiguous run of the 30 dropped
+    kept = small["kept_layers"]
+    assert len(kept) == 6 and kept[-1] == 29 and sum(b - a > 1 for a, b in zip(kept, kept[1:])) == 1
+    assert small["base"] == str(rd / "checkpoints" / "small" / "pruned")
     # the cut student learned the distribution of the one trained before it
     assert small["method"] == "logit_kd" and small["kd_teacher"] == "the student 'big'"
     assert stats["students"]["big"]["method"] == "sft"
@@ -97,6 +104,18 @@ def test_small_ladder_trains_evaluates_and_reports(tmp_path):
     assert warm["parameters"] == small["parameters"]
     assert small["parameters"] < 0.5 * stats["students"]["big"]["parameters"]
     assert (rd / "students" / "small" / "config.json").exists() and (rd / "students" / "big" / "config.json").exists()
+    # init_from with keep_layers cuts the trained weights of the earlier student, not the base's
+    from distill.config import LadderStudent
+    from distill.models.load import load_model
+    from distill.stages.train import candidate_base
+
+    path, layers = candidate_base(LadderStudent(name="cut", init_from="big", keep_layers=4), ctx.run, "cut", [])
+    assert path == rd / "checkpoints" / "cut" / "pruned" and layers == [0, 10, 19, 29]
+    cut_model, _ = load_model(path)
+    big_model, _ = load_model(rd / "students" / "big")
+    assert cut_model.config.num_hidden_layers == 4
+    assert torch.equal(cut_model.model.layers[1].mlp.down_proj.weight,
+                       big_model.model.layers[10].mlp.down_proj.weight)
     ev = evaluate.run(ctx)
     assert set(ev["models"]) == {"base_student", "student:big", "student:small", "student:warm"}
     assert ev["models"]["student:small"]["failed"] == 0
@@ -106,5 +125,6 @@ def test_small_ladder_trains_evaluates_and_reports(tmp_path):
     # no teacher evaluated: nothing to measure the target against, and the report says nothing false
     assert rep["selection"]["chosen"] is None
     md = (rd / "report.md").read_text()
-    assert "| small |" in md and "| full | logit_kd from the student 'big' | 2 |" in md and "| LoRA | sft | 2 |" in md
+    assert f"| small | {fmt_params(small['parameters'])} | 6 (" in md
+    assert "| full | logit_kd from the student 'big' | 2 |" in md and "| LoRA | sft | 2 |" in md
     assert (rd / "frontier.png").stat().st_size > 0

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from distill import faults
 from distill.config import Student, resolve_path
+from distill.models.prune import cut, even_layers
 
 
 def default_gguf() -> Path:
@@ -60,32 +61,14 @@ def gguf_as_hf(gguf: Path) -> Path:
     return target
 
 
-def kept_layers(n_layers: int, keep: int) -> list[int]:
-    """Evenly spaced layer indices, the first and the last always among them."""
-    if keep >= n_layers:
-        return list(range(n_layers))
-    if keep == 1:
-        return [0]
-    return sorted({round(i * (n_layers - 1) / (keep - 1)) for i in range(keep)})
-
-
 def pruned_dir(base_dir: Path, keep: int) -> Path:
-    """A smaller student initialised from base_dir by keeping `keep` of its decoder layers (evenly
-    spaced: DistilBERT/Minitron-style depth pruning), converted once into the cache."""
+    """A smaller student initialised from base_dir by keeping `keep` of its decoder layers, evenly
+    spaced (distill.models.prune), converted once into the cache."""
     target = cache_dir() / "hf" / f"{Path(base_dir).name}-L{keep}"
     if (target / "config.json").exists():
         return target
-    import torch
-
     model, tok = load_model(base_dir)
-    layers = model.model.layers
-    keep_idx = kept_layers(len(layers), keep)
-    model.model.layers = torch.nn.ModuleList(layers[i] for i in keep_idx)
-    for new_i, layer in enumerate(model.model.layers):
-        layer.self_attn.layer_idx = new_i  # the KV cache is indexed by position in the stack
-    model.config.num_hidden_layers = len(keep_idx)
-    if getattr(model.config, "layer_types", None):
-        model.config.layer_types = [model.config.layer_types[i] for i in keep_idx]
+    cut(model, even_layers(model.config.num_hidden_layers, keep))
     save_model_dir(model, tok, target, replace=False)
     return target
 

@@ -82,7 +82,19 @@ def _ladder_lines(ladder: dict | None) -> str:
         m = v.get("method") or "sft"
         return m if m == "sft" else f"{m} from {v.get('kd_teacher')}"
 
-    rows = "\n".join(f"| {n} | {fmt_params(v['parameters'])} | {v['keep_layers'] or 'all'} | "
+    def layers(v: dict) -> str:  # which ones, when the run chose them: "16 (0-1, 16-29)"
+        idx = v.get("kept_layers")
+        if not idx:
+            return str(v["keep_layers"] or "all")
+        runs = [[idx[0], idx[0]]]
+        for i in idx[1:]:
+            if i == runs[-1][1] + 1:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i])
+        return f"{len(idx)} ({', '.join(str(a) if a == b else f'{a}-{b}' for a, b in runs)})"
+
+    rows = "\n".join(f"| {n} | {fmt_params(v['parameters'])} | {layers(v)} | "
                      f"{'LoRA' if v['lora'] else 'full'} | {method(v)} | {v['steps']} | "
                      f"{_num(v['first_loss'])} -> {_num(v['last_loss'])} | {v['wall_seconds']:.0f} s |" for n, v in ladder.items())
     return ("\n| student | size | layers kept | fine-tuning | method | steps | loss | time |\n|---|---|---|---|---|---|---|---|\n"

@@ -72,8 +72,9 @@ def build_report(ctx: RunContext) -> dict:
         "judge_usage": filt.teacher,
         "cut_short": gen.counts.cut_short,
         "training": train.model_dump(include={"rows", "steps", "epochs", "lora", "first_loss", "last_loss", "plan"}),
-        "training_by_student": {v.name or k: v.model_dump(include={"keep_layers", "lora", "method", "kd_teacher", "steps",
-                                                                   "parameters", "first_loss", "last_loss", "wall_seconds"})
+        "training_by_student": {v.name or k: v.model_dump(include={
+            "keep_layers", "kept_layers", "lora", "method", "kd_teacher", "steps", "parameters", "first_loss", "last_loss",
+            "wall_seconds"})
                                 for k, v in (train.students or {}).items()},
         "wall_seconds": {"generate": gen.totals.wall_seconds if rd.stats("generate").exists() else None,
                          "filter": filt.wall_seconds, "train": train.wall_seconds, "evaluate": ev.wall_seconds},

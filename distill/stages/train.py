@@ -7,14 +7,16 @@ over it (logit_kd), or the teacher's scores of its own samples (on_policy).
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
 
 from distill.config import Training
 from distill.io import DataError, read_jsonl
+from distill.models import prune
 from distill.models.kd_train import KDSource
-from distill.models.load import base_student_dir, parameter_count, pruned_dir, save_model_dir
+from distill.models.load import base_student_dir, load_model, parameter_count, pruned_dir, save_model_dir
 from distill.records import Row, prompt_completion
 from distill.stages.context import RunContext, writes
 from distill.stages.kd_source import kd_source
@@ -26,13 +28,28 @@ def to_prompt_completion(task: Task, rows: list[Row]) -> list[dict]:
     return [prompt_completion(task.student_messages(r.input), r.output) for r in rows]
 
 
-def candidate_base(student, rd) -> Path:
-    """The weights a candidate is fine-tuned from: an earlier candidate's (init_from), else the
-    configured student, depth-pruned if asked."""
-    if getattr(student, "init_from", None):
-        return rd.student(student.init_from)
-    base = base_student_dir(student)
-    return pruned_dir(base, student.keep_layers) if getattr(student, "keep_layers", None) else base
+def candidate_base(student, rd, name: str | None, records: list[dict]) -> tuple[Path, list[int] | None]:
+    """The weights a candidate is fine-tuned from and, when it was cut, the layers it kept: an earlier
+    candidate's weights (init_from) or the configured student's, depth-pruned if asked (an evenly
+    spaced cut of the base once into the cache; a cut that depends on the run into the run)."""
+    src = rd.student(student.init_from) if getattr(student, "init_from", None) else base_student_dir(student)
+    keep = getattr(student, "keep_layers", None)
+    if not keep:
+        return src, None
+    if student.prune == "even" and not student.init_from:
+        return pruned_dir(src, keep), None
+    out = rd.checkpoints(name) / "pruned"
+    if not (out / "config.json").exists():
+        model, tok = load_model(src, trust_remote_code=student.trust_remote_code)
+        n = model.config.num_hidden_layers
+        if student.prune == "even" or keep >= n:
+            idx = prune.even_layers(n, keep)
+        else:
+            texts = prune.training_texts(tok, [(r["prompt"], r["completion"][0]["content"]) for r in records])
+            idx = prune.block_layers(prune.block_distances(model, texts, n - keep), n, keep)
+        model.config.distill_kept_layers = idx  # said again in the train stats
+        save_model_dir(prune.cut(model, idx), tok, out)
+    return out, json.loads((out / "config.json").read_text()).get("distill_kept_layers")
 
 
 @writes
@@ -51,10 +68,11 @@ def run(ctx: RunContext) -> TrainStats:
     sources = {name: kd_source(ctx, name, student, t, rows, records) for name, student, t in candidates}
     per = {}
     for name, student, t in candidates:
-        # a candidate started from an earlier one has that one's layers
-        kept = per[student.init_from].keep_layers if student.init_from else student.keep_layers
+        # a candidate started from an earlier one has that one's layers, unless it cuts them
+        kept = student.keep_layers or (per[student.init_from].keep_layers if student.init_from else None)
+        base, layers = candidate_base(student, rd, name, records)
         per[name] = train_one(student, t, records, rd.checkpoints(name), rd.student(name), rd.student_stats(name),
-                              sources[name], candidate_base(student, rd), kept)
+                              sources[name], base, kept, layers)
     if any(v.rank is not None for v in per.values()):  # not the main process: it writes nothing
         return next(iter(per.values()))
     stats = per[candidates[0][0]].model_copy()
@@ -66,7 +84,8 @@ def run(ctx: RunContext) -> TrainStats:
 
 
 def train_one(student, t: Training, records: list[dict], ckpt_dir: Path, out: Path, stats_path: Path,
-              kd: KDSource | None, base_dir: Path, keep_layers: int | None) -> TrainStats:
+              kd: KDSource | None, base_dir: Path, keep_layers: int | None,
+              layers: list[int] | None = None) -> TrainStats:
     """Fine-tune one candidate from base_dir by t.method and write it to `out` (skipped when a ladder
     re-run finds it done); kd is the teacher distribution of the logit-level methods."""
     from distill.models.sft import merged_model, run_sft
@@ -88,7 +107,7 @@ def train_one(student, t: Training, records: list[dict], ckpt_dir: Path, out: Pa
 
     stats = TrainStats(
         base=str(base_dir), output_dir=str(out), name=student.name,
-        keep_layers=keep_layers,
+        keep_layers=keep_layers, kept_layers=layers,
         method=t.method, kd_teacher=kd.name if kd else None, rows=len(records) - (kd.skipped if kd else 0),
         steps=trainer.state.global_step, epochs=round(trainer.state.epoch or 0, 3),
         resumed_from=resume, plan=plan, processes=trainer.accelerator.num_processes, lora=t.lora,
