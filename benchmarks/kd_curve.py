@@ -45,12 +45,8 @@ def curve(method: str, args, rows, eval_rows, task) -> list[dict]:
         from distill.models import prune
 
         model, tok = load_model(Path(args.init) if args.init else base_student_dir(Student()))
-        n = model.config.num_hidden_layers
-        if args.prune == "even":
-            keep = prune.even_layers(n, args.keep_layers)
-        else:
-            texts = prune.training_texts(tok, [(task.student_messages(r.input), r.output) for r in rows])
-            keep = prune.block_layers(prune.block_distances(model, texts, n - args.keep_layers), n, args.keep_layers)
+        keep = prune.choose(model, tok, args.prune, args.keep_layers,
+                            [(task.student_messages(r.input), r.output) for r in rows])
         print(f"kept layers: {keep}", flush=True)
         prune.cut(model, keep)
     kd = None if method == "sft" else KDSource("teacher", path=Path(args.teacher))

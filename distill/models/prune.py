@@ -61,6 +61,15 @@ def cut(model, keep_idx: list[int]):
     return model
 
 
+def choose(model, tok, how: str, keep: int, examples) -> list[int]:
+    """The `keep` layers to keep by `how` (even or block); a block is measured on `examples`,
+    (messages, answer) pairs of the training rows."""
+    n = model.config.num_hidden_layers
+    if how == "even" or keep >= n:
+        return even_layers(n, keep)
+    return block_layers(block_distances(model, training_texts(tok, examples), n - keep), n, keep)
+
+
 def training_texts(tok, messages_and_answers, limit: int = 64):
     """Token ids of up to `limit` rows as the student is trained on them (prompt + answer)."""
     import torch

@@ -32,24 +32,22 @@ def candidate_base(student, rd, name: str | None, records: list[dict]) -> tuple[
     """The weights a candidate is fine-tuned from and, when it was cut, the layers it kept: an earlier
     candidate's weights (init_from) or the configured student's, depth-pruned if asked (an evenly
     spaced cut of the base once into the cache; a cut that depends on the run into the run)."""
-    src = rd.student(student.init_from) if getattr(student, "init_from", None) else base_student_dir(student)
-    keep = getattr(student, "keep_layers", None)
+    src = rd.student(student.init_from) if student.init_from else base_student_dir(student)
+    keep = student.keep_layers
     if not keep:
         return src, None
     if student.prune == "even" and not student.init_from:
         return pruned_dir(src, keep), None
-    out = rd.checkpoints(name) / "pruned"
-    if not (out / "config.json").exists():
+    # named by what it is and made again when its source was retrained: never a stale cut
+    out = rd.checkpoints(name) / f"init-{student.init_from or 'base'}-{student.prune}-L{keep}"
+    made = out / "config.json"
+    if not made.exists() or made.stat().st_mtime < (src / "config.json").stat().st_mtime:
         model, tok = load_model(src, trust_remote_code=student.trust_remote_code)
-        n = model.config.num_hidden_layers
-        if student.prune == "even" or keep >= n:
-            idx = prune.even_layers(n, keep)
-        else:
-            texts = prune.training_texts(tok, [(r["prompt"], r["completion"][0]["content"]) for r in records])
-            idx = prune.block_layers(prune.block_distances(model, texts, n - keep), n, keep)
+        idx = prune.choose(model, tok, student.prune, keep,
+                           [(r["prompt"], r["completion"][0]["content"]) for r in records])
         model.config.distill_kept_layers = idx  # said again in the train stats
         save_model_dir(prune.cut(model, idx), tok, out)
-    return out, json.loads((out / "config.json").read_text()).get("distill_kept_layers")
+    return out, json.loads(made.read_text()).get("distill_kept_layers")
 
 
 @writes
