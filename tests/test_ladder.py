@@ -95,7 +95,7 @@ def test_small_ladder_trains_evaluates_and_reports(tmp_path):
     # a block cut: the first layers and the last kept, one contiguous run of the 30 dropped
     kept = small["kept_layers"]
     assert len(kept) == 6 and kept[-1] == 29 and sum(b - a > 1 for a, b in zip(kept, kept[1:])) == 1
-    assert small["base"] == str(rd / "checkpoints" / "small" / "init-base-block-L6")
+    assert small["base"] == str(rd / "checkpoints" / "pruned-base-block-L6")
     # the cut student learned the distribution of the one trained before it
     assert small["method"] == "logit_kd" and small["kd_teacher"] == "the student 'big'"
     assert stats["students"]["big"]["method"] == "sft"
@@ -109,8 +109,11 @@ def test_small_ladder_trains_evaluates_and_reports(tmp_path):
     from distill.models.load import load_model
     from distill.stages.train import candidate_base
 
-    path, layers = candidate_base(LadderStudent(name="cut", init_from="big", keep_layers=4), ctx.run, "cut", [])
-    assert path == rd / "checkpoints" / "cut" / "init-big-even-L4" and layers == [0, 10, 19, 29]
+    path, layers = candidate_base(LadderStudent(name="cut", init_from="big", keep_layers=4), ctx.run, [])
+    assert path == rd / "checkpoints" / "pruned-big-even-L4" and layers == [0, 10, 19, 29]
+    # an evenly spaced cut of the base comes from the cache and names its layers all the same
+    even_path, even_kept = candidate_base(LadderStudent(name="e", keep_layers=4), ctx.run, [])
+    assert even_kept == [0, 10, 19, 29] and not str(even_path).startswith(str(rd))
     cut_model, _ = load_model(path)
     big_model, _ = load_model(rd / "students" / "big")
     assert cut_model.config.num_hidden_layers == 4

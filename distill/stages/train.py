@@ -28,20 +28,21 @@ def to_prompt_completion(task: Task, rows: list[Row]) -> list[dict]:
     return [prompt_completion(task.student_messages(r.input), r.output) for r in rows]
 
 
-def candidate_base(student, rd, name: str | None, records: list[dict]) -> tuple[Path, list[int] | None]:
+def candidate_base(student, rd, records: list[dict]) -> tuple[Path, list[int] | None]:
     """The weights a candidate is fine-tuned from and, when it was cut, the layers it kept: an earlier
     candidate's weights (init_from) or the configured student's, depth-pruned if asked (an evenly
-    spaced cut of the base once into the cache; a cut that depends on the run into the run)."""
+    spaced cut of the base once into the cache; a cut that depends on the run once into the run,
+    shared by every candidate that starts from it)."""
     src = rd.student(student.init_from) if student.init_from else base_student_dir(student)
     keep = student.keep_layers
     if not keep:
         return src, None
     if student.prune == "even" and not student.init_from:
-        return pruned_dir(src, keep), None
-    # named by what it is and made again when its source was retrained: never a stale cut
-    out = rd.checkpoints(name) / f"init-{student.init_from or 'base'}-{student.prune}-L{keep}"
+        n = json.loads((src / "config.json").read_text())["num_hidden_layers"]
+        return pruned_dir(src, keep), prune.even_layers(n, keep)
+    out = rd.checkpoints() / f"pruned-{student.init_from or 'base'}-{student.prune}-L{keep}"
     made = out / "config.json"
-    if not made.exists() or made.stat().st_mtime < (src / "config.json").stat().st_mtime:
+    if not made.exists() or made.stat().st_mtime < (src / "config.json").stat().st_mtime:  # never a stale cut
         model, tok = load_model(src, trust_remote_code=student.trust_remote_code)
         idx = prune.choose(model, tok, student.prune, keep,
                            [(r["prompt"], r["completion"][0]["content"]) for r in records])
@@ -68,7 +69,7 @@ def run(ctx: RunContext) -> TrainStats:
     for name, student, t in candidates:
         # a candidate started from an earlier one has that one's layers, unless it cuts them
         kept = student.keep_layers or (per[student.init_from].keep_layers if student.init_from else None)
-        base, layers = candidate_base(student, rd, name, records)
+        base, layers = candidate_base(student, rd, records)
         per[name] = train_one(student, t, records, rd.checkpoints(name), rd.student(name), rd.student_stats(name),
                               sources[name], base, kept, layers)
     if any(v.rank is not None for v in per.values()):  # not the main process: it writes nothing
