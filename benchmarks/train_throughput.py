@@ -8,9 +8,10 @@ Modes (each in a child process of its own, so peak memory is per mode; LoRA unle
   padding_free       the same rows per step concatenated into one sequence, position ids restarting
   packed             rows BFD-packed into sequences of one padded step's real tokens, one per step
   padded_max_length  every batch padded to max_length (fixed shapes, as `padding="max_length"` does)
+  padded_grouped_fp32  padded_grouped in fp32 (on a CPU with native bf16 the others run under bf16 autocast)
 
 MFU = achieved model FLOP/s / peak FLOP/s. The peak is the GPU's dense bf16/fp16 figure (a table of
-known cards, or --peak-tflops); on a CPU, an fp32 matmul measured here stands in for it.
+known cards, or --peak-tflops); on a CPU, a matmul measured here in the mode's precision stands in for it.
 
     python benchmarks/train_throughput.py                  # 171 grammar pairs, one epoch, LoRA, batch 8
     python benchmarks/train_throughput.py --data runs/<id>/data/train.jsonl --full
@@ -29,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from _record import record  # noqa: E402
 
-MODES = ("padded_random", "padded_grouped", "padding_free", "packed", "padded_max_length")
+MODES = ("padded_random", "padded_grouped", "padding_free", "packed", "padded_max_length", "padded_grouped_fp32")
 # dense bf16 tensor-core peaks (no sparsity), in TFLOP/s; the first name found in the device name wins
 GPU_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0), ("L4", 121.0))
 
@@ -57,7 +58,7 @@ def matmul_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters()) - emb.numel() + (emb.numel() if tied else 0)
 
 
-def peak_tflops(cuda: bool, override: float | None) -> tuple[float, str]:
+def peak_tflops(cuda: bool, override: float | None, bf16: bool = False) -> tuple[float, str]:
     import torch
 
     if override:
@@ -68,13 +69,14 @@ def peak_tflops(cuda: bool, override: float | None) -> tuple[float, str]:
             if key in name:
                 return tf, f"{name} dense bf16"
         return 0.0, f"{name}: unknown peak (pass --peak-tflops)"
-    n = 2048
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    n = 2048  # in the precision the training's matmuls run in (bf16 under autocast on a bf16 CPU)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     t0 = time.perf_counter()
     for _ in range(5):
         a @ b
-    return 2 * n ** 3 * 5 / (time.perf_counter() - t0) / 1e12, f"measured fp32 matmul {n}x{n} on this CPU"
+    return 2 * n ** 3 * 5 / (time.perf_counter() - t0) / 1e12, f"measured {dtype} matmul {n}x{n} on this CPU"
 
 
 def records(rows: list[dict]) -> list[dict]:
@@ -90,21 +92,21 @@ def run_mode(mode: str, rows: list[dict], lora: bool, batch_size: int, max_lengt
 
     from distill.config import Student, Training
     from distill.models.load import base_student_dir, load_model
-    from distill.models.sft import _has_flash_attn, device_plan, make_trainer
+    from distill.models.sft import make_trainer, this_hardware
 
     cuda = torch.cuda.is_available()
     t = Training(lora=lora, epochs=1, batch_size=1 if mode == "packed" else batch_size,
                  max_length=pack_length if mode == "packed" else max_length, logging_steps=1000, save_steps=10**6,
-                 padding_free="on" if mode == "padding_free" else "off", packing=mode == "packed")
-    plan = device_plan(t, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(), flash_attn=_has_flash_attn())
+                 padding_free="on" if mode == "padding_free" else "off", packing=mode == "packed",
+                 precision="fp32" if mode.endswith("_fp32") else "auto")
+    plan, dtype = this_hardware(t)
     torch.manual_seed(0)
-    dtype = torch.bfloat16 if plan["precision"] == "bf16" else torch.float32
     model, tok = load_model(base_student_dir(Student()), dtype=dtype)
     n_matmul, cfg = matmul_parameters(model), model.config
     with tempfile.TemporaryDirectory() as d:
         trainer = make_trainer(
             t, plan, model, tok, records(rows), Path(d), disable_tqdm=True,
-            train_sampling_strategy="group_by_length" if mode == "padded_grouped" else "random",
+            train_sampling_strategy="group_by_length" if mode.startswith("padded_grouped") else "random",
             pad_to_multiple_of=max_length if mode == "padded_max_length" else None)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -184,13 +186,15 @@ def main() -> None:
                         "round_real_tokens_per_s": [x["real_tokens_per_s"] for x in rs],
                         "achieved_tflops": round(sum(x["achieved_tflops"] * x["seconds"] for x in rs) / secs, 4),
                         "peak_rss_mb": max(x["peak_rss_mb"] for x in rs)})
-    peak, peak_what = peak_tflops(torch.cuda.is_available(), args.peak_tflops)
+    peaks = {p: peak_tflops(torch.cuda.is_available(), args.peak_tflops, bf16=p == "bf16")
+             for p in {r["plan"]["precision"] for r in results}}
     for r in results:
+        peak, r["peak"] = peaks[r["plan"]["precision"]]
         r["mfu"] = round(r["achieved_tflops"] / peak, 4) if peak else None
     by = {r["mode"]: r for r in results}
     out = {"data": args.data, "rows": len(rows), "lora": not args.full, "batch_size": args.batch_size, "rounds": args.rounds,
-           "max_length": args.max_length, "pack_length": pack_length, "peak_tflops": round(peak, 3),
-           "peak": peak_what, "modes": results}
+           "max_length": args.max_length, "pack_length": pack_length,
+           "peak_tflops": {p: round(v[0], 3) for p, v in peaks.items()}, "modes": results}
     if "padded_random" in by:
         base = by["padded_random"]
         out["vs_padded_random"] = {m: round(r["real_tokens_per_s"] / base["real_tokens_per_s"], 3) for m, r in by.items()}

@@ -17,7 +17,7 @@ def _seed_rows(n=24):
             for s in seeds[:n]]
 
 
-def test_device_plan_bf16_and_padding_free_on_gpu_fp32_on_cpu():
+def test_device_plan_bf16_and_padding_free_on_gpu_bf16_autocast_on_a_bf16_cpu_else_fp32():
     t = load_config().training
     gpu = device_plan(t, cuda=True, bf16_ok=True, flash_attn=True)
     assert gpu == {"precision": "bf16", "padding_free": True, "packing": False,
@@ -26,8 +26,11 @@ def test_device_plan_bf16_and_padding_free_on_gpu_fp32_on_cpu():
     assert device_plan(t, cuda=True, bf16_ok=True, flash_attn=False)["padding_free"] is False
     cpu = device_plan(t, cuda=False, bf16_ok=False, flash_attn=False)
     assert cpu["precision"] == "fp32" and cpu["padding_free"] is False and cpu["device"] == "cpu"
-    with pytest.raises(ValueError, match="needs a GPU"):
+    assert device_plan(t, cuda=False, bf16_ok=True, flash_attn=False)["precision"] == "bf16"
+    with pytest.raises(ValueError, match="AVX512-BF16 or AMX"):
         device_plan(t.model_copy(update={"precision": "bf16"}), cuda=False, bf16_ok=False, flash_attn=False)
+    with pytest.raises(ValueError, match="needs a GPU"):
+        device_plan(t.model_copy(update={"precision": "fp16"}), cuda=False, bf16_ok=True, flash_attn=False)
     # asked for on CPU, padding-free and packing run under SDPA (exact: see the loss test below)
     for asked in ({"padding_free": "on"}, {"packing": True}):
         plan = device_plan(t.model_copy(update=asked), cuda=False, bf16_ok=False, flash_attn=False)

@@ -1,7 +1,8 @@
 """Supervised fine-tuning with TRL's SFTTrainer, shared by the student's training, the teacher's LoRA
 adaptation and the training benchmark: the device plan, the config, the trainer, resuming, merging.
 
-bf16 and padding-free batches on a GPU, fp32 on CPU. A killed run resumes from its last checkpoint.
+bf16 and padding-free batches on a GPU; on a CPU, fp32 weights with bf16 autocast where the CPU computes
+bf16 natively (AVX512-BF16 or AMX), else fp32. A killed run resumes from its last checkpoint.
 """
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from distill.models.load import load_model
 def device_plan(t: Training, *, cuda: bool, bf16_ok: bool, flash_attn: bool) -> dict:
     """Precision, padding-free and attention choices for this hardware (pure: unit-tested on CPU)."""
     if t.precision == "auto":
-        precision = ("bf16" if bf16_ok else "fp16") if cuda else "fp32"
+        precision = ("bf16" if bf16_ok else "fp16") if cuda else ("bf16" if bf16_ok else "fp32")
     else:
         precision = t.precision
-    if precision in ("bf16", "fp16") and not cuda:
-        raise ValueError(f"training.precision={precision} needs a GPU; use fp32 or auto on CPU")
+    if precision == "fp16" and not cuda:
+        raise ValueError("training.precision=fp16 needs a GPU; use bf16, fp32 or auto on CPU")
+    if precision == "bf16" and not cuda and not bf16_ok:
+        raise ValueError("training.precision=bf16 on CPU needs AVX512-BF16 or AMX, which this CPU lacks; use fp32 or auto")
     # Padding-free batches concatenate the examples and restart position ids at each one. Flash
     # attention takes the boundaries as varlen lengths; SDPA and eager get a block-diagonal mask that
     # transformers builds from the position ids (with no attention mask and no KV cache, as TRL trains).
@@ -147,18 +150,34 @@ def run_sft(t: Training, base_dir: Path, records: list[dict], ckpt_dir: Path, *,
     checkpoint in ckpt_dir); returns (trainer, plan, tokenizer, resumed-from, train result)."""
     import torch
 
-    cuda = torch.cuda.is_available()
-    plan = device_plan(t, cuda=cuda, bf16_ok=cuda and torch.cuda.is_bf16_supported(),
-                       flash_attn=_has_flash_attn())
+    plan, dtype = this_hardware(t)
     if t.method != "sft":  # the KD losses take plain padded batches
         plan = {**plan, "padding_free": False, "packing": False}
     torch.manual_seed(t.seed)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan["precision"], torch.float32)
     model, tok = load_model(base_dir, trust_remote_code=trust_remote_code, dtype=dtype)
     trainer = make_trainer(t, plan, model, tok, records, ckpt_dir, kd=kd)
     resume = last_checkpoint(ckpt_dir)
     result = trainer.train(resume_from_checkpoint=resume)
     return trainer, plan, tok, resume, result
+
+
+def this_hardware(t: Training):
+    """(device plan, dtype the weights load in) on this machine: a GPU trains in its precision; a CPU
+    keeps fp32 weights (and optimizer state) and autocasts the matmuls."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    plan = device_plan(t, cuda=cuda, bf16_ok=torch.cuda.is_bf16_supported() if cuda else cpu_bf16(),
+                       flash_attn=_has_flash_attn())
+    return plan, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan["precision"]) if cuda else torch.float32
+
+
+def cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively: one LoRA step of the 135M student (batch 8, 100 tokens)
+    took 2.3-2.6 s under bf16 autocast against 3.4-3.5 s in fp32 on 2 Zen 4 cores."""
+    import torch
+
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def merged_model(trainer, plan: dict, lora: bool):

@@ -7,13 +7,16 @@ percent over minutes, so a model measured in its own window would carry the load
 interleaved, the drift lands on every model alike and the per-round ratios between models hold still.
 Each model's cost per 1k requests is the median over rounds, with the rounds' range as its spread.
 With one thread per replica the clock is that thread's CPU time: the core-seconds a replica bills,
-free of the time the scheduler handed to other processes on a shared machine.
+free of the time the scheduler handed to other processes on a shared machine; and the replicas the
+machine is priced for run side by side, as they would serve, each thread taking the next model of the
+round, which measures a round in about 1/replicas of the wall time.
 """
 from __future__ import annotations
 
 import os
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +73,8 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
         # one thread: its CPU seconds are the core-seconds a replica bills, and time the scheduler gave
         # to other processes is not in them; with a thread pool only wall time sees all the work
         clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
-        seconds = _rounds(served, rounds, batch_size, max_new_tokens, trust_remote_code, clock, log)
+        side_by_side = n_replicas if clock is time.thread_time else 1
+        seconds = _rounds(served, rounds, batch_size, max_new_tokens, trust_remote_code, clock, side_by_side, log)
         engine = engine_name(batch_size) + (f" x {n_replicas} replicas" if n_replicas > 1 else "")
     finally:
         torch.set_num_threads(before)
@@ -94,23 +98,28 @@ def per_1k_cost(seconds: list[float], requests: int, usd_per_hour: float, replic
 
 
 def _rounds(served: list[Served], rounds: int, batch_size: int, max_new_tokens: int, trust_remote_code: bool,
-            clock, log) -> dict[str, list[float]]:
+            clock, side_by_side: int, log) -> dict[str, list[float]]:
     loaded = {}
     for s in served:  # models that share weights (the base student under three prompts) load once
         if s.path not in loaded:
             loaded[s.path] = load_model(s.path, trust_remote_code=trust_remote_code)
-    for s in served:  # warm-up: first-call allocations and kernel selection stay out of the figures (a
-        model, tok = loaded[s.path]  # few tokens do it: every later decoding step has a new shape anyway)
-        generate_batched(model, tok, s.messages[:batch_size], batch_size=batch_size, max_new_tokens=min(8, max_new_tokens))
+
+    def serve(s: Served, messages: list[list[dict]], tokens: int) -> float:
+        model, tok = loaded[s.path]  # read-only in eval mode: two threads may decode with one model at once
+        t0 = clock()  # in the thread that does the work: its own CPU seconds
+        generate_batched(model, tok, messages, batch_size=batch_size, max_new_tokens=tokens)
+        return clock() - t0
+
     seconds: dict[str, list[float]] = {s.key: [] for s in served}
-    for r in range(rounds):
-        order = served[r % len(served):] + served[:r % len(served)]
-        if r % 2:  # reversed too, so a model does not always follow the same one (caches, allocator state)
-            order.reverse()
-        for s in order:
-            model, tok = loaded[s.path]
-            t0 = clock()
-            generate_batched(model, tok, s.messages, batch_size=batch_size, max_new_tokens=max_new_tokens)
-            seconds[s.key].append(clock() - t0)
-        log(f"serving round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()))
+    with ThreadPoolExecutor(side_by_side) as pool:
+        # warm-up: first-call allocations and kernel selection stay out of the figures (a few tokens do
+        # it: every later decoding step has a new shape anyway)
+        list(pool.map(lambda s: serve(s, s.messages[:batch_size], min(8, max_new_tokens)), served))
+        for r in range(rounds):
+            order = served[r % len(served):] + served[:r % len(served)]
+            if r % 2:  # reversed too, so a model does not always follow the same one (caches, allocator state)
+                order.reverse()
+            for s, secs in zip(order, pool.map(lambda s: serve(s, s.messages, max_new_tokens), order)):
+                seconds[s.key].append(secs)
+            log(f"serving round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()))
     return seconds
