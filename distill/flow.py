@@ -15,7 +15,6 @@ import hashlib
 import inspect
 import json
 import logging
-import os
 import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -94,7 +93,10 @@ def generate_task(run_key: str) -> dict:
     return stats.model_dump(mode="json")
 
 
-@task(name="filter", cache_policy=CACHE, retries=1)
+# datasets' fingerprints pickle functions with dill, which reads their disassembly by swapping sys.stdout;
+# Prefect's print patch would send those hundreds of bytecode lines to the run's logs instead (and dill
+# would find no globals): the stages that build datasets log through the run logger only
+@task(name="filter", cache_policy=CACHE, retries=1, log_prints=False)
 def filter_task(run_key: str, upstream: dict | None) -> dict:
     ctx = contexts.lookup(run_key)
     stats = filtering.run(ctx)
@@ -102,7 +104,7 @@ def filter_task(run_key: str, upstream: dict | None) -> dict:
     return stats.model_dump(mode="json")
 
 
-@task(name="train", cache_policy=CACHE)
+@task(name="train", cache_policy=CACHE, log_prints=False)
 def train_task(run_key: str, upstream: dict | None) -> dict:
     ctx = contexts.lookup(run_key)
     stats = train.run(ctx)
@@ -204,17 +206,6 @@ def distill_flow(config_path: str | None = None, run_dir: str | None = None, ove
             contexts.forget(key)
         publish(rd, results.get("filter"), results.get("report"))
     return str(rd.root)
-
-
-def use_local_prefect(rd: RunDir) -> None:
-    """A local run gets its own Prefect home (ephemeral API, no shared state); a configured server is used as is."""
-    if os.environ.get("PREFECT_API_URL"):
-        return
-    os.environ.setdefault("PREFECT_HOME", str(rd.prefect_home.resolve()))
-    # the temporary server's telemetry heartbeat only fails (offline) and locks its SQLite file
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # a new database is migrated at first start; Prefect's default 20 s is too short on 2 cold cores
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def deployment_parameters(config: Path | None, run_dir: Path | None, overrides: list[str],

@@ -40,6 +40,25 @@ def _own_prefect_home(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
 
 
+def tiny_llama(path: Path) -> Path:
+    """A tiny random Llama with a tokenizer of its own (a word-level vocabulary trained here), saved as a
+    transformers directory: real decoding and training in seconds."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(special_tokens=["[UNK]", "<pad>"])
+    raw.train_from_iterator(["she goes to the market", "the dogs bark"], trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", pad_token="<pad>", eos_token="<pad>")
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 def distill_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "distill.cli", *args]
 

@@ -51,6 +51,25 @@ def test_q4_0_blocks_are_what_llama_cpp_reads_and_closer_than_the_reference_quan
     assert np.corrcoef(ours.ravel(), w.ravel())[0, 1] > 0.99
 
 
+def test_a_4_bit_file_keeps_the_output_layer_at_8_bits(tmp_path):
+    """llama.cpp's own 4-bit recipe: the layers in Q4_0, the output layer (here the tied token embedding,
+    Q8_0 in the bundled SmolLM2 already) at 8 bits. Breaks caught: the logits' weights rounded to 4 bits."""
+    import gguf
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from distill.models.gguf_export import write_gguf
+    from distill.models.load import default_gguf
+
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True)
+                     ).save_pretrained(tmp_path / "m")
+    write_gguf(tmp_path / "m", tmp_path / "m.gguf", quant="q4_0", reference=default_gguf())
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(tmp_path / "m.gguf")).tensors}
+    assert types["token_embd.weight"] == "Q8_0" and "output.weight" not in types
+    assert {types[f"blk.0.{n}.weight"] for n in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up",
+                                                   "ffn_down")} == {"Q4_0"}
+
+
 @pytest.mark.slow
 def _cli(*args, cwd=ROOT):
     r = subprocess.run(distill_cmd(*args), cwd=cwd, capture_output=True, text=True, timeout=900)

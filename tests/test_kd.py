@@ -13,7 +13,7 @@ from distill.io import read_jsonl, write_jsonl
 from distill.models.kd import dense_kd_loss, sparse_kd_loss
 from distill.models.kd_train import KDCollator, KDSource, kd_examples
 from distill.records import Row
-from tests.conftest import ROOT, distill_cmd
+from tests.conftest import ROOT, distill_cmd, tiny_llama
 
 
 def _kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> float:
@@ -176,30 +176,11 @@ def test_logit_kd_from_stored_top_k_logprobs_trains(tmp_path, tok):
     assert trainer.train_dataset[0]["topk_ids"] == [[x] for x in trainer.train_dataset[0]["labels"] if x != -100]
 
 
-def _other_tokenizer_model(path):
-    """A tiny Llama with a tokenizer of its own (a word-level vocabulary trained here), saved as a
-    transformers directory."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    raw = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordLevelTrainer(special_tokens=["[UNK]", "<pad>"])
-    raw.train_from_iterator(["she goes to the market", "the dogs bark"], trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", pad_token="<pad>", eos_token="<pad>")
-    tok.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                         num_attention_heads=2, num_key_value_heads=2))
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
 @pytest.mark.slow
 def test_a_teacher_with_another_tokenizer_is_refused_in_one_line_before_training(tmp_path):
     """Breaks caught: logits of two vocabularies compared position by position (garbage that trains
     without an error), and the refusal coming after the first candidate has already trained."""
-    other = _other_tokenizer_model(tmp_path / "other-model")
+    other = tiny_llama(tmp_path / "other-model")
     rd = tmp_path / "run"
     write = tmp_path / "c.yaml"
     write.write_text(json.dumps({

@@ -146,6 +146,12 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     # the quality pass: every self-hosted model on llama-server alike, the student from the GGUF export ships
     assert all(m["engine"].startswith("llama-server (local, 8 slots") for m in rep["models"][:5])
     assert rep["models"][4]["engine"].endswith("smollm2-135m-distilled.q8_0.gguf)")
+    # the base student under the teacher's 6-shot prompt is the teacher (same file, prompt and server): its
+    # answers and serving seconds are the teacher's, not asked or measured twice
+    few, tea = rep["models"][3], rep["models"][0]
+    assert few["engine"].endswith("the teacher's answers (same file, prompt and server)")
+    assert few["serving"]["measured_as"] == "teacher" and few["serving"]["seconds"] == tea["serving"]["seconds"]
+    assert (rd / "eval" / "eval" / "base_few_shot.jsonl").read_bytes() == (rd / "eval" / "eval" / "teacher.jsonl").read_bytes()
     assert (rd / "export" / "smollm2-135m-distilled.q8_0.gguf").stat().st_size > 10_000_000
     assert rep["models"][4]["vs_prompted"]["against"] in ("base_zero_shot", "base_few_shot")
     assert [s["stage"] for s in rep["bill"]["one_off"]] == ["teacher generation", "teacher adaptation", "judge",

@@ -90,7 +90,8 @@ def run(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None,
         # the flow re-reads the saved config, which never holds the key; hand it over through the
         # environment rather than as a flow parameter (Prefect stores parameters in its database)
         os.environ[ep.api_key_env] = ep.api_key.get_secret_value()
-    from distill.flow import distill_flow, use_local_prefect
+    from distill.cli.prefect_home import use_local_prefect
+    from distill.flow import distill_flow
     from distill.rundir import RunDirError
     from distill.teacher import TeacherError
 

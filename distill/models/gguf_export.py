@@ -16,6 +16,11 @@ import numpy as np
 
 QUANTS = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0"}
 FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2}  # llama.cpp's LLAMA_FTYPE_ALL_F32 / MOSTLY_F16 / _Q8_0 / _Q4_0
+# The logits are where 4-bit error shows most: like llama.cpp's own quantiser, a 4-bit file keeps the
+# output layer (the token embedding, when tied) at higher precision (Q6_K there, Q8_0 for rows that do
+# not fill its 256-value blocks, as SmolLM2's 576 do not).
+OUTPUT_LAYER = {"q4_0": "q8_0"}
+OUTPUT_NAMES = ("output.weight", "token_embd.weight")
 
 
 class ExportError(ValueError):
@@ -147,7 +152,7 @@ def write_gguf(model_dir: Path, target: Path, *, quant: str = "q8_0", name: str 
                 a = permute_qk(a, n_head)
             elif hf_name.endswith("k_proj.weight"):
                 a = permute_qk(a, n_kv)
-            data, raw = _tensor(gguf, a, quant)
+            data, raw = _tensor(gguf, a, OUTPUT_LAYER.get(quant, quant) if new in OUTPUT_NAMES else quant)
             w.add_tensor(new, data, raw_dtype=raw)
         w.write_header_to_file()
         w.write_kv_data_to_file()

@@ -6,11 +6,11 @@ import time
 from collections.abc import Callable
 
 
-def engine_name(batch_size: int) -> str:
+def engine_name(batch_size: int, dtype=None) -> str:
     import torch
 
-    n = torch.get_num_threads()
-    return f"transformers (batch {batch_size}, fp32, {n} thread{'s' if n != 1 else ''})"
+    n, precision = torch.get_num_threads(), "bf16" if dtype == torch.bfloat16 else "fp32"
+    return f"transformers (batch {batch_size}, {precision}, {n} thread{'s' if n != 1 else ''})"
 
 
 def generate_batched(model, tok, messages: list[list[dict]], *, batch_size: int, max_new_tokens: int,

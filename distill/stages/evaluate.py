@@ -145,6 +145,8 @@ def run(ctx: RunContext) -> EvalSummary:
             {"id": r["id"], "input": r["input"], "reference": r["output"], "prediction": p, **a}
             for r, p, a in zip(rows, preds, answers)])
 
+    files = gguf_eval.ggufs(cfg, rd, local) if gguf_eval.eval_engine(cfg) == gguf_eval.SERVER else None
+    twins = [m for m in local if files is not None and gguf_eval.teacher_twin(cfg, m, ctx.shots == ctx.prompt_shots)]
     if "teacher" in cfg.eval.models:
         t = cfg.teacher
         msgs = [task.teacher_messages(r["input"], ctx.shots) for r in rows]
@@ -157,11 +159,15 @@ def run(ctx: RunContext) -> EvalSummary:
         cost = teacher_cost(cfg, pt, ct, wall, batch=False)
         record("teacher", t.model, "teacher", teacher.realtime(1).engine, params, answers, wall, cost,
                f"{len(ctx.shots)}-shot, system prompt" + (", LoRA-adapted on the seeds" if t.adaptation.method == "lora" else ""))
+        for m in twins:
+            cost = cost_of(cfg.pricing, hosted=False, model=m.name, hardware=m.hardware,
+                           prompt_tokens=0, completion_tokens=0, seconds=wall)
+            record(m.key, m.name, m.role, f"{results['teacher'].engine}: the teacher's answers (same file, prompt "
+                   "and server)", params, answers, wall, cost, m.prompt)
 
-    files = gguf_eval.ggufs(cfg, rd, local) if gguf_eval.eval_engine(cfg) == gguf_eval.SERVER else None
     if files is not None:
-        for gguf in dict.fromkeys(files.values()):  # one server per file: the three base prompts share one
-            group = [m for m in local if files[m.path] == gguf]
+        for gguf in dict.fromkeys(files[m.path] for m in local if m not in twins):  # the three base prompts share one
+            group = [m for m in local if files[m.path] == gguf and m not in twins]
             with gguf_eval.serve(cfg, gguf, group[0].name, rd.logs / "eval_server.log") as srv:
                 for m in group:
                     answers, wall = gguf_eval.answer_with_server(
@@ -185,6 +191,8 @@ def run(ctx: RunContext) -> EvalSummary:
         record(m.key, m.name, m.role, engine_name(cfg.eval.batch_size), parameter_count(model), answers, wall, cost,
                m.prompt)
     loaded.clear()
+    for m in local:  # the report's order: the teacher, then the models as configured (a twin was answered first)
+        results[m.key] = results.pop(m.key)
 
     metric, n, seed, b = task.primary_metric, len(rows), cfg.seed, cfg.eval.bootstrap_resamples
     if first:
@@ -235,16 +243,17 @@ def _serving_cost(ctx: RunContext, rows, local: list[InProcess], results: dict[s
                                 cfg.teacher.hardware))
     t0 = time.perf_counter()
     measured = measure(served, cfg.pricing, rounds=sv.rounds, batch_size=sv.batch_size or cfg.eval.batch_size,
-                       max_new_tokens=cfg.eval.max_new_tokens, threads=sv.threads,
+                       max_new_tokens=cfg.eval.max_new_tokens, threads=sv.threads, precision=sv.precision,
                        trust_remote_code=cfg.student.trust_remote_code)
     wall = time.perf_counter() - t0
     for key, m in measured.items():
         r = results[key]
-        r.serving = {**m, "weights": how if key == "teacher" else "fp32 safetensors"}
+        r.serving = {**m, "weights": how if key == "teacher" else "safetensors"}
         r.cost_per_1k_usd = m["cost_per_1k_usd"]
         r.cost_rule = (f"serving measurement: median of {m['rounds']} interleaved rounds of {m['requests']} requests "
                        f"on {m['engine']}, ${m['usd_per_hour']:g}/h on {m['hardware']}"
-                       + (f"; weights: {how}" if key == "teacher" else ""))
+                       + (f"; weights: {how}" if key == "teacher" else "")
+                       + (f"; the same weights and prompts as {m['measured_as']}: its figures" if "measured_as" in m else ""))
     if "teacher" in results and weights is None and measured and not cfg.teacher.hosted:
         results["teacher"].cost_note = f"engines differ: the teacher is priced as {how}"
     return cost_of(cfg.pricing, hosted=False, model="", hardware=cfg.student.hardware, prompt_tokens=0,

@@ -19,7 +19,7 @@ from distill.progress import progress_bar
 from distill.rundir import RunDir
 from distill.teacher import Request, Teacher
 from distill.teacher.backends.openai import OpenAIBackend
-from distill.teacher.local_server import RunningServer, llama_server_binary, q8_0_of, serve_gguf
+from distill.teacher.local_server import RunningServer, engine_of, llama_server_binary, q8_0_of, serve_gguf, teacher_gguf
 
 SERVER = "llama-server"
 
@@ -40,6 +40,18 @@ def gguf_of(run: RunDir, m, reference: Path) -> Path:
     if not target.exists() or target.stat().st_mtime < (m.path / "config.json").stat().st_mtime:
         write_gguf(m.path, target, quant="q8_0", name=m.name, reference=reference)
     return target
+
+
+def teacher_twin(cfg: Config, m, same_shots: bool) -> bool:
+    """Whether the base student under the teacher's k-shot prompt is the local teacher itself: the same
+    file on the same server with the same slots, asked the same greedy requests (the offline default
+    distils SmolLM2 into itself). Its answers are then the teacher's, not asked a second time: two passes
+    would differ only where batching flips a near-tied token."""
+    t, reference = cfg.teacher, base_gguf(cfg.student)
+    return (m.key == "base_few_shot" and same_shots and reference is not None and "teacher" in cfg.eval.models
+            and t.backend == "openai" and t.endpoint.launch_local and t.adaptation.method == "few_shot"
+            and t.temperature == 0 and engine_of(t.endpoint.local) == SERVER and eval_engine(cfg) == SERVER
+            and teacher_gguf(t.endpoint.local) == q8_0_of(reference))
 
 
 def ggufs(cfg: Config, run: RunDir, models) -> dict[Path, Path] | None:

@@ -1,18 +1,20 @@
 """Serving cost, measured on purpose rather than read off the quality pass's wall time.
 
-Every self-hosted model is served by one engine with one batching policy (transformers, fp32, the
-same batch size and token limit), after a warm-up batch, in several rounds; each round serves every
-model in turn, the order rotated (and every other round reversed) from round to round. Load on a shared machine drifts by tens of
-percent over minutes, so a model measured in its own window would carry the load of that window;
-interleaved, the drift lands on every model alike and the per-round ratios between models hold still.
-Each model's cost per 1k requests is the median over rounds, with the rounds' range as its spread.
-With one thread per replica the clock is that thread's CPU time: the core-seconds a replica bills,
-free of the time the scheduler handed to other processes on a shared machine; and the replicas the
-machine is priced for run side by side, as they would serve, each thread taking the next model of the
-round, which measures a round in about 1/replicas of the wall time.
+Every self-hosted model is served by one engine with one batching policy (transformers, in bf16 where
+the CPU computes it natively, else fp32; the same batch size and token limit), after a warm-up batch,
+in several rounds; each round serves every model in turn, the order rotated (and every other round
+reversed) from round to round. Load on a shared machine drifts by tens of percent over minutes, so a
+model measured in its own window would carry the load of that window; interleaved, the drift lands on
+every model alike and the per-round ratios between models hold still. Each model's cost per 1k
+requests is the median over rounds, with the rounds' range as its spread. With one thread per replica
+the clock is that thread's CPU time: the core-seconds a replica bills, free of the time the scheduler
+handed to other processes on a shared machine; and the replicas the machine is priced for run side by
+side, as they would serve, each thread taking the next model of the round, which measures a round in
+about 1/replicas of the wall time. The same weights under the same prompts are measured once.
 """
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
@@ -44,7 +46,7 @@ def teacher_weights(cfg: Config, rd: RunDir) -> tuple[Path | None, str]:
         return rd.teacher_merged, "the LoRA-adapted teacher's merged weights"
     if t.backend == "openai" and t.endpoint.launch_local:
         gguf = resolve_path(t.endpoint.local.gguf) if t.endpoint.local.gguf else default_gguf()
-        return gguf_as_hf(gguf), f"{gguf.name} dequantised to fp32 (the quality pass used the GGUF on llama.cpp)"
+        return gguf_as_hf(gguf), f"{gguf.name} dequantised (the quality pass used the GGUF on llama.cpp)"
     return None, "its own endpoint (not served here): cost from the quality pass's wall time, on another engine"
 
 
@@ -59,12 +61,22 @@ def replicas(threads: int | None) -> tuple[int | None, int]:
 
 
 def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: int, max_new_tokens: int,
-            threads: int | None = 1, trust_remote_code: bool = False, log=print) -> dict[str, dict]:
+            threads: int | None = 1, precision: str = "auto", trust_remote_code: bool = False,
+            log=print) -> dict[str, dict]:
     """Per model key: seconds and cost per 1k requests per round, the median and the spread."""
     import torch
 
+    from distill.models.sft import cpu_bf16
+
     if not served:
         return {}
+    # the same weights under the same prompts bill the same seconds: measured once (in the offline default
+    # the teacher is the base student under its own k-shot prompt)
+    same = {s.key: (s.path, json.dumps(s.messages, sort_keys=True)) for s in served}
+    first: dict[tuple, Served] = {}
+    for s in served:
+        first.setdefault(same[s.key], s)
+    twin = {s.key: first[same[s.key]].key for s in served}
     per_replica, n_replicas = replicas(threads)
     before = torch.get_num_threads()
     if per_replica is not None:
@@ -74,8 +86,10 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
         # to other processes is not in them; with a thread pool only wall time sees all the work
         clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
         side_by_side = n_replicas if clock is time.thread_time else 1
-        seconds = _rounds(served, rounds, batch_size, max_new_tokens, trust_remote_code, clock, side_by_side, log)
-        engine = engine_name(batch_size) + (f" x {n_replicas} replicas" if n_replicas > 1 else "")
+        dtype = torch.bfloat16 if precision == "auto" and cpu_bf16() else torch.float32
+        seconds = _rounds(list(first.values()), rounds, batch_size, max_new_tokens, trust_remote_code, dtype, clock,
+                          side_by_side, log)
+        engine = engine_name(batch_size, dtype) + (f" x {n_replicas} replicas" if n_replicas > 1 else "")
     finally:
         torch.set_num_threads(before)
     out = {}
@@ -83,8 +97,9 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
         price = pricing.hardware[s.hardware].usd_per_hour
         out[s.key] = {"engine": engine, "clock": "thread CPU seconds" if clock is time.thread_time else "wall seconds",
                       "rounds": rounds, "requests": len(s.messages), "replicas": n_replicas,
-                      "hardware": s.hardware, "usd_per_hour": price, "seconds": [round(x, 3) for x in seconds[s.key]],
-                      **per_1k_cost(seconds[s.key], len(s.messages), price, n_replicas)}
+                      "hardware": s.hardware, "usd_per_hour": price, "seconds": [round(x, 3) for x in seconds[twin[s.key]]],
+                      **per_1k_cost(seconds[twin[s.key]], len(s.messages), price, n_replicas),
+                      **({"measured_as": twin[s.key]} if twin[s.key] != s.key else {})}
     return out
 
 
@@ -98,11 +113,11 @@ def per_1k_cost(seconds: list[float], requests: int, usd_per_hour: float, replic
 
 
 def _rounds(served: list[Served], rounds: int, batch_size: int, max_new_tokens: int, trust_remote_code: bool,
-            clock, side_by_side: int, log) -> dict[str, list[float]]:
+            dtype, clock, side_by_side: int, log) -> dict[str, list[float]]:
     loaded = {}
     for s in served:  # models that share weights (the base student under three prompts) load once
         if s.path not in loaded:
-            loaded[s.path] = load_model(s.path, trust_remote_code=trust_remote_code)
+            loaded[s.path] = load_model(s.path, trust_remote_code=trust_remote_code, dtype=dtype)
 
     def serve(s: Served, messages: list[list[dict]], tokens: int) -> float:
         model, tok = loaded[s.path]  # read-only in eval mode: two threads may decode with one model at once

@@ -69,14 +69,17 @@ def reencoded(gguf: Path, quant: str) -> Path:
 
     llama.cpp runs the bundled Q4_1 SmolLM2 1.4-1.6x faster as Q8_0 on these CPUs (Q4_1 has no fast
     kernels here), and as Q4_0 (repacked into llama.cpp's interleaved AVX-512 layout at load) 1.5x faster
-    again; Q8_0 keeps the Q4_1 values to within 8-bit rounding, Q4_0 rounds them onto a coarser grid.
+    again; Q8_0 keeps the Q4_1 values to within 8-bit rounding, Q4_0 rounds them onto a coarser grid
+    (all but the output layer, which stays Q8_0).
     """
     if quant in gguf.name.lower():
         return gguf
-    target = cache_dir() / "gguf" / f"{gguf.stem}.{quant}.gguf"
-    if not target.exists() or target.stat().st_mtime < gguf.stat().st_mtime:
-        from distill.models.gguf_export import write_gguf
+    from distill.models.gguf_export import OUTPUT_LAYER, write_gguf
 
+    # the recipe is in the name: a file cached under an older recipe is never served for this one
+    recipe = quant + (f"-{OUTPUT_LAYER[quant]}-output" if quant in OUTPUT_LAYER else "")
+    target = cache_dir() / "gguf" / f"{gguf.stem}.{recipe}.gguf"
+    if not target.exists() or target.stat().st_mtime < gguf.stat().st_mtime:
         write_gguf(gguf_as_hf(gguf), target, quant=quant, name=gguf.stem, reference=gguf)
     return target
 

@@ -1,0 +1,71 @@
+"""The Prefect home of a run started from the command line: its own ephemeral API and database, unless
+PREFECT_API_URL names a server (then that server is used as is)."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from distill.models.load import cache_dir
+from distill.rundir import RunDir
+
+MIGRATE = ("import asyncio; from prefect.server.database import provide_database_interface as db; "
+           "asyncio.run(db().create_db())")
+
+
+def use_local_prefect(rd: RunDir) -> None:
+    """A local run gets its own Prefect home (ephemeral API, no shared state); a configured server is used as is."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    home = Path(os.environ.setdefault("PREFECT_HOME", str(rd.prefect_home.resolve())))
+    # the temporary server's telemetry heartbeat only fails (offline) and locks its SQLite file
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # a new database is migrated at first start; Prefect's default 20 s is too short on 2 cold cores
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    seed_database(home)
+
+
+def seed_database(home: Path) -> None:
+    """Start a new Prefect home's database as a copy of an empty one already migrated to this Prefect's
+    schema (made once per Prefect version, in the cache): the temporary server migrating a new database
+    took 7 of the 10 s it needed to start on 2 cores, in every run. A configured database is left alone;
+    whatever fails here leaves the migration to the server, only slower."""
+    import prefect
+
+    db = home / "prefect.db"
+    if db.exists() or any(os.environ.get(f"PREFECT_{k}_DATABASE_CONNECTION_URL") for k in ("API", "SERVER")):
+        return
+    template = cache_dir() / "prefect" / prefect.__version__ / "prefect.db"
+    try:
+        if not template.exists():
+            template.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=template.parent) as tmp:
+                subprocess.run([sys.executable, "-c", MIGRATE], env={**os.environ, "PREFECT_HOME": tmp}, check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                _copy(str(Path(tmp) / "prefect.db"), Path(tmp) / "migrated.db")  # with any journal left behind
+                os.replace(Path(tmp) / "migrated.db", template)  # two runs racing each write a whole file
+        home.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=home, prefix=".prefect.db.", suffix=".partial")
+        os.close(fd)
+        try:
+            # the template is only ever replaced whole, never written: read without locks or journal files
+            _copy(f"{template.as_uri()}?immutable=1", Path(partial))
+            os.link(partial, db)  # only if still absent: a database another process already opened stays
+        finally:
+            os.unlink(partial)
+    except (OSError, subprocess.CalledProcessError, sqlite3.Error):
+        return
+
+
+def _copy(source: str, target: Path) -> None:
+    """A consistent copy of an SQLite database (source: a path or a file: URI) into target."""
+    src = sqlite3.connect(source, uri=source.startswith("file:"))
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
