@@ -17,6 +17,24 @@ def _seed_rows(n=24):
             for s in seeds[:n]]
 
 
+def test_the_6_shot_base_student_is_taken_as_the_teacher_only_when_it_is_the_same_file_server_and_requests():
+    """Breaks caught: the teacher's answers copied into the 6-shot row when the teacher differs from the
+    base student there (another file, sampled answers, other shots, another engine, not evaluated at all),
+    or into another prompt's row."""
+    from types import SimpleNamespace
+
+    from distill.stages.gguf_eval import teacher_twin
+    from distill.teacher.local_server import llama_server_binary
+
+    few, zero = SimpleNamespace(key="base_few_shot"), SimpleNamespace(key="base_zero_shot")
+    assert teacher_twin(load_config(None, []), few, True) is (llama_server_binary() is not None)
+    assert not teacher_twin(load_config(None, []), zero, True)
+    assert not teacher_twin(load_config(None, []), few, False)
+    for o in ("teacher.endpoint.local.weights=original", "teacher.temperature=0.7", "eval.engine=transformers",
+              "teacher.endpoint.local.engine=llama-cpp-python", "eval.models=[base_few_shot, student]"):
+        assert not teacher_twin(load_config(None, [o]), few, True), o
+
+
 def test_device_plan_bf16_and_padding_free_on_gpu_bf16_autocast_on_a_bf16_cpu_else_fp32():
     t = load_config().training
     gpu = device_plan(t, cuda=True, bf16_ok=True, flash_attn=True)
