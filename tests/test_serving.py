@@ -53,8 +53,10 @@ def test_the_same_weights_under_the_same_prompt_are_measured_once(tmp_path):
                   log=lines.append)
     assert out["base_few_shot"]["seconds"] == out["teacher"]["seconds"] and len(out["teacher"]["seconds"]) == 3
     assert out["base_few_shot"]["measured_as"] == "teacher" and "measured_as" not in out["base_student"]
-    assert out["base_student"]["seconds"] != out["teacher"]["seconds"]
-    assert len(lines) == 3 and all("teacher" in x and "base_student" in x and "base_few_shot" not in x for x in lines)
+    # every round serves the teacher and the base student, each with a figure of its own, and no twin (the
+    # tiny model's seconds round alike, so the rounds' log says what was served)
+    assert len(lines) == 3 and all(x.split(": ", 1)[1].startswith(("teacher ", "base_student "))
+                                   and x.count(" s") == 2 and "base_few_shot" not in x for x in lines)
     assert ("bf16" if cpu_bf16() else "fp32") in out["teacher"]["engine"]
     fp32 = measure(served[:1], load_config(None, []).pricing, rounds=3, batch_size=4, max_new_tokens=4, threads=1,
                    precision="fp32", log=lines.append)

@@ -72,11 +72,8 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
         return {}
     # the same weights under the same prompts bill the same seconds: measured once (in the offline default
     # the teacher is the base student under its own k-shot prompt)
-    same = {s.key: (s.path, json.dumps(s.messages, sort_keys=True)) for s in served}
     first: dict[tuple, Served] = {}
-    for s in served:
-        first.setdefault(same[s.key], s)
-    twin = {s.key: first[same[s.key]].key for s in served}
+    twin = {s.key: first.setdefault((s.path, json.dumps(s.messages, sort_keys=True)), s).key for s in served}
     per_replica, n_replicas = replicas(threads)
     before = torch.get_num_threads()
     if per_replica is not None:
