@@ -1,6 +1,6 @@
 """The run directory: every artefact a run writes has one property here, and no other module spells a
 path inside a run directory (a test checks). Data flows forward through it: each stage reads only
-what earlier stages wrote.
+what earlier stages wrote. Over 300 lines because it is that registry: one short property per artefact.
 
     runs/<id>/
       config.yaml             resolved config, secrets removed
@@ -16,6 +16,7 @@ what earlier stages wrote.
       checkpoints/[<name>/]   training checkpoints
       student/ | students/<name>/   the distilled student(s)
       eval/<eval-file>/       predictions per model + summary.json
+      served/[<name>/]        a student's GGUF as evaluated, when not of the export's type (else the export's)
       report.json  report.md  frontier.png     export/[<name>/]  hf/ + model card, <name>.<type>.gguf, Modelfile
       .<name>.<random>.tmp    what an atomic write is writing; one a killed writer left is removed when
                               the next writer takes the lock
@@ -298,3 +299,6 @@ class RunDir:
 
     def export(self, name: str | None = None) -> Path:
         return self.root / "export" if name is None else self.root / "export" / name
+
+    def served(self, name: str | None = None) -> Path:
+        return self.root / "served" / (name or "")

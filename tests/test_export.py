@@ -70,6 +70,56 @@ def test_a_4_bit_file_keeps_the_output_layer_at_8_bits(tmp_path):
                                                    "ffn_down")} == {"Q4_0"}
 
 
+def test_a_bf16_file_holds_each_weight_as_torch_rounds_it_to_bf16(tmp_path):
+    """The served type where the CPU computes bf16 natively. Breaks caught: the weights truncated instead of
+    rounded (torch and llama.cpp round to nearest even), another file type in the header (llama.cpp would
+    name the file by it), norms rounded too (llama.cpp expects them in F32), q/k rows left unpermuted."""
+    import gguf
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from distill.models.gguf_export import permute_qk, write_gguf
+    from distill.models.load import default_gguf
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True))
+    model.save_pretrained(tmp_path / "m")
+    write_gguf(tmp_path / "m", tmp_path / "m.gguf", quant="bf16", reference=default_gguf())
+    r = gguf.GGUFReader(str(tmp_path / "m.gguf"))
+    assert int(r.fields["general.file_type"].parts[-1][0]) == 32  # LLAMA_FTYPE_MOSTLY_BF16
+    t = {x.name: x for x in r.tensors}
+    assert t["blk.0.attn_norm.weight"].tensor_type.name == "F32"
+    sd = model.state_dict()
+    for name, hf in (("blk.0.ffn_down.weight", "model.layers.0.mlp.down_proj.weight"),
+                     ("blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight")):
+        assert t[name].tensor_type.name == "BF16"
+        got = gguf.quants.dequantize(t[name].data, t[name].tensor_type)
+        want = sd[hf].to(torch.bfloat16).float().numpy()
+        want = permute_qk(want, 2) if "attn_q" in name else want
+        assert (got.reshape(want.shape) == want).all()
+
+
+def test_a_gguf_read_twice_is_parsed_once_and_again_when_the_file_is_replaced(tmp_path):
+    """The quality pass counts parameters and copies the tokenizer from the same files (~2.5 s a parse).
+    Breaks caught: a file rewritten in place (a retrained student's export) read from the stale parse."""
+    import gguf
+    import numpy as np
+
+    from distill.models.load import gguf_parameter_count, read_gguf
+
+    def write(n: int) -> None:
+        tmp = tmp_path / "m.gguf.tmp"
+        w = gguf.GGUFWriter(str(tmp), "llama")
+        w.add_tensor("w", np.zeros((n, 4), dtype=np.float32))
+        w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+        os.replace(tmp, tmp_path / "m.gguf")
+
+    write(2)
+    assert gguf_parameter_count(tmp_path / "m.gguf") == 8 and read_gguf(tmp_path / "m.gguf") is read_gguf(tmp_path / "m.gguf")
+    write(3)
+    assert gguf_parameter_count(tmp_path / "m.gguf") == 12
+
+
 @pytest.mark.slow
 def _cli(*args, cwd=ROOT):
     r = subprocess.run(distill_cmd(*args), cwd=cwd, capture_output=True, text=True, timeout=900)

@@ -26,14 +26,14 @@ def most_slots_busy_at_once(log: str) -> int:
 
 
 def test_the_default_teacher_is_llama_server_with_every_slot_busy(tmp_path):
-    """generate on the offline default's teacher: llama-server on the Q8_0 re-encoding, its 8 slots all
+    """generate on the offline default's teacher: llama-server on the bf16 or Q8_0 re-encoding, its 8 slots all
     decoding at once. Breaks caught: the stage sending one request at a time (concurrency not taken from
     the slots), the server started without its slots, the weights setting ignored."""
     ctx, cfg, rd = opened(prepare_run(None, tmp_path / "run", TINY + ["generation.input_requests=16"]))
     stats = generate.run(ctx)
     assert stats["last"]["requests_sent"] >= 16
     log = (rd / "logs" / "teacher_server.log").read_text()
-    assert "SmolLM2-135M-Instruct.Q4_1.q8_0.gguf" in log
+    assert f"SmolLM2-135M-Instruct.Q4_1.{ls.served_type()}.gguf" in log
     assert most_slots_busy_at_once(log) == cfg.teacher.endpoint.local.parallel == 8
 
 

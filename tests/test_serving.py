@@ -41,7 +41,7 @@ def test_the_same_weights_under_the_same_prompt_are_measured_once(tmp_path):
     Breaks caught: the twin served a second time (its own, different figures) or not at all (no row), and
     a precision other than the one the engine's name states."""
     from distill.config import load_config
-    from distill.models.sft import cpu_bf16
+    from distill.models.load import cpu_bf16
 
     path = tiny_llama(tmp_path / "m")
     shots = [[{"role": "user", "content": f"the dogs bark at night {w}"}] for w in ("she", "goes", "to", "the")]

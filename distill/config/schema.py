@@ -112,7 +112,7 @@ class Eval(Strict):
     max_rows: int | None = Field(None, ge=1, description="Evaluate only the first N rows (smoke runs).")
     batch_size: int = Field(16, ge=1, description="Eval requests batched together for in-process (transformers) models; also the concurrency against servers.")
     max_new_tokens: int = Field(64, ge=1, description="Generation limit per eval answer.")
-    engine: Literal["auto", "llama-server", "transformers"] = Field("auto", description="What answers the eval set for the self-hosted models (base student under each prompt, distilled students): llama-server = each as a Q8_0 GGUF behind llama.cpp's server with the local teacher's slots (the engine the local teacher runs on; the distilled student's GGUF is the one `distill export` ships); transformers = in-process, fp32, in batches of batch_size; auto = llama-server when built (and every model can be written as GGUF), else transformers. The serving-cost measurement stays on transformers either way.")
+    engine: Literal["auto", "llama-server", "transformers"] = Field("auto", description="What answers the eval set for the self-hosted models (base student under each prompt, distilled students): llama-server = each as a GGUF of the local teacher's type (bf16 where the CPU computes bf16 natively, else Q8_0) behind llama.cpp's server with the local teacher's slots (the engine the local teacher runs on; the distilled student's GGUF is the file `distill export` ships when export.gguf_type is that type, else one kept apart in the run's served/ folder); transformers = in-process, fp32, in batches of batch_size; auto = llama-server when built (and every model can be written as GGUF), else transformers. The serving-cost measurement stays on transformers either way.")
     models: list[Literal["teacher", "base_student", "base_zero_shot", "base_few_shot", "student"]] = Field(
         ["teacher", "base_student", "base_zero_shot", "base_few_shot", "student"],
         description="Which models the harness evaluates: the teacher; the base student with the student's plain prompt "
@@ -183,7 +183,7 @@ class Export(Strict):
     hub_token_env: str = Field("HF_TOKEN", description="Environment variable holding the Hub token.")
     private: bool = Field(True, description="Create the Hub dataset (and model) as private.")
     formats: list[Literal["hf", "gguf"]] = Field(["hf", "gguf"], description="What `distill export` writes for the student: hf = a Hugging Face folder (safetensors + model card), gguf = one GGUF file for llama.cpp / Ollama with an Ollama Modelfile beside it.")
-    gguf_type: Literal["q8_0", "f16", "f32"] = Field("q8_0", description="Weight type of the GGUF export (norms stay f32). q8_0 answered 19 of 20 eval rows exactly like the fp32 student, as f32 did.")
+    gguf_type: Literal["q8_0", "bf16", "f16", "f32"] = Field("q8_0", description="Weight type of the GGUF export (norms stay f32). q8_0 answered 19 of 20 eval rows exactly like the fp32 student, as f32 did; half the size of bf16 and fast on any CPU. bf16: the file the quality pass served where the CPU computes bf16 natively (eval.engine).")
     push_model: bool = Field(False, description="`distill export` also uploads the student's Hugging Face folder (and GGUF) to hub_model_repo, with the token in hub_token_env.")
     hub_model_repo: str | None = Field(None, description="Hub model repository for push_model, e.g. my-org/grammar-student.")
 

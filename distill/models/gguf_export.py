@@ -14,8 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-QUANTS = {"f32": "F32", "f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0"}
-FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2}  # llama.cpp's LLAMA_FTYPE_ALL_F32 / MOSTLY_F16 / _Q8_0 / _Q4_0
+from distill.models.load import read_gguf
+
+QUANTS = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0"}
+# llama.cpp's LLAMA_FTYPE_ALL_F32 / MOSTLY_F16 / _BF16 / _Q8_0 / _Q4_0
+FILE_TYPES = {"f32": 0, "f16": 1, "bf16": 32, "q8_0": 7, "q4_0": 2}
 # The logits are where 4-bit error shows most: like llama.cpp's own quantiser, a 4-bit file keeps the
 # output layer (the token embedding, when tied) at higher precision (Q6_K there, Q8_0 for rows that do
 # not fill its 256-value blocks, as SmolLM2's 576 do not).
@@ -40,6 +43,8 @@ def _tensor(gguf, w: np.ndarray, quant: str):
         return w.astype(np.float32), None
     if quant == "f16":
         return w.astype(np.float16), None
+    if quant == "bf16":
+        return gguf.quants.quantize(w.astype(np.float32), q.BF16), q.BF16
     if w.shape[-1] % gguf.GGML_QUANT_SIZES[q.Q8_0][0]:
         return w.astype(np.float16), None  # a row that does not fill whole blocks cannot be quantised
     if quant == "q4_0":
@@ -71,7 +76,7 @@ def q4_0(gguf, w: np.ndarray) -> np.ndarray:
 
 
 def _copy_tokenizer(gguf, writer, reference: Path) -> None:
-    reader = gguf.GGUFReader(str(reference))
+    reader = read_gguf(reference)
     for key, field in reader.fields.items():
         if not key.startswith("tokenizer."):
             continue

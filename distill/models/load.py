@@ -6,6 +6,7 @@ state dict once and cached as a plain safetensors directory.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.resources
 import os
 import shutil
@@ -34,10 +35,31 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DISTILL_CACHE", Path.home() / ".cache" / "distill"))
 
 
-def gguf_parameter_count(path: Path) -> int:
+def cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). Measured on 2 Zen 4 cores: one LoRA step
+    of the 135M student (batch 8, 100 tokens) 2.3-2.6 s under bf16 autocast against 3.4-3.5 s in fp32;
+    llama-server decoding 8 slots of the bundled SmolLM2 as BF16 1.2x its output tokens/s as Q8_0."""
+    import torch
+
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def read_gguf(path: Path):
+    """The file's `gguf.GGUFReader`, parsed once per process while the file is unchanged: parsing the 49k-token
+    vocabulary takes ~2.5 s here, and one evaluation read the same two files five times."""
+    st = Path(path).stat()
+    return _reader(str(Path(path).resolve()), st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _reader(path: str, inode: int, mtime_ns: int, size: int):
     from gguf import GGUFReader
 
-    return int(sum(int(t.n_elements) for t in GGUFReader(str(path)).tensors))
+    return GGUFReader(path)
+
+
+def gguf_parameter_count(path: Path) -> int:
+    return int(sum(int(t.n_elements) for t in read_gguf(path).tensors))
 
 
 def base_student_dir(cfg: Student) -> Path:

@@ -2,7 +2,8 @@
 
 Quality: the teacher is asked through its OpenAI-protocol server exactly as it labelled the data (same
 few-shot prompt, same sampling); the self-hosted students and the prompted base student answer on
-llama-server as Q8_0 GGUFs, like the local teacher (`gguf_eval`), or in-process through transformers.
+llama-server as GGUFs of the local teacher's type (bf16 or Q8_0), like the local teacher (`gguf_eval`), or
+in-process through transformers.
 Every model's primary metric gets a paired-bootstrap interval, and every model but the teacher an
 interval of its difference to the teacher (`distill.report.intervals`).
 Cost: a separate serving measurement on one engine (`serving.py`); a hosted teacher is priced per token.

@@ -1,11 +1,12 @@
-"""The quality pass on llama-server: every self-hosted model as a Q8_0 GGUF behind the same server, with the
-same slots and the same greedy requests as the local teacher, so they are all served alike.
+"""The quality pass on llama-server: every self-hosted model as a GGUF of one type (the local teacher's:
+bf16 where the CPU computes bf16 natively, else Q8_0) behind the same server, with the same slots and the
+same greedy requests as the local teacher, so they are all served alike.
 
 transformers in fp32 decodes these small models several times slower per request than llama.cpp; the
 students are written once as GGUF (the base student's file is the teacher's own re-encoding of the GGUF
-the student came from; a distilled student's is the one `distill export` ships, tokenizer copied from that
-GGUF). A student from a Hugging Face folder, or of an architecture our writer does not know, keeps every
-model on transformers.
+the student came from; a distilled student's is the file `distill export` ships when export.gguf_type is
+the served type, else one of its own; its tokenizer is copied from that GGUF). A student from a Hugging
+Face folder, or of an architecture our writer does not know, keeps every model on transformers.
 """
 from __future__ import annotations
 
@@ -19,7 +20,15 @@ from distill.progress import progress_bar
 from distill.rundir import RunDir
 from distill.teacher import Request, Teacher
 from distill.teacher.backends.openai import OpenAIBackend
-from distill.teacher.local_server import RunningServer, engine_of, llama_server_binary, q8_0_of, serve_gguf, teacher_gguf
+from distill.teacher.local_server import (
+    RunningServer,
+    engine_of,
+    llama_server_binary,
+    serve_gguf,
+    served_gguf,
+    served_type,
+    teacher_gguf,
+)
 
 SERVER = "llama-server"
 
@@ -31,14 +40,16 @@ def eval_engine(cfg: Config) -> str:
     return cfg.eval.engine
 
 
-def gguf_of(run: RunDir, m, reference: Path) -> Path:
-    """The Q8_0 GGUF of one evaluated model, written once (or again when its weights are newer)."""
+def gguf_of(cfg: Config, run: RunDir, m, reference: Path) -> Path:
+    """The served GGUF of one evaluated model (`served_type`), written once (or again when its weights are newer)."""
     if m.role != "distilled student":
-        return q8_0_of(reference)  # the base student is the bundled GGUF, dequantised: the same file
-    ladder_name = m.key.partition(":")[2] or None  # where `distill export` puts it: the shipped file is the evaluated one
-    target = run.export(ladder_name) / f"{ladder_name or m.name}.q8_0.gguf"
+        return served_gguf(reference)  # the base student is the bundled GGUF, dequantised: the same file
+    ladder_name, quant = m.key.partition(":")[2] or None, served_type()
+    # of the export's type it is the file `distill export` ships (written once); else it is kept apart from it
+    folder = run.export(ladder_name) if quant == cfg.export.gguf_type else run.served(ladder_name)
+    target = folder / f"{ladder_name or m.name}.{quant}.gguf"
     if not target.exists() or target.stat().st_mtime < (m.path / "config.json").stat().st_mtime:
-        write_gguf(m.path, target, quant="q8_0", name=m.name, reference=reference)
+        write_gguf(m.path, target, quant=quant, name=m.name, reference=reference)
     return target
 
 
@@ -51,7 +62,7 @@ def teacher_twin(cfg: Config, m, same_shots: bool) -> bool:
     return (m.key == "base_few_shot" and same_shots and reference is not None and "teacher" in cfg.eval.models
             and t.backend == "openai" and t.endpoint.launch_local and t.adaptation.method == "few_shot"
             and t.temperature == 0 and engine_of(t.endpoint.local) == SERVER and eval_engine(cfg) == SERVER
-            and teacher_gguf(t.endpoint.local) == q8_0_of(reference))
+            and teacher_gguf(t.endpoint.local) == served_gguf(reference))
 
 
 def ggufs(cfg: Config, run: RunDir, models) -> dict[Path, Path] | None:
@@ -65,7 +76,7 @@ def ggufs(cfg: Config, run: RunDir, models) -> dict[Path, Path] | None:
     try:
         for m in models:
             if m.path not in out:
-                out[m.path] = gguf_of(run, m, reference)
+                out[m.path] = gguf_of(cfg, run, m, reference)
     except ExportError:
         return None
     return out

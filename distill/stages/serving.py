@@ -66,7 +66,7 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
     """Per model key: seconds and cost per 1k requests per round, the median and the spread."""
     import torch
 
-    from distill.models.sft import cpu_bf16
+    from distill.models.load import cpu_bf16
 
     if not served:
         return {}
