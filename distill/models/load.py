@@ -38,7 +38,7 @@ def cache_dir() -> Path:
 def cpu_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). Measured on 2 Zen 4 cores: one LoRA step
     of the 135M student (batch 8, 100 tokens) 2.3-2.6 s under bf16 autocast against 3.4-3.5 s in fp32;
-    llama-server decoding 8 slots of the bundled SmolLM2 as BF16 1.2x its output tokens/s as Q8_0."""
+    llama-server decoding 8 slots of the bundled SmolLM2 as BF16 1.07-1.22x its output tokens/s as Q8_0."""
     import torch
 
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()

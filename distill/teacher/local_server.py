@@ -65,7 +65,7 @@ def served_type() -> str:
     """How llama-server holds the local teacher and every self-hosted model evaluated beside it: bf16 where
     the CPU computes bf16 natively, else q8_0. Both keep the bundled Q4_1 values to within 8-bit rounding
     (greedy answers 183 and 182 of 192 identical to the old server's); on 2 Zen 4 cores with 8 slots bf16
-    decodes 1.2x the output tokens/s of Q8_0 (3.1x the old server against 2.6x, benchmarks/local_teacher.py)."""
+    decodes 1.07-1.22x the output tokens/s of Q8_0 (3.1-3.2x the old server's, Q8_0 2.6x; benchmarks/local_teacher.py)."""
     return "bf16" if cpu_bf16() else "q8_0"
 
 
@@ -78,7 +78,7 @@ def reencoded(gguf: Path, quant: str) -> Path:
     """A GGUF re-encoded to bf16, q8_0 or q4_0, written once into the cache (itself when it already is that type).
 
     llama.cpp runs the bundled Q4_1 SmolLM2 1.4-1.6x faster as Q8_0 on these CPUs (Q4_1 has no fast
-    kernels here), 1.2x faster again as BF16 (AVX512-BF16 dot products), and as Q4_0 (repacked into
+    kernels here), 1.07-1.22x faster again as BF16 (AVX512-BF16 dot products), and as Q4_0 (repacked into
     llama.cpp's interleaved AVX-512 layout at load) 1.5x faster than Q8_0; BF16 and Q8_0 keep the Q4_1
     values to within 8-bit rounding, Q4_0 rounds them onto a coarser grid (all but the output layer,
     which stays Q8_0).
