@@ -164,7 +164,7 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
         if m["key"] != "teacher":
             assert m["vs_teacher"]["verdict"] in ("beats", "matches", "falls short of")
     assert len(engines) == 1 and "dequantised" in rep["models"][0]["cost_rule"]
-    # the quality pass: every self-hosted model on llama-server alike, the student from the GGUF export ships
+    # the quality pass: every self-hosted model on llama-server alike, the student as a GGUF of the served type
     assert all(m["engine"].startswith("llama-server (local, 8 slots") for m in rep["models"][:5])
     served = f"smollm2-135m-distilled.{served_type()}.gguf"  # bf16 where the CPU computes it natively
     assert rep["models"][4]["engine"].endswith(served + ")")
