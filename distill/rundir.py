@@ -1,6 +1,6 @@
 """The run directory: every artefact a run writes has one property here, and no other module spells a
 path inside a run directory (a test checks). Data flows forward through it: each stage reads only
-what earlier stages wrote. Over 300 lines because it is that registry: one short property per artefact.
+what earlier stages wrote. Who may write to it at a time is `distill.runlock`.
 
     runs/<id>/
       config.yaml             resolved config, secrets removed
@@ -23,16 +23,15 @@ what earlier stages wrote. Over 300 lines because it is that registry: one short
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import re
-import shutil
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+
+from distill.runlock import RunDirError, RunDirInUse, hold
+
+__all__ = ["RUNS", "RunDir", "RunDirError", "RunDirInUse", "check_name"]
 
 RUNS = Path("runs")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -45,20 +44,6 @@ def check_name(name: str, what: str = "name") -> str:
         raise ValueError(f"{what} {name!r} is not a safe name: use letters, digits, '.', '_' and '-' "
                          "(starting with a letter or digit)")
     return name
-
-
-class RunDirError(RuntimeError):
-    """The run directory cannot be used: it is a file, not writable, or held by another process."""
-
-
-class RunDirInUse(RunDirError):
-    """Another process holds the run directory's lock."""
-
-
-# Locks this process holds, by run directory: a stage inside a flow that already holds the lock (the
-# flow's tasks run in its process) takes it again without deadlocking on itself.
-_HELD: dict[str, list] = {}
-_HELD_GUARD = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -106,60 +91,9 @@ class RunDir:
         except OSError as e:
             raise RunDirError(f"{self.root}: cannot be a run directory ({e.strerror or e})") from None
 
-    @contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the run directory for writing: an OS lock (flock on .lock), released when the holder
-        exits or dies, so a killed run never leaves a stale lock. A second process fails at once with
-        RunDirInUse naming the holder's pid. The processes of one `torchrun` launch are one writer:
-        only rank 0 locks."""
-        if os.environ.get("RANK", "0") != "0":
-            yield
-            return
-        self.make()
-        key = str(self.root.resolve())
-        with _HELD_GUARD:
-            held = _HELD.get(key)
-            if held is None:
-                f = open(self.lock_file, "a+")
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    f.seek(0)
-                    pid = f.read().strip() or "unknown"
-                    f.close()
-                    raise RunDirInUse(f"{self.root}: run directory in use by pid {pid} (another distill "
-                                      "process is writing to it); wait for it to finish or use another --run-dir") from None
-                f.truncate(0)
-                f.write(str(os.getpid()))
-                f.flush()
-                held = _HELD[key] = [f, 0]
-                self.remove_stale_temps()
-            held[1] += 1
-        try:
-            yield
-        finally:
-            with _HELD_GUARD:
-                held[1] -= 1
-                if held[1] == 0:
-                    del _HELD[key]
-                    held[0].close()  # closing the file releases the flock
-
-    def remove_stale_temps(self) -> list[Path]:
-        """Delete what atomic writers killed mid-write left behind (`.<name>.<random>.tmp` files and
-        folders). Only the lock's holder may: no other writer of this run can be using one then."""
-        stale = []
-        for top, dirs, files in os.walk(self.root):
-            dirs[:] = [d for d in dirs if not d.startswith(".prefect")]  # Prefect's own files
-            for name in [*dirs, *files]:
-                if name.startswith(".") and name.endswith(".tmp"):
-                    stale.append(Path(top) / name)
-            dirs[:] = [d for d in dirs if not (d.startswith(".") and d.endswith(".tmp"))]
-        for p in stale:
-            if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-        return stale
+    def lock(self):
+        """Hold the run directory for writing: one writer process at a time (`distill.runlock.hold`)."""
+        return hold(self)
 
     def __fspath__(self) -> str:
         return str(self.root)
