@@ -92,7 +92,7 @@ def run_mode(mode: str, rows: list[dict], lora: bool, batch_size: int, max_lengt
 
     from distill.config import Student, Training
     from distill.models.load import base_student_dir, load_model
-    from distill.models.sft import make_trainer, this_hardware
+    from distill.models.sft import compact_lm_head_on_cpu, make_trainer, this_hardware
 
     cuda = torch.cuda.is_available()
     t = Training(lora=lora, epochs=1, batch_size=1 if mode == "packed" else batch_size,
@@ -111,7 +111,8 @@ def run_mode(mode: str, rows: list[dict], lora: bool, batch_size: int, max_lengt
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        trainer.train()
+        with compact_lm_head_on_cpu():  # as the train stage runs it
+            trainer.train()
         secs = time.perf_counter() - t0
         # the same batches again (same seed), counted: real tokens, and the size of each batch as run
         real = total = sq_len = 0

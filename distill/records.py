@@ -14,7 +14,9 @@ class Row:
     input: str
     output: str | None
     reference: str | None = None
-    status: str = "ok"  # "ok", or "failed": the teacher gave no usable answer (error says why)
+    # "ok"; "failed": the teacher gave no usable answer (error says why); "dropped": a filter that needs no
+    # answer dropped it before the teacher was asked (meta["dropped"]: its stage and reason)
+    status: str = "ok"
     error: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     raw: str | None = None  # an invalid structured reply, kept for the drop ledger

@@ -60,6 +60,8 @@ class GenerateCounts(Stats):
     seed_rows: int = 0
     teacher_rows_ok: int = 0
     teacher_rows_failed: int = 0
+    teacher_rows_dropped: int = 0  # dropped before the teacher was asked, by the filters that need no answer
+    filtered_before_answer: list[dict[str, Any]] = Field(default_factory=list)  # those filters' stage stats
     few_shot_ids: list[str] = Field(default_factory=list)
     shards: int = 1
     shard_workers: list[str] = Field(default_factory=list)

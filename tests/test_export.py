@@ -100,12 +100,17 @@ def test_a_bf16_file_holds_each_weight_as_torch_rounds_it_to_bf16(tmp_path):
 
 
 def test_a_gguf_read_twice_is_parsed_once_and_again_when_the_file_is_replaced(tmp_path):
-    """The quality pass counts parameters and copies the tokenizer from the same files (~2.5 s a parse).
-    Breaks caught: a file rewritten in place (a retrained student's export) read from the stale parse."""
+    """A ladder's students copy their tokenizer from the same file (~2.5 s a parse); parameters are counted
+    from the tensor table alone. Breaks caught: a file rewritten in place (a retrained student's export)
+    read from the stale parse, and a count that skips the metadata wrongly (the bundled file's string
+    arrays: its vocabulary and merges)."""
     import gguf
     import numpy as np
 
-    from distill.models.load import gguf_parameter_count, read_gguf
+    from distill.models.load import default_gguf, gguf_parameter_count, read_gguf
+
+    bundled = default_gguf()
+    assert gguf_parameter_count(bundled) == sum(int(t.n_elements) for t in gguf.GGUFReader(str(bundled)).tensors)
 
     def write(n: int) -> None:
         tmp = tmp_path / "m.gguf.tmp"

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from distill.config import ConfigError
 from distill.io import read_json, read_jsonl
 from distill.stages import filter as filtering
 from distill.stages import generate
@@ -25,7 +26,8 @@ def _accounting(rd: Path, stats: dict) -> None:
     assert len(ids) == len(set(ids)), "duplicate row ids"
     c = stats["counts"]
     assert c["rows"] == len(rows) == c["seed_rows"] + c["parsed_inputs"]
-    assert c["teacher_rows_ok"] + c["teacher_rows_failed"] == c["parsed_inputs"]
+    assert c["teacher_rows_ok"] + c["teacher_rows_failed"] + c["teacher_rows_dropped"] == c["parsed_inputs"]
+    assert c["teacher_rows_dropped"] == sum(r["status"] == "dropped" and r["meta"]["source"] == "teacher" for r in rows)
     # over the run's life, every attempt either landed in the store, was retried, or failed for good
     store = read_jsonl(rd / "data" / "requests.jsonl")
     landed = sum(1 for r in store if r.get("error") is None)
@@ -71,7 +73,7 @@ def test_failed_requests_are_retried_by_the_next_run_and_rows_converge(tmp_path)
         second = generate.run(ctx)
     assert second["last"]["requests_sent"] > 0 and second["last"]["failed"] == 0
     rows = _accounting(rd, second)
-    assert all(r["status"] == "ok" for r in rows)
+    assert all(r["status"] in ("ok", "dropped") for r in rows)  # no row failed (a dropped one was never asked)
     keys = [r["key"] for r in read_jsonl(rd / "data" / "requests.jsonl") if r.get("error") is None]
     assert len(keys) == len(set(keys)), "a finished request was sent again"
 
@@ -164,3 +166,44 @@ def test_api_key_reaches_the_server_but_no_file_or_log(tmp_path):
         assert sentinel.encode() not in p.read_bytes(), f"API key found in {p}"
     assert read_json(rd / "report.json")["cut_short"] == "teacher.budget.max_requests=20 reached"
     assert "**Generation was cut short:** teacher.budget.max_requests=20 reached." in (rd / "report.md").read_text()
+
+
+def test_rows_the_dedups_drop_are_never_asked_and_the_filtered_data_is_the_same(tmp_path):
+    """The leading filters that need no answer (the dedups on inputs) run before the teacher answers.
+
+    Breaks caught: a dropped row asked all the same (no request saved), a row dropped before answering
+    that the filter stage loses or keeps, verdicts that differ from filtering after answering (other
+    kept rows, reasons or stage counts), and a changed filter chain that would train on unanswered rows."""
+    chain = ["filters=[exact_dedup, minhash_dedup, task_format]"]
+    # a filter that needs the answer first: nothing can run before answering, every input is asked
+    after = ["filters=[{name: length, fields: [output], min_words: 0, max_words: 1000}, exact_dedup, "
+             "minhash_dedup, task_format]"]
+    out = {}
+    for name, sets in (("before", chain), ("after", after)):
+        with FakeOpenAI() as fake:
+            ctx, cfg, rd = opened(_prepare(fake, tmp_path / name, *sets))
+            stats = generate.run(ctx)
+            answers = [b for b in fake.requests if b["messages"][0]["role"] == "system"]
+        fstats = filtering.run(ctx)
+        out[name] = (stats, fstats, rd, len(answers))
+    (sb, fb, rb, asked_b), (sa, fa, ra, asked_a) = out["before"], out["after"]
+    dropped = [r for r in read_jsonl(rb / "data" / "generated.jsonl") if r["status"] == "dropped"]
+    teacher_dropped = [r for r in dropped if r["meta"]["source"] == "teacher"]
+    assert sb["counts"]["teacher_rows_dropped"] == len(teacher_dropped) > 10
+    assert sa["counts"]["teacher_rows_dropped"] == 0 and sa["counts"]["parsed_inputs"] == sb["counts"]["parsed_inputs"]
+    assert all(r["output"] is None or r["meta"]["source"] == "seed" for r in dropped)
+    # every dropped input's answer request was saved (the same input twice is one request anyway)
+    dropped_inputs = {r["input"] for r in teacher_dropped}
+    kept_inputs = {r["input"] for r in read_jsonl(rb / "data" / "generated.jsonl") if r["status"] != "dropped"}
+    assert asked_a - asked_b == len(dropped_inputs - kept_inputs) > 10
+    # the same rows kept, the same ledger, the same stage counts
+    assert read_jsonl(rb / "data" / "train.jsonl") == read_jsonl(ra / "data" / "train.jsonl")
+    ledger = {(d["id"], d["stage"], d["reason"]) for d in read_jsonl(rb / "data" / "dropped.jsonl")}
+    assert ledger == {(d["id"], d["stage"], d["reason"]) for d in read_jsonl(ra / "data" / "dropped.jsonl")}
+    counts = [(s["stage"], s["in"], s["kept"]) for s in fb["stages"]]
+    assert counts == [(s["stage"], s["in"], s["kept"]) for s in fa["stages"][1:]]
+    assert [s.get("before_answer", False) for s in fb["stages"]] == [True, True, False]
+    # the filter stage refuses a chain that no longer starts with what generation ran
+    with pytest.raises(ConfigError, match="run `distill generate` again"):
+        c2, _, _ = opened(prepare_run(None, rb, ["filters=[task_format]"], stages=("filter",), force=True))
+        filtering.run(c2)

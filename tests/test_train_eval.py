@@ -58,6 +58,69 @@ def test_device_plan_bf16_and_padding_free_on_gpu_bf16_autocast_on_a_bf16_cpu_el
         assert plan["attn_implementation"] == "sdpa" and (plan["padding_free"] or plan["packing"])
 
 
+def test_on_cpu_the_fused_lm_head_scores_only_the_labelled_positions_with_the_same_log_probs():
+    """Breaks caught: TRL's switch renamed or moved (every position scored again: CPU steps 25% slower, with
+    nothing failing), a switch that changes the scores, and one left switched after training."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from trl.trainer import utils
+
+    from distill.models.sft import compact_lm_head_on_cpu
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    ids = torch.randint(0, 64, (2, 10))
+    labels = ids.clone()
+    labels[:, :6] = -100  # the prompt: no label
+    scored, apply = [], utils._ChunkedLogProbFunction.apply
+
+    def spy(hidden, *args):
+        scored.append(hidden.shape[0])
+        return apply(hidden, *args)
+
+    utils._ChunkedLogProbFunction.apply = spy
+    try:
+        full = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        with compact_lm_head_on_cpu():
+            compact = model(input_ids=ids, labels=labels, fused_lm_head=True)
+        after = model(input_ids=ids, labels=labels, fused_lm_head=True)
+    finally:
+        utils._ChunkedLogProbFunction.apply = apply
+    assert scored == [2 * 9, 2 * 4, 2 * 9]  # shifted by one: 9 positions a row, 4 of them labelled
+    assert torch.allclose(full.log_probs, compact.log_probs, atol=1e-6) and torch.allclose(full.loss, compact.loss)
+    assert torch.allclose(full.entropy, compact.entropy, atol=1e-6) and torch.equal(full.is_top1, compact.is_top1)
+    assert torch.equal(after.log_probs, full.log_probs)
+
+
+def test_adapters_trained_over_bf16_frozen_weights_merge_onto_the_fp32_weights():
+    """Breaks caught: the adapters merged into the bf16 copy the student trained over (every weight of the
+    saved student rounded to bf16), or the adapter values lost on the way to the fp32 copy."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from distill.config import Student
+    from distill.models.load import base_student_dir, load_model
+    from distill.models.sft import merge
+
+    base = base_student_dir(Student())
+    model, _ = load_model(base, dtype=torch.bfloat16)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]))
+    layer = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert layer.lora_A["default"].weight.dtype == torch.float32  # the adapters train in fp32
+    torch.manual_seed(0)
+    torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.02)
+    delta = (layer.lora_B["default"].weight @ layer.lora_A["default"].weight) * 2.0
+    merged = merge(model, {"frozen_weights": "bf16", "device": "cpu"}, True, base)
+    fp32, _ = load_model(base, dtype=torch.float32)
+    want = fp32.model.layers[0].self_attn.q_proj.weight + delta
+    got = merged.model.layers[0].self_attn.q_proj.weight
+    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-6)
+    assert not torch.equal(got, got.to(torch.bfloat16).float())  # not bf16-rounded
+    assert torch.equal(merged.model.layers[1].mlp.up_proj.weight, fp32.model.layers[1].mlp.up_proj.weight)
+
+
 @pytest.mark.slow
 def test_padding_free_batches_give_the_padded_loss_under_sdpa(tmp_path):
     """Concatenated rows must not attend to each other: through TRL's collator and loss on the real

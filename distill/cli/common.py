@@ -6,6 +6,8 @@ remembers its config, so a stage re-run on it needs no --config.
 """
 from __future__ import annotations
 
+import atexit
+import gc
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,6 +17,12 @@ from rich.table import Table
 
 from distill.config import ConfigError
 from distill.io import DataError
+
+# Registered before Prefect's handlers, so it runs after them. Interpreter shutdown garbage-collects
+# what every module holds (tokenizer vocabularies, Prefect's models) several times: 3.4-3.6 s after a
+# small `distill run`, 0.7-0.8 s with those objects frozen out of collection (the memory goes with the
+# process; every output is already closed and fsync'd).
+atexit.register(gc.freeze)
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, help=__doc__, pretty_exceptions_enable=False)
 console = Console(stderr=True)

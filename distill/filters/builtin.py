@@ -19,7 +19,11 @@ def _field(r: Row, name: str) -> str:
     return v or ""
 
 
-@register_filter("exact_dedup")
+def _known_before_answer(params: dict) -> bool:
+    return params.get("field", "input") in ("input", "reference", "id")
+
+
+@register_filter("exact_dedup", before_answer=_known_before_answer)
 def exact_dedup(rows: list[Row], *, field: str = "input") -> list[Verdict]:
     """Drop rows whose `field` equals an earlier row's once case, punctuation and spacing are removed."""
     first: dict[str, str] = {}
@@ -97,7 +101,7 @@ def _candidate_pairs(sigs: np.ndarray, bands: int, rows_per_band: int, per_bucke
     return np.stack([allp % n, allp // n], axis=1)
 
 
-@register_filter("minhash_dedup")
+@register_filter("minhash_dedup", before_answer=_known_before_answer)
 def minhash_dedup(rows: list[Row], *, field: str = "input", threshold: float = 0.65, num_perm: int = 128,
                   candidate_threshold: float = 0.35, min_jaccard: float = 0.2, per_bucket: int = 4,
                   seed: int = 1) -> list[Verdict]:

@@ -7,6 +7,7 @@ bf16 natively (AVX512-BF16 or AMX), else fp32. A killed run resumes from its las
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from distill.config import Training, resolve_path
@@ -157,27 +158,69 @@ def run_sft(t: Training, base_dir: Path, records: list[dict], ckpt_dir: Path, *,
     model, tok = load_model(base_dir, trust_remote_code=trust_remote_code, dtype=dtype)
     trainer = make_trainer(t, plan, model, tok, records, ckpt_dir, kd=kd)
     resume = last_checkpoint(ckpt_dir)
-    result = trainer.train(resume_from_checkpoint=resume)
+    with compact_lm_head_on_cpu():
+        result = trainer.train(resume_from_checkpoint=resume)
     return trainer, plan, tok, resume, result
+
+
+@contextmanager
+def compact_lm_head_on_cpu():
+    """TRL's fused LM head scores only the positions that have a label on Triton devices, and every position
+    elsewhere, for compilers (Neuron) that would recompile on each new shape. Eager CPU kernels have no such
+    cost, and on the prompt positions the vocabulary projection is wasted: scoring the completion tokens only,
+    as on a GPU, made 14 LoRA steps of the offline default 18.8 s instead of 24.9 s (means of 4 interleaved
+    pairs), with the same loss. Without TRL's switch (another version) training scores every position as before."""
+    from trl.trainer import utils
+
+    triton = getattr(utils, "_use_triton", None)
+    if triton is None:
+        yield
+        return
+    utils._use_triton = lambda device: device.type == "cpu" or triton(device)
+    try:
+        yield
+    finally:
+        utils._use_triton = triton
 
 
 def this_hardware(t: Training):
     """(device plan, dtype the weights load in) on this machine: a GPU trains in its precision; a CPU
-    keeps fp32 weights (and optimizer state) and autocasts the matmuls."""
+    keeps fp32 weights (and optimizer state) and autocasts the matmuls. With LoRA under bf16 autocast the
+    frozen weights load in bf16 (autocast rounds them to bf16 for every matmul anyway; the adapters stay
+    fp32): 14 SFT steps of the offline default took a median 17.7 s against 20.7 s (4 interleaved pairs), a
+    whole training of the same rows 63 s against 72 s, its student 0.811 GLEU against 0.807. The adapters
+    are merged onto the fp32 weights afterwards (`merged_model`)."""
     import torch
 
     cuda = torch.cuda.is_available()
     plan = device_plan(t, cuda=cuda, bf16_ok=torch.cuda.is_bf16_supported() if cuda else cpu_bf16(),
                        flash_attn=_has_flash_attn())
-    return plan, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan["precision"]) if cuda else torch.float32
+    if cuda:
+        return plan, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(plan["precision"])
+    frozen_bf16 = plan["precision"] == "bf16" and t.lora and t.method == "sft"
+    plan["frozen_weights"] = "bf16" if frozen_bf16 else "fp32"
+    return plan, torch.bfloat16 if frozen_bf16 else torch.float32
 
 
-def merged_model(trainer, plan: dict, lora: bool):
+def merged_model(trainer, plan: dict, lora: bool, base_dir: Path, *, trust_remote_code: bool = False):
+    """The trained model as plain fp32 weights on a CPU: LoRA adapters merged, onto the fp32 weights
+    the student came from when it trained over a bf16 copy (not into bf16-rounded weights)."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    return merge(model, plan, lora, base_dir, trust_remote_code=trust_remote_code)
+
+
+def merge(model, plan: dict, lora: bool, base_dir: Path, *, trust_remote_code: bool = False):
     import torch
 
-    merged = trainer.accelerator.unwrap_model(trainer.model)
-    merged = merged.merge_and_unload() if lora else merged
-    return merged.to(torch.float32) if plan["device"] == "cpu" else merged
+    if lora and plan.get("frozen_weights") == "bf16":
+        from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+        base, _ = load_model(base_dir, trust_remote_code=trust_remote_code, dtype=torch.float32)
+        fp32 = get_peft_model(base, model.peft_config[model.active_adapter])
+        set_peft_model_state_dict(fp32, get_peft_model_state_dict(model))
+        return fp32.merge_and_unload()
+    model = model.merge_and_unload() if lora else model
+    return model.to(torch.float32) if plan["device"] == "cpu" else model
 
 
 def _has_flash_attn() -> bool:

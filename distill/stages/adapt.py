@@ -62,7 +62,7 @@ def adapt_teacher(ctx: "RunContext") -> dict:
     faults.point("write:adapter")
     shutil.rmtree(rd.teacher_adapter, ignore_errors=True)
     adapter_tmp.rename(rd.teacher_adapter)
-    save_model_dir(merged_model(trainer, plan, lora=True), tok, rd.teacher_merged)
+    save_model_dir(merged_model(trainer, plan, lora=True, base_dir=base), tok, rd.teacher_merged)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     stats = {"adaptation": "lora", "description": describe(cfg), "base": str(base), "seeds": len(records),
              "steps": trainer.state.global_step, "resumed_from": resume,

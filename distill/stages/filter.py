@@ -1,19 +1,21 @@
 """The filter stage: generated.jsonl -> train.jsonl + dropped.jsonl + stats/filter.json + a HF dataset.
 
 Nothing is deleted silently: every row of generated.jsonl ends up in exactly one of train.jsonl
-and dropped.jsonl (failed teacher requests are dropped at stage "generate" with their error).
+and dropped.jsonl (failed teacher requests are dropped at stage "generate" with their error; rows
+generation's filters dropped before answering keep their stage and reason).
 """
 from __future__ import annotations
 
 import time
 
+from distill.config import ConfigError
 from distill.filters import FilterContext, run_filters
 from distill.io import read_jsonl, write_jsonl
 from distill.progress import progress_bar
 from distill.records import Message, Row
 from distill.stages.context import RunContext, writes
 from distill.stages.dataset import export_dataset
-from distill.stats import FilterStats
+from distill.stats import FilterStats, GenerateStats
 from distill.teacher import Request, RequestStore, Usage, response_format, teacher_cost
 
 
@@ -28,9 +30,12 @@ def run(ctx: RunContext) -> FilterStats:
     fctx = FilterContext(task=ctx.task, seeds=ctx.seeds, eval_rows=ctx.eval_rows, teacher=teacher)
 
     ledger = [{"id": g.id, "stage": "generate", "reason": g.error or "failed", **({"raw": g.raw} if g.raw is not None else {})}
-              for g in generated if not g.ok]
-    kept, dropped, stages = run_filters(ctx.cfg.filter_specs(), [g for g in generated if g.ok], fctx)
+              for g in generated if g.status == "failed"]
+    ledger += [{"id": g.id, **g.meta["dropped"]} for g in generated if g.status == "dropped"]
+    before = already_run(ctx, rd.generated)
+    kept, dropped, stages = run_filters(ctx.cfg.filter_specs()[len(before):], [g for g in generated if g.ok], fctx)
     ledger += dropped
+    stages = before + stages
 
     write_jsonl(rd.train, [r.to_kept_dict() for r in kept])
     write_jsonl(rd.dropped, ledger)
@@ -43,13 +48,25 @@ def run(ctx: RunContext) -> FilterStats:
         src = r.meta.get("source", "teacher")
         by_source[src] = by_source.get(src, 0) + 1
     stats = FilterStats(
-        generated=len(generated), failed_generation=sum(1 for g in generated if not g.ok), kept=len(kept),
+        generated=len(generated), failed_generation=sum(1 for g in generated if g.status == "failed"), kept=len(kept),
         kept_by_source=by_source, kept_with_edit=sum(1 for r in kept if r.input != r.output), dropped=len(ledger),
         stages=stages, wall_seconds=round(time.perf_counter() - t0, 2),
         teacher=teacher.stats() if teacher.used else None)
     export_dataset(ctx, kept, stats)
     stats.write(rd.stats("filter"))
     return stats
+
+
+def already_run(ctx: RunContext, generated) -> list[dict]:
+    """The stage stats of the filters generation ran before answering (the rows they dropped were never
+    answered), after checking the config still starts with those filters."""
+    done = GenerateStats.read(ctx.run.stats("generate")).counts.filtered_before_answer
+    now = [{"stage": name, "params": params} for name, params in ctx.cfg.filter_specs()[:len(done)]]
+    if now != [{"stage": s["stage"], "params": s["params"]} for s in done]:
+        raise ConfigError(f"filters: {generated} was made with {', '.join(s['stage'] for s in done)} run before the "
+                          "teacher answered (the rows they dropped have no answer), and the configured filters no "
+                          "longer start with them: run `distill generate` again")
+    return done
 
 
 class FilterTeacher:

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Callable
 
 from distill.config import Config
+from distill.filters import FilterContext, before_answer, run_filters
 from distill.io import AppendLog, write_jsonl
 from distill.records import Row
 from distill.rundir import RunDir
 from distill.stages.adapt import adapt_teacher
 from distill.stages.context import RunContext, few_shot_examples, writes
-from distill.stages.shards import ShardJob, answer_shard, input_plans, input_shard, worker_id
+from distill.stages.shards import ShardJob, answer_shard, candidate_row, input_plans, input_shard, worker_id
 from distill.stats import GenerateCounts, GenerateStats, TeacherUsage
 from distill.tasks import Task
 from distill.teacher import TeacherFatal, Usage, estimate_tokens, teacher_cost
@@ -62,13 +63,16 @@ def run(ctx: RunContext, map_shards: MapShards = sequential) -> GenerateStats:
     cost_in = teacher_cost(cfg, usage_in.prompt_tokens, usage_in.completion_tokens,
                            time.perf_counter() - t_start if sent_in else 0.0)["usd"]
     spent = (spent[0] + sent_in, spent[1] + cost_in)
-    indexed = list(enumerate(candidates))
-    parts_ans = map_shards(answer_shard, [(job, i, spent, indexed[i::n]) for i in range(n)])
+    seed_rows = [Row.from_seed(s) for s in seeds]
+    unasked = [candidate_row(cfg, ctx.task, c) for c in candidates]
+    before = filter_before_answering(ctx, seed_rows + unasked)
+    ask = [(i, c) for i, (c, row) in enumerate(zip(candidates, unasked)) if row.ok]
+    parts_ans = map_shards(answer_shard, [(job, i, spent, ask[i::n]) for i in range(n)])
     usage_ans = Usage.merge([p["usage"] for p in parts_ans])
-    rows = [r for _, r in sorted((r for p in parts_ans for r in p["rows"]), key=lambda ir: ir[0])]
-
-    seed_rows = [Row.from_seed(s).to_dict() for s in seeds]
-    all_rows = seed_rows + rows
+    answered = [ir for p in parts_ans for ir in p["rows"]]
+    dropped = [[i, row.to_dict()] for i, row in enumerate(unasked) if not row.ok]
+    rows = [r for _, r in sorted(answered + dropped, key=lambda ir: ir[0])]
+    all_rows = [r.to_dict() for r in seed_rows] + rows
     wall = time.perf_counter() - t_start
     cut = [p["cut_short"] for p in parts_in + parts_ans if p["cut_short"]]
     stats = _write_stats(cfg, rd, usage_in, usage_ans, wall, GenerateCounts(**{
@@ -76,6 +80,7 @@ def run(ctx: RunContext, map_shards: MapShards = sequential) -> GenerateStats:
         "parsed_inputs": len(candidates), "rows": len(all_rows), "seed_rows": len(seed_rows),
         "teacher_rows_ok": sum(r["status"] == "ok" for r in rows),
         "teacher_rows_failed": sum(r["status"] == "failed" for r in rows),
+        "teacher_rows_dropped": len(dropped), "filtered_before_answer": before,
         "few_shot_ids": [s["id"] for s in ctx.shots],
         "shards": n, "shard_workers": sorted({p["worker"] for p in parts_in + parts_ans}),
         "cut_short": cut[0] if cut else None,
@@ -86,6 +91,27 @@ def run(ctx: RunContext, map_shards: MapShards = sequential) -> GenerateStats:
         raise TeacherFatal(no_usable_row(stats))
     write_jsonl(rd.generated, all_rows)
     return stats
+
+
+def filter_before_answering(ctx: RunContext, rows: list[Row]) -> list[dict]:
+    """Run the leading filters that need no answer (`register_filter(before_answer=...)`: the dedups
+    on inputs) over the seed rows and the unanswered candidates, in the order the filter stage sees
+    them, and mark each row they drop (status "dropped", meta "dropped": its ledger entry): the teacher
+    is never asked about it. Returns those stages' statistics, which the filter stage reports as its
+    own first stages. Their verdicts are the same as after answering; only a duplicate of an input
+    whose answer then fails is not asked in its place."""
+    specs = ctx.cfg.filter_specs()
+    k = before_answer(specs)
+    if not k:
+        return []
+    fctx = FilterContext(task=ctx.task, seeds=ctx.seeds, eval_rows=ctx.eval_rows)
+    _, ledger, stages = run_filters(specs[:k], rows, fctx)
+    by_id = {e["id"]: e for e in ledger}
+    for r in rows:
+        if r.id in by_id:
+            r.status, r.meta["dropped"] = "dropped", {"stage": by_id[r.id]["stage"], "reason": by_id[r.id]["reason"]}
+    # no seconds: a resumed generation's statistics come out the same
+    return [{**{key: v for key, v in st.items() if key != "seconds"}, "before_answer": True} for st in stages]
 
 
 def no_usable_row(stats: GenerateStats) -> str:

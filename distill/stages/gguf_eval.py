@@ -107,7 +107,8 @@ def answer_with_server(cfg: Config, srv: RunningServer, alias: str, messages: li
     answer's tokens as "confidence" (what the cascade routes on)."""
     extra = {"logprobs": True, "top_logprobs": 1} if confidence else {}
     reqs = [Request.make(alias, m, temperature=0.0, max_tokens=max_new_tokens, **extra) for m in messages]
-    answers, wall = ask(Teacher(cfg, OpenAIBackend(cfg, srv.base_url, engine=srv.label, slots=srv.slots)), reqs, label)
+    backend = OpenAIBackend(cfg, srv.base_url, engine=srv.label, slots=srv.slots, concurrency=srv.slots)
+    answers, wall = ask(Teacher(cfg, backend), reqs, label)
     for a in answers:
         lp = a.pop("logprobs")
         if confidence:

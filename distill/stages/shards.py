@@ -4,8 +4,9 @@ on any task runner (Dask workers included).
 1. New inputs, Self-Instruct style: each request shows a few sampled seeds and a sampled topic and
    asks the teacher for new inputs. Tasks with an error injector (grammar) turn each clean sentence
    into an input with one seed-like error and keep the clean sentence as the row's reference.
-2. Answers: the teacher, adapted to the task with few-shot seeds, answers every input; with k > 1
-   samples the majority answer wins (self-consistency) and the votes are kept.
+2. Answers: the teacher, adapted to the task with few-shot seeds, answers every input the filters that
+   need no answer keep (`generate.filter_before_answering`); with k > 1 samples the majority answer
+   wins (self-consistency) and the votes are kept.
 """
 from __future__ import annotations
 
@@ -124,26 +125,33 @@ def input_shard(job: ShardJob, shard: int, spent: tuple[int, float]) -> dict:
             "cut_short": budget.exhausted if budget else None}
 
 
+def candidate_row(cfg: Config, task: Task, c: dict) -> Row:
+    """The row a candidate input makes, before its answer: with the task's error injected (chosen by
+    the candidate's id, so the same on every run) and the clean sentence as its reference."""
+    r = random.Random(f"{cfg.seed}:{c['id']}")
+    reference, error_type, text = None, None, c["text"]
+    if c.get("reference") is not None:  # a programmatic input knows its answer
+        reference = c["reference"]
+    elif r.random() >= cfg.generation.unchanged_fraction and (hit := task.corrupt(c["text"], r)) is not None:
+        text, error_type = hit
+        reference = c["text"]
+    elif task.has_injector:
+        reference, error_type = c["text"], "none"
+    return Row(id=c["id"], input=text, output=None, reference=reference,
+               meta={"source": "teacher", "error_type": error_type, "seed_ids": c["seed_ids"], "topic": c["topic"],
+                     "teacher": cfg.teacher.model})
+
+
 def answer_shard(job: ShardJob, shard: int, spent: tuple[int, float], candidates: list[list]) -> dict:
     """Phase 2: the adapted teacher answers this shard's [index, candidate] pairs; rows keep the index."""
     cfg, task, n = job.cfg, job.task, job.shards
     rows, answer_reqs = [], []
     for idx, c in candidates:
-        r = random.Random(f"{cfg.seed}:{c['id']}")
-        reference, error_type, text = None, None, c["text"]
-        if c.get("reference") is not None:  # a programmatic input knows its answer
-            reference = c["reference"]
-        elif r.random() >= cfg.generation.unchanged_fraction and (hit := task.corrupt(c["text"], r)) is not None:
-            text, error_type = hit
-            reference = c["text"]
-        elif task.has_injector:
-            reference, error_type = c["text"], "none"
-        reqs = answer_requests(cfg, task, text, job.shots)
+        row = candidate_row(cfg, task, c)
+        reqs = answer_requests(cfg, task, row.input, job.shots)
         answer_reqs.append(reqs)
-        rows.append((idx, Row(id=c["id"], input=text, output=None, reference=reference,
-                              meta={"source": "teacher", "error_type": error_type, "seed_ids": c["seed_ids"],
-                                    "topic": c["topic"], "teacher": cfg.teacher.model,
-                                    "request_keys": [q.key for q in reqs]})))
+        row.meta["request_keys"] = [q.key for q in reqs]
+        rows.append((idx, row))
     flat = [q for reqs in answer_reqs for q in reqs]
     budget = make_budget(cfg, *spent, shard, n)
     store = job.store(shard)

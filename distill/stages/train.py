@@ -101,7 +101,7 @@ def train_one(student, t: Training, records: list[dict], ckpt_dir: Path, out: Pa
     if not trainer.accelerator.is_main_process:
         trainer.accelerator.wait_for_everyone()
         return TrainStats(output_dir=str(out), rank=trainer.accelerator.process_index)
-    merged = merged_model(trainer, plan, t.lora)
+    merged = merged_model(trainer, plan, t.lora, base_dir, trust_remote_code=student.trust_remote_code)
     save_model_dir(merged, tok, out)
 
     stats = TrainStats(

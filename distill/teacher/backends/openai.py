@@ -48,6 +48,13 @@ FATAL = {401: "authentication failed (check the API key)", 403: "permission deni
          404: "model or endpoint not found"}
 
 
+# Requests kept waiting at a launched local server beyond its slots: a slot that finishes starts the next
+# one at once instead of idling through the client's round trip (storing the reply, sending the next).
+# Measured on the offline default's short answer requests: 8 slots held 7.3 requests on average with none
+# queued. The evaluation keeps exactly its slots in flight (`Teacher.realtime`): its latencies hold no queueing.
+QUEUED = 2
+
+
 def _short(e: Exception) -> str:
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     return msg[:200]
@@ -57,7 +64,7 @@ def _short(e: Exception) -> str:
 class OpenAIBackend:
     cfg: Config
     base_url: str
-    concurrency: int | None = None  # None = slots, else teacher.endpoint.max_concurrency
+    concurrency: int | None = None  # None: slots + QUEUED for a launched server, else teacher.endpoint.max_concurrency
     engine: str = "OpenAI protocol"
     slots: int | None = None  # a launched local server's parallel slots
 
@@ -69,7 +76,7 @@ class OpenAIBackend:
         # The key is read now, never kept on the backend: backends travel to shard workers.
         client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.cfg.api_key() or "not-needed",
                                     max_retries=0, timeout=ep.timeout_s)
-        sem = asyncio.Semaphore(self.concurrency or self.slots or ep.max_concurrency)
+        sem = asyncio.Semaphore(self.concurrency or (self.slots + QUEUED if self.slots else ep.max_concurrency))
 
         async def one(r: Request) -> None:
             async with sem:
