@@ -60,7 +60,7 @@ def register_filter(name: str, *, before_answer: bool | Callable[[dict], bool] =
     """Register `fn` under `name`. before_answer: whether its verdicts depend on nothing the teacher's
     answer brings (only rows' inputs, references and ids), given its YAML parameters; the leading
     filters that do run in generation before the teacher answers, and the rows they drop are never
-    asked (the dedups: about a quarter of the offline default's answer requests)."""
+    asked (the dedups: about a third of the offline default's new inputs)."""
     def deco(fn: FilterFn) -> FilterFn:
         _FILTERS[name] = fn
         _BEFORE_ANSWER[name] = before_answer if callable(before_answer) else (lambda params: before_answer)
