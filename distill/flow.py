@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import logging
-import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -27,10 +25,9 @@ from prefect.filesystems import LocalFileSystem
 from distill.config import Config, load_config
 from distill.report import comparison_rows, filter_rows
 from distill.rundir import RunDir
-from distill.stages import context as contexts
-from distill.stages import evaluate, generate, report, train
+from distill.stages import adapt, evaluate, generate, report, train
 from distill.stages import filter as filtering
-from distill.stages.context import ALL_STAGES, RunContext, prepare_run
+from distill.stages.context import ALL_STAGES, RunContext, current, prepare_run
 from distill.stages.shards import answer_shard, input_shard
 from distill.teacher import TeacherFatal
 
@@ -84,9 +81,14 @@ def transient(task, task_run, state) -> bool:
     return not isinstance(state.data, TeacherFatal)
 
 
+@task(name="adapt", cache_policy=CACHE, log_prints=False)
+def adapt_task(run_key: str) -> dict:
+    return adapt.run(current(run_key))
+
+
 @task(name="generate", cache_policy=CACHE, retries=2, retry_delay_seconds=10, retry_condition_fn=transient)
 def generate_task(run_key: str) -> dict:
-    ctx = contexts.lookup(run_key)
+    ctx = current(run_key)
     with shard_mapper(ctx.cfg) if ctx.cfg.generation.shards > 1 else nullcontext() as map_shards:
         stats = generate.run(ctx, map_shards or generate.sequential)
     get_run_logger().info("generate: %s", stats.last.model_dump(include={"requests_sent", "cache_hits", "failed", "cost_usd"}))
@@ -98,7 +100,7 @@ def generate_task(run_key: str) -> dict:
 # would find no globals): the stages that build datasets log through the run logger only
 @task(name="filter", cache_policy=CACHE, retries=1, log_prints=False)
 def filter_task(run_key: str, upstream: dict | None) -> dict:
-    ctx = contexts.lookup(run_key)
+    ctx = current(run_key)
     stats = filtering.run(ctx)
     get_run_logger().info("filter: kept %d of %d rows", stats.kept, stats.generated)
     return stats.model_dump(mode="json")
@@ -106,7 +108,7 @@ def filter_task(run_key: str, upstream: dict | None) -> dict:
 
 @task(name="train", cache_policy=CACHE, log_prints=False)
 def train_task(run_key: str, upstream: dict | None) -> dict:
-    ctx = contexts.lookup(run_key)
+    ctx = current(run_key)
     stats = train.run(ctx)
     get_run_logger().info("train: %d steps, loss %.3f -> %.3f", stats.steps, stats.first_loss, stats.last_loss)
     return stats.model_dump(mode="json")
@@ -114,7 +116,7 @@ def train_task(run_key: str, upstream: dict | None) -> dict:
 
 @task(name="evaluate", cache_policy=CACHE, retries=1, retry_delay_seconds=10)
 def evaluate_task(run_key: str, upstream: dict | None) -> dict:
-    ctx = contexts.lookup(run_key)
+    ctx = current(run_key)
     res = evaluate.run(ctx)
     for name, m in res.models.items():
         get_run_logger().info("evaluate %s: %s", name, m.metrics)
@@ -123,37 +125,8 @@ def evaluate_task(run_key: str, upstream: dict | None) -> dict:
 
 @task(name="report", cache_policy=CACHE, retries=1)
 def report_task(run_key: str, upstream: dict | None) -> dict:
-    ctx = contexts.lookup(run_key)
+    ctx = current(run_key)
     return report.run(ctx)
-
-
-def fingerprint(ctx: RunContext) -> str:
-    """Hash of what a stage's output depends on beyond the config: seed and eval data, every file of the
-    task folder (templates, task.yaml, its Python), the plugin modules the config names, library code."""
-    h = hashlib.sha256()
-    files = [ctx.seeds_path, ctx.eval_path, *ctx.task.files(), *plugin_files(ctx.cfg)]
-    files += sorted(Path(__file__).parent.rglob("*.py"))
-    for f in files:
-        h.update(str(f).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def plugin_files(cfg: Config) -> list[Path]:
-    """The source files of the plugin modules (a package: all of its .py files), imported by preflight."""
-    out = []
-    for name in cfg.plugins:
-        mod = sys.modules.get(name)
-        if mod is None or not getattr(mod, "__file__", None):
-            continue
-        root = Path(mod.__file__)
-        out += sorted(root.parent.rglob("*.py")) if root.name == "__init__.py" else [root]
-    return out
-
-
-def run_key(ctx: RunContext) -> str:
-    blob = json.dumps([ctx.cfg.redacted(), str(ctx.run.root.resolve()), fingerprint(ctx)], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def publish(rd: RunDir, filt: dict | None, rep: dict | None) -> None:
@@ -172,58 +145,61 @@ def publish(rd: RunDir, filt: dict | None, rep: dict | None) -> None:
 
 @flow(name="distill", log_prints=True)
 def distill_flow(config_path: str | None = None, run_dir: str | None = None, overrides: list[str] | None = None,
-                 stages: list[str] = list(ALL_STAGES), force: bool = False) -> str:
-    """Run the chosen stages (all by default) on one run directory; returns the run directory.
+                 stages: list[str] = list(ALL_STAGES), force: bool = False, run_key: str | None = None) -> dict | None:
+    """Run the chosen stages (all by default) on one run directory; returns the report (None without
+    the report stage).
 
-    A fixed run_dir (as deployments use) makes repeated runs with the same parameters reuse every
-    finished stage; without one, each run gets a new runs/<timestamp>/. A run directory made with
-    another config is refused unless force (then its stages are redone with this one).
+    `run_key` names a run its caller has open in this process (`distill run`): the flow uses it as it
+    is. Otherwise (a deployment) the flow opens the run itself from the other parameters: a fixed
+    run_dir makes repeated runs with the same parameters reuse every finished stage; without one, each
+    run gets a new runs/<timestamp>/. A run directory made with another config is refused unless force
+    (then its stages are redone with this one).
     """
     unknown = set(stages) - set(ALL_STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; choose from {ALL_STAGES}")
+    if run_key is not None:
+        return run_stages(current(run_key), stages)
     with prepare_run(config_path, run_dir and RunDir(Path(run_dir)), overrides or [], stages=tuple(stages),
-                     force=force) as ctx, \
-            ctx.run.lock():  # the whole flow is one writer: no other process writes between its stages
-        rd = ctx.run
-        key = run_key(ctx)
-        contexts.register(key, ctx)
-        try:
-            # results live in the run directory; Prefect wants the storage block saved server-side first
-            results_dir = rd.prefect_results.resolve()
-            storage = LocalFileSystem(basepath=str(results_dir))
-            storage.save(f"distill-results-{hashlib.sha256(str(results_dir).encode()).hexdigest()[:16]}", overwrite=True)
-            opts = {"result_storage": storage, "persist_result": True, "result_serializer": "json"}
-            steps = {"generate": generate_task, "filter": filter_task, "train": train_task,
-                     "evaluate": evaluate_task, "report": report_task}
-            results: dict[str, dict] = {}
-            upstream = None
-            for name in ALL_STAGES:
-                if name in stages:
-                    fn = steps[name].with_options(**opts)
-                    upstream = results[name] = fn(key) if name == "generate" else fn(key, upstream)
-        finally:
-            contexts.forget(key)
-        publish(rd, results.get("filter"), results.get("report"))
-    return str(rd.root)
+                     force=force) as ctx:
+        return run_stages(ctx, stages)
 
 
-def deployment_parameters(config: Path | None, run_dir: Path | None, overrides: list[str],
-                          name: str) -> tuple[dict, dict[str, str]]:
-    """The flow's parameters for a deployment, checked now, and the secrets taken out of them.
+def run_stages(ctx: RunContext, stages: list[str]) -> dict | None:
+    """The stage tasks in order, each given the run's key and its upstream's result, under the run's lock
+    (the whole flow is one writer: no other process writes between its stages)."""
+    with ctx.dir.lock():
+        # results live in the run directory; Prefect wants the storage block saved server-side first
+        results_dir = ctx.dir.prefect_results.resolve()
+        storage = LocalFileSystem(basepath=str(results_dir))
+        storage.save(f"distill-results-{hashlib.sha256(str(results_dir).encode()).hexdigest()[:16]}", overwrite=True)
+        opts = {"result_storage": storage, "persist_result": True, "result_serializer": "json"}
+        steps = {"generate": generate_task, "filter": filter_task, "train": train_task,
+                 "evaluate": evaluate_task, "report": report_task}
+        results: dict[str, dict] = {}
+        upstream = None
+        for name in ALL_STAGES:
+            if name in stages:
+                if name == "generate":  # the teacher adapted first (a no-op for few-shot prompting)
+                    adapt_task.with_options(**opts)(ctx.key)
+                fn = steps[name].with_options(**opts)
+                upstream = results[name] = fn(ctx.key) if name == "generate" else fn(ctx.key, upstream)
+        publish(ctx.dir, results.get("filter"), results.get("report"))
+    return results.get("report")
+
+
+def deployment_parameters(config: Path | None, run_dir: Path | None, overrides: list[str], name: str) -> tuple[dict, bool]:
+    """The flow's parameters for a deployment, checked now, and whether an API key was left out of them.
 
     Prefect stores parameters in its database and shows them in its UI, so an override of a secret
-    field (`--set teacher.api_key=...`) is not among them: it comes back as {api_key_env: key}, for
-    the environment of the process that runs the flow.
+    field (`--set teacher.api_key=...`) is never among them: the process that runs the flow reads the
+    key from teacher.endpoint.api_key_env in its own environment.
     """
-    cfg = load_config(config, overrides)
+    load_config(config, overrides)
     named = RunDir.named(name)
     public = [o for o in overrides if o.split("=", 1)[0].strip().split(".")[-1] != "api_key"]
-    secrets = {}
-    if len(public) < len(overrides) and cfg.teacher.endpoint.api_key is not None:
-        secrets[cfg.teacher.endpoint.api_key_env] = cfg.teacher.endpoint.api_key.get_secret_value()
     return {"config_path": str(Path(config).resolve()) if config else None,
-            "run_dir": str(Path(run_dir or named.root).resolve()), "overrides": public}, secrets
+            "run_dir": str(Path(run_dir or named.root).resolve()), "overrides": public}, len(public) < len(overrides)
 
 
 def create_deployment(name: str, pool: str, cron: str, active: bool, params: dict):

@@ -17,40 +17,64 @@ class DataError(ValueError):
     """Bad input data, phrased as one line: file:line: field 'x': what is wrong."""
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Temp file in the same directory + fsync + rename: readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text[:len(text) // 2])
-            f.flush()
-            faults.point(f"write:{path.name}")  # a test's kill lands here, with the temp file half written
-            f.write(text[len(text) // 2:])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """A temp folder beside target to fill; when the block ends without error it replaces target whole,
-    so readers see the old folder or the new one, never a half-written one."""
+def atomic_path(target: Path, *, folder: bool = False, keep_existing: bool = False) -> Iterator[Path]:
+    """A temp file (or folder) beside target to fill; when the block ends without error it takes target's
+    place whole, so readers see the old one or the new one, never half of it. The one way this project
+    writes a file or folder others read. keep_existing: a target another process finished first stays
+    (a shared cache filled by several processes at once), and the new copy goes."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    if folder:
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    else:
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
     try:
         yield tmp
-        faults.point(f"write:{target.name}")  # a test's kill lands here, with the new folder complete but not in place
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        faults.point(f"write:{target.name}")  # a test's kill lands here, with the new copy complete but not in place
+        _put_in_place(tmp, target, folder, keep_existing)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if folder:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def _put_in_place(tmp: Path, target: Path, folder: bool, keep_existing: bool) -> None:
+    if keep_existing and not folder:
+        try:
+            os.link(tmp, target)  # only if still absent: one another process already put there stays
+        except FileExistsError:
+            pass
+        return
+    if target.exists():
+        if keep_existing:
+            return
+        if folder:
+            shutil.rmtree(target)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if not (keep_existing and target.exists()):  # another process got there between the check and here
+            raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Written through `atomic_path`, fsync'd before it takes the file's place."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text[:len(text) // 2])
+        f.flush()
+        faults.point(f"write:{Path(path).name}")  # a test's kill lands here, with the temp file half written
+        f.write(text[len(text) // 2:])
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """A folder written whole (`atomic_path(folder=True)`)."""
+    return atomic_path(target, folder=True)
 
 
 def write_json(path: Path, obj: Any) -> None:

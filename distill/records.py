@@ -14,8 +14,8 @@ class Row:
     input: str
     output: str | None
     reference: str | None = None
-    # "ok"; "failed": the teacher gave no usable answer (error says why); "dropped": a filter that needs no
-    # answer dropped it before the teacher was asked (meta["dropped"]: its stage and reason)
+    # "ok"; "failed": the teacher gave no usable answer (error says why); "unasked": never sent, as the
+    # filters on inputs drop it (the filter stage records which filter and why)
     status: str = "ok"
     error: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)

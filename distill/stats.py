@@ -2,6 +2,7 @@
 reads it back by attribute (RunDir names the files). Unknown fields are kept (a run directory outlives the code that wrote it)."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,9 @@ class Stats(BaseModel):
         write_json(path, self.model_dump(mode="json"))
 
 
-class TeacherUsage(Stats):
-    """One generate invocation's teacher usage (and, summed, the run's)."""
+class Usage(Stats):
+    """Teacher usage: of one call to the teacher, of one generate invocation, or summed over a run.
+    Backends count into it as they send; `merge` adds several up."""
 
     requests_sent: int = 0
     cache_hits: int = 0
@@ -45,11 +47,31 @@ class TeacherUsage(Stats):
     skipped: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    request_seconds: float = 0.0  # summed latency of the requests sent (for budget estimates)
+    errors: dict[str, int] = Field(default_factory=dict)
+    fatal: str = ""  # why sending stopped for good ("" = it did not)
     wall_seconds: float = 0.0
     cost_usd: float = 0.0
-    errors: dict[str, int] = Field(default_factory=dict)
     cost_rule: str | None = None
     finished_at: str | None = None
+
+    def error(self, name: str) -> None:
+        self.errors[name] = self.errors.get(name, 0) + 1
+
+    @classmethod
+    def merge(cls, parts: "list[Usage]") -> "Usage":
+        """The sum of several usages (errors added up; the first fatal reason; no cost rule or time stamp)."""
+        total = cls()
+        for p in parts:
+            for k in ADDITIVE:
+                setattr(total, k, getattr(total, k) + getattr(p, k))
+            total.errors = dict(Counter(total.errors) + Counter(p.errors))
+            total.fatal = total.fatal or p.fatal
+        return total
+
+
+ADDITIVE = ("requests_sent", "cache_hits", "retries", "failed", "skipped", "prompt_tokens", "completion_tokens",
+            "request_seconds", "wall_seconds", "cost_usd")
 
 
 class GenerateCounts(Stats):
@@ -60,8 +82,7 @@ class GenerateCounts(Stats):
     seed_rows: int = 0
     teacher_rows_ok: int = 0
     teacher_rows_failed: int = 0
-    teacher_rows_dropped: int = 0  # dropped before the teacher was asked, by the filters that need no answer
-    filtered_before_answer: list[dict[str, Any]] = Field(default_factory=list)  # those filters' stage stats
+    teacher_rows_unasked: int = 0  # never sent: the filters on inputs drop them (the filter stage says which and why)
     few_shot_ids: list[str] = Field(default_factory=list)
     shards: int = 1
     shard_workers: list[str] = Field(default_factory=list)
@@ -71,9 +92,9 @@ class GenerateCounts(Stats):
 class GenerateStats(Stats):
     teacher: str | None = None
     counts: GenerateCounts = Field(default_factory=GenerateCounts)
-    last: TeacherUsage = Field(default_factory=TeacherUsage)
-    totals: TeacherUsage = Field(default_factory=TeacherUsage)
-    invocations: list[TeacherUsage] = Field(default_factory=list)
+    last: Usage = Field(default_factory=Usage)
+    totals: Usage = Field(default_factory=Usage)
+    invocations: list[Usage] = Field(default_factory=list)
 
 
 class FilterStats(Stats):

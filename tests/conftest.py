@@ -77,4 +77,4 @@ def _close_run_contexts():
 def opened(ctx):
     """(context, config, run directory) of a prepared run, closed when the test ends."""
     _OPENED.append(ctx)
-    return ctx, ctx.cfg, ctx.run.root
+    return ctx, ctx.cfg, ctx.dir.root

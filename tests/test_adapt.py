@@ -3,6 +3,7 @@ the seeds, then generation and evaluation through the adapted teacher in-process
 import pytest
 
 from distill.io import read_json, read_jsonl
+from distill.stages import adapt as adapt_stage
 from distill.stages import evaluate, generate
 from distill.stages.context import prepare_run
 from tests.conftest import opened
@@ -15,6 +16,7 @@ def test_lora_adapted_teacher_generates_and_is_reported(tmp_path):
         "teacher.adaptation=lora", "teacher.adaptation.steps=3", "generation.input_requests=3",
         "generation.inputs_per_request=2", "teacher.max_tokens=32", "generation.input_max_tokens=64",
         "eval.models=[teacher]", "eval.max_rows=4"], stages=("generate",)))
+    adapt_stage.run(ctx)
     stats = generate.run(ctx)
     adapt = read_json(rd / "stats" / "adapt.json")
     assert adapt["adaptation"] == "lora" and adapt["steps"] == 3 and adapt["seeds"] > 0
@@ -28,6 +30,7 @@ def test_lora_adapted_teacher_generates_and_is_reported(tmp_path):
     t = stats["totals"]
     assert t["requests_sent"] == len(recs) and t["prompt_tokens"] == sum(r["usage"]["prompt_tokens"] for r in recs)
 
+    adapt_stage.run(ctx)
     again = generate.run(ctx)  # neither retrained nor re-asked
     assert again["last"]["requests_sent"] == 0 and read_json(rd / "stats" / "adapt.json") == adapt
     ev = evaluate.run(ctx)["models"]["teacher"]

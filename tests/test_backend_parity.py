@@ -71,7 +71,7 @@ def test_every_backend_goes_through_the_one_cached_wrapper(kind, tmp_path):
     with teacher_for(kind, model) as teacher:
         store = RequestStore(path)
         budget = Budget(max_requests=4, max_cost_usd=None, price=lambda pt, ct, s: 0.0)
-        recs, usage = teacher.run(reqs, store, budget)
+        recs, usage = teacher.ask(reqs, store, budget)
         store.close()
 
         # budget: the first four distinct requests were admitted, the rest answered "not sent", unstored
@@ -93,7 +93,7 @@ def test_every_backend_goes_through_the_one_cached_wrapper(kind, tmp_path):
 
         # a re-run with no budget sends only the two skipped requests and reuses the rest
         store = RequestStore(path)
-        again, usage2 = teacher.run(reqs, store)
+        again, usage2 = teacher.ask(reqs, store)
         store.close()
     assert (usage2.requests_sent, usage2.cache_hits, usage2.skipped) == (2, 5, 0)
     assert [r["text"] for r in again[:5]] == [r["text"] for r in recs[:5]]

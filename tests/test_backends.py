@@ -63,11 +63,11 @@ def test_outputs_become_the_same_records_and_usage_as_the_server_path(tmp_path):
     store = RequestStore(tmp_path / "requests.jsonl")
     engine = Engine()
     teacher = Teacher(cfg, VllmOfflineBackend(cfg, llm=engine, to_params=dict))
-    recs, usage = teacher.run(reqs + reqs[:1], store)  # a repeated request runs once
+    recs, usage = teacher.ask(reqs + reqs[:1], store)  # a repeated request runs once
     assert [r["text"] for r in recs] == ["S0", "S1", "S2", "S0"] and recs[1]["finish_reason"] == "length"
     assert engine.calls == [3]
     assert (usage.requests_sent, usage.prompt_tokens, usage.completion_tokens) == (3, 30, 6)
-    again, usage2 = teacher.run(reqs, store)
+    again, usage2 = teacher.ask(reqs, store)
     assert engine.calls == [3] and usage2.cache_hits == 3 and again == recs[:3]
 
 

@@ -18,6 +18,24 @@ def test_default_config_loads_and_every_field_is_documented():
     assert undocumented == []
 
 
+def test_help_strings_say_what_and_why_in_a_sentence_or_two():
+    """Breaks when a field's help grows into a lab notebook (figures belong in docs/)."""
+    from pydantic import BaseModel
+
+    from distill.config import field_help
+    from distill.tasks.spec import TaskSpec
+
+    def task_fields(model: type[BaseModel], prefix: str = ""):
+        for name, f in model.model_fields.items():
+            yield prefix + name, f.description or ""
+            if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel):
+                yield from task_fields(f.annotation, f"{prefix}{name}.")
+
+    helps = [(name, help_) for name, _, help_ in field_help()] + list(task_fields(TaskSpec))
+    assert len(helps) > 100
+    assert [(name, len(h)) for name, h in helps if len(h) > 400] == []
+
+
 def test_unknown_key_names_file_line_and_field(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("task: grammar\nteacher:\n  model: x\n  temprature: 0.5\n")

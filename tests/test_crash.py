@@ -183,7 +183,7 @@ def test_sigkill_at_a_request_then_rerun_equals_an_uninterrupted_run(tmp_path, p
     assert len(keys) == len(set(keys)), "a finished request was sent twice"
     answers = [r for r in records if r["params"].get("logprobs")]
     answered = [g for g in read_jsonl(rd / "data" / "generated.jsonl")  # rows the dedups dropped are never asked
-                if g["meta"].get("source") != "seed" and g["status"] != "dropped"]
+                if g["meta"].get("source") != "seed" and g["status"] != "unasked"]
     assert len(answers) == (len(answered) if logprobs else 0) and answered
     for r in answers:  # every answer's own tokens, each with its top-k
         assert "".join(r["logprobs"]["tokens"]) == r["text"] and {len(t) for t in r["logprobs"]["top"]} == {logprobs}

@@ -26,8 +26,8 @@ def _accounting(rd: Path, stats: dict) -> None:
     assert len(ids) == len(set(ids)), "duplicate row ids"
     c = stats["counts"]
     assert c["rows"] == len(rows) == c["seed_rows"] + c["parsed_inputs"]
-    assert c["teacher_rows_ok"] + c["teacher_rows_failed"] + c["teacher_rows_dropped"] == c["parsed_inputs"]
-    assert c["teacher_rows_dropped"] == sum(r["status"] == "dropped" and r["meta"]["source"] == "teacher" for r in rows)
+    assert c["teacher_rows_ok"] + c["teacher_rows_failed"] + c["teacher_rows_unasked"] == c["parsed_inputs"]
+    assert c["teacher_rows_unasked"] == sum(r["status"] == "unasked" and r["meta"]["source"] == "teacher" for r in rows)
     # over the run's life, every attempt either landed in the store, was retried, or failed for good
     store = read_jsonl(rd / "data" / "requests.jsonl")
     landed = sum(1 for r in store if r.get("error") is None)
@@ -73,7 +73,7 @@ def test_failed_requests_are_retried_by_the_next_run_and_rows_converge(tmp_path)
         second = generate.run(ctx)
     assert second["last"]["requests_sent"] > 0 and second["last"]["failed"] == 0
     rows = _accounting(rd, second)
-    assert all(r["status"] in ("ok", "dropped") for r in rows)  # no row failed (a dropped one was never asked)
+    assert all(r["status"] in ("ok", "unasked") for r in rows)  # no row failed (an unasked one was never sent)
     keys = [r["key"] for r in read_jsonl(rd / "data" / "requests.jsonl") if r.get("error") is None]
     assert len(keys) == len(set(keys)), "a finished request was sent again"
 
@@ -187,14 +187,14 @@ def test_rows_the_dedups_drop_are_never_asked_and_the_filtered_data_is_the_same(
         fstats = filtering.run(ctx)
         out[name] = (stats, fstats, rd, len(answers))
     (sb, fb, rb, asked_b), (sa, fa, ra, asked_a) = out["before"], out["after"]
-    dropped = [r for r in read_jsonl(rb / "data" / "generated.jsonl") if r["status"] == "dropped"]
+    dropped = [r for r in read_jsonl(rb / "data" / "generated.jsonl") if r["status"] == "unasked"]
     teacher_dropped = [r for r in dropped if r["meta"]["source"] == "teacher"]
-    assert sb["counts"]["teacher_rows_dropped"] == len(teacher_dropped) > 10
-    assert sa["counts"]["teacher_rows_dropped"] == 0 and sa["counts"]["parsed_inputs"] == sb["counts"]["parsed_inputs"]
+    assert sb["counts"]["teacher_rows_unasked"] == len(teacher_dropped) > 10
+    assert sa["counts"]["teacher_rows_unasked"] == 0 and sa["counts"]["parsed_inputs"] == sb["counts"]["parsed_inputs"]
     assert all(r["output"] is None or r["meta"]["source"] == "seed" for r in dropped)
     # every dropped input's answer request was saved (the same input twice is one request anyway)
     dropped_inputs = {r["input"] for r in teacher_dropped}
-    kept_inputs = {r["input"] for r in read_jsonl(rb / "data" / "generated.jsonl") if r["status"] != "dropped"}
+    kept_inputs = {r["input"] for r in read_jsonl(rb / "data" / "generated.jsonl") if r["status"] != "unasked"}
     assert asked_a - asked_b == len(dropped_inputs - kept_inputs) > 10
     # the same rows kept, the same ledger, the same stage counts
     assert read_jsonl(rb / "data" / "train.jsonl") == read_jsonl(ra / "data" / "train.jsonl")

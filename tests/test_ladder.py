@@ -109,10 +109,10 @@ def test_small_ladder_trains_evaluates_and_reports(tmp_path):
     from distill.models.load import load_model
     from distill.stages.train import candidate_base
 
-    path, layers = candidate_base(LadderStudent(name="cut", init_from="big", keep_layers=4), ctx.run, [])
+    path, layers = candidate_base(LadderStudent(name="cut", init_from="big", keep_layers=4), ctx.dir, [])
     assert path == rd / "checkpoints" / "pruned-big-even-L4" and layers == [0, 10, 19, 29]
     # an evenly spaced cut of the base comes from the cache and names its layers all the same
-    even_path, even_kept = candidate_base(LadderStudent(name="e", keep_layers=4), ctx.run, [])
+    even_path, even_kept = candidate_base(LadderStudent(name="e", keep_layers=4), ctx.dir, [])
     assert even_kept == [0, 10, 19, 29] and not str(even_path).startswith(str(rd))
     cut_model, _ = load_model(path)
     big_model, _ = load_model(rd / "students" / "big")

@@ -22,7 +22,7 @@ def direction(r: dict) -> str:
 def _measure(ctx, twin: Path) -> dict:
     cfg, task = ctx.cfg, ctx.task
     sample = ctx.eval_rows[:cfg.eval.serving.requests]
-    weights, _ = teacher_weights(cfg, ctx.run)
+    weights, _ = teacher_weights(cfg, ctx.dir)
     served = [Served("teacher", weights, [task.teacher_messages(r["input"], ctx.shots) for r in sample],
                      cfg.teacher.hardware)]
     # the 6-shot base student through another path to the same weights: measured on its own rather than
@@ -78,7 +78,7 @@ def test_cost_verdict_and_ratios_hold_with_one_core_busy(tmp_path):
                                                "eval.serving.requests=8", "eval.max_new_tokens=24"])
     with ctx:
         twin = tmp_path / "same-weights"
-        twin.symlink_to(teacher_weights(ctx.cfg, ctx.run)[0], target_is_directory=True)
+        twin.symlink_to(teacher_weights(ctx.cfg, ctx.dir)[0], target_is_directory=True)
         quiet = _measure(ctx, twin)
         busy_proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         try:

@@ -24,7 +24,7 @@ def _client(url, store=None, **kw):
 
 
 def _run(client, reqs):
-    recs, client.usage = client.teacher.run(reqs, client.store)
+    recs, client.usage = client.teacher.ask(reqs, client.store)
     return recs
 
 

@@ -68,7 +68,7 @@ cfg = load_config(None, ["filters=[]", "teacher.backend=vllm_offline", "teacher.
                          "teacher.offline.enforce_eager=true", "teacher.offline.max_model_len=2048"])
 reqs = [Request.make(cfg.teacher.model, m, temperature=0.0, max_tokens=40) for m in json.load(sys.stdin)]
 recs, usage = Teacher(cfg, VllmOfflineBackend(cfg)).run(reqs)
-print("RESULT " + json.dumps({"recs": recs, "usage": usage.as_dict()}))
+print("RESULT " + json.dumps({"recs": recs, "usage": usage.model_dump()}))
 """
 
 

@@ -11,16 +11,19 @@ from distill.cli.common import ConfigOpt, RunDirOpt, SetOpt, app, console, fail
 from distill.config import ConfigError
 
 
-def _deployment_params(config: Path | None, run_dir: Path | None, overrides: list[str] | None, name: str) -> dict:
+def _deployment_params(config: Path | None, run_dir: Path | None, overrides: list[str] | None, name: str,
+                       *, serve: bool = False) -> dict:
+    from distill.config import load_config
     from distill.flow import deployment_parameters
 
     try:  # fail here, not at 3 a.m. in the worker
-        params, secrets = deployment_parameters(config, run_dir, overrides or [], name)
+        params, key_left_out = deployment_parameters(config, run_dir, overrides or [], name)
     except (ConfigError, ValueError) as e:
         fail(str(e))
-    # Prefect stores parameters in its database: a key given with --set travels by the environment
-    os.environ.update(secrets)
-    for var in secrets:
+    if key_left_out:
+        var = load_config(config, overrides or []).teacher.endpoint.api_key_env
+        if serve:  # the flow runs in processes this one starts: the key must already be in their environment
+            fail(f"teacher.api_key is never stored in a deployment: export {var} before `distill serve-flow` instead")
         console.print(f"the teacher's key is not stored in the deployment: a worker reads it from ${var}", highlight=False)
     return params
 
@@ -56,7 +59,7 @@ def serve_flow(name: Annotated[str, typer.Option(help="Deployment name.")] = "ni
 
     from distill.flow import distill_flow
 
-    params = _deployment_params(config, run_dir, set, name)
+    params = _deployment_params(config, run_dir, set, name, serve=True)
     distill_flow.serve(name=name, parameters=params, schedules=[Cron(cron, timezone="UTC", active=active)])
 
 

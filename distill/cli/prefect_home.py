@@ -9,6 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from distill.io import atomic_path
 from distill.models.load import cache_dir
 from distill.rundir import RunDir
 
@@ -42,20 +43,14 @@ def seed_database(home: Path) -> None:
     try:
         if not template.exists():
             template.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=template.parent) as tmp:
+            with tempfile.TemporaryDirectory(dir=template.parent) as tmp, atomic_path(template) as migrated:
                 subprocess.run([sys.executable, "-c", MIGRATE], env={**os.environ, "PREFECT_HOME": tmp}, check=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                _copy(str(Path(tmp) / "prefect.db"), Path(tmp) / "migrated.db")  # with any journal left behind
-                os.replace(Path(tmp) / "migrated.db", template)  # two runs racing each write a whole file
-        home.mkdir(parents=True, exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=home, prefix=".prefect.db.", suffix=".partial")
-        os.close(fd)
-        try:
-            # the template is only ever replaced whole, never written: read without locks or journal files
-            _copy(f"{template.as_uri()}?immutable=1", Path(partial))
-            os.link(partial, db)  # only if still absent: a database another process already opened stays
-        finally:
-            os.unlink(partial)
+                _copy(str(Path(tmp) / "prefect.db"), migrated)  # with any journal; racing runs each write a whole file
+        # the template is only ever replaced whole, never written: read without locks or journal files;
+        # a database another process already opened stays
+        with atomic_path(db, keep_existing=True) as partial:
+            _copy(f"{template.as_uri()}?immutable=1", partial)
     except (OSError, subprocess.CalledProcessError, sqlite3.Error):
         return
 

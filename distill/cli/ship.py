@@ -51,7 +51,7 @@ def serve_model(student: StudentOpt = None,
     except ConfigError as e:
         fail(str(e))
     gguf = stage.gguf_path(ctx, name, scfg)
-    if not gguf.exists() or gguf.stat().st_mtime < ctx.run.student(name).joinpath("config.json").stat().st_mtime:
+    if not gguf.exists() or gguf.stat().st_mtime < ctx.dir.student(name).joinpath("config.json").stat().st_mtime:
         guard(lambda c: stage.run(c, student=name, formats=["gguf"]), ctx)
     else:
         ctx.close()

@@ -1,8 +1,6 @@
 """The stage commands: generate, filter, train, evaluate, report, and run (all of them as one Prefect flow)."""
 from __future__ import annotations
 
-import os
-
 from rich.console import Console
 from rich.table import Table
 
@@ -15,15 +13,16 @@ from distill.io import DataError
 def generate(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None, dry_run: DryRunOpt = False,
              force: ForceOpt = False):
     """Seed expansion + teacher answers -> data/generated.jsonl (resumable; finished requests are never re-sent)."""
+    from distill.stages import adapt
     from distill.stages import generate as stage
 
     if dry_run:
         return show_dry_run(config, run_dir, set)
     ctx = setup(config, run_dir, set, new=True, stages=("generate",), force=force)
-    stats = guard(stage.run, ctx)
+    stats = guard(lambda c: (adapt.run(c), stage.run(c))[1], ctx)  # the teacher adapted first (no-op for few-shot)
     last = stats.last
-    console.print(f"generated {stats.counts.rows} rows in {ctx.run}: {last.requests_sent} teacher requests sent, "
-                  f"{last['cache_hits']} reused from the store, {last['failed']} failed")
+    console.print(f"generated {stats.counts.rows} rows in {ctx.dir}: {last.requests_sent} teacher requests sent, "
+                  f"{last.cache_hits} reused from the store, {last.failed} failed")
     if stats.counts.cut_short:
         console.print(f"[yellow]cut short:[/yellow] {stats.counts.cut_short}; {last.skipped} requests not sent")
 
@@ -36,11 +35,11 @@ def filter_(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = N
 
     ctx = setup(config, run_dir, set, new=False, stages=("filter",), force=force)
     stats = guard(stage.run, ctx)
-    t = Table("stage", "in", "kept", "dropped", "top reasons", title=f"filters ({ctx.run})")
+    t = Table("stage", "in", "kept", "dropped", "top reasons", title=f"filters ({ctx.dir})")
     for r in filter_rows(stats.stages):
         t.add_row(*(str(v) for v in r.values()))
     Console().print(t)
-    console.print(f"kept {stats.kept} of {stats.generated} rows -> {ctx.run.train}")
+    console.print(f"kept {stats.kept} of {stats.generated} rows -> {ctx.dir.train}")
 
 
 @app.command()
@@ -73,7 +72,7 @@ def report(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = No
     from distill.stages import report as stage
 
     ctx = setup(config, run_dir, set, new=False)
-    show_report(guard(stage.run, ctx), ctx.run.report_md)
+    show_report(guard(stage.run, ctx), ctx.dir.report_md)
 
 
 @app.command()
@@ -85,25 +84,16 @@ def run(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None,
     from distill.stages.context import ALL_STAGES
 
     ctx = setup(config, run_dir, set, new=True, stages=ALL_STAGES, force=force)
-    rd, ep = ctx.run, ctx.cfg.teacher.endpoint
-    if ep.api_key is not None:
-        # the flow re-reads the saved config, which never holds the key; hand it over through the
-        # environment rather than as a flow parameter (Prefect stores parameters in its database)
-        os.environ[ep.api_key_env] = ep.api_key.get_secret_value()
     from distill.cli.prefect_home import use_local_prefect
     from distill.flow import distill_flow
+    from distill.report.console import show_report
     from distill.rundir import RunDirError
     from distill.teacher import TeacherError
 
-    use_local_prefect(rd)
-    try:
-        # the flow picks up this prepared context (same process, same saved config): no second preflight
-        distill_flow(config_path=str(rd.config), run_dir=str(rd.root))
-    except (ConfigError, DataError, RunDirError, TeacherError) as e:
-        fail(str(e))
-    finally:
-        ctx.close()
-    from distill.io import read_json
-    from distill.report.console import show_report
-
-    show_report(read_json(rd.report_json), rd.report_md)
+    use_local_prefect(ctx.dir)
+    with ctx:  # the flow runs on this open run (found by its key): one preflight, one teacher, the key in memory only
+        try:
+            report = distill_flow(run_dir=str(ctx.dir.root), run_key=ctx.key)
+        except (ConfigError, DataError, RunDirError, TeacherError) as e:
+            fail(str(e))
+    show_report(report, ctx.dir.report_md)

@@ -24,8 +24,8 @@ from distill.config.schema import (
                                  Student,
                                  Training,
 )
-from distill.config.teacher import Adaptation, BatchAPI, Budget, Endpoint, LocalServer, Teacher, VllmOffline
+from distill.config.teacher import Adaptation, BatchAPI, BudgetConfig, Endpoint, LocalServer, TeacherConfig, VllmOffline
 
 __all__ = ["CONFIGS_DIR", "DEFAULT_CONFIG", "find_config", "PROJECT_ROOT", "ConfigError", "config_changes", "config_error", "read_saved_config", "field_help", "load_config", "resolve_path",
            "save_config", "Config", "Eval", "Export", "FilterSpec", "Generation", "LadderStudent", "Pricing", "Student",
-           "Training", "Adaptation", "BatchAPI", "Budget", "Endpoint", "LocalServer", "Teacher", "VllmOffline"]
+           "Training", "Adaptation", "BatchAPI", "BudgetConfig", "Endpoint", "LocalServer", "TeacherConfig", "VllmOffline"]

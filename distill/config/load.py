@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from distill.config.schema import Config
-from distill.config.teacher import Teacher
+from distill.config.teacher import TeacherConfig
 from distill.io import write_text_atomic
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -150,7 +150,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: top level must be a mapping")
     if isinstance(data.get("teacher"), dict):
-        data["teacher"] = Teacher.upgrade(data["teacher"])
+        data["teacher"] = TeacherConfig.upgrade(data["teacher"])
     _anchor_paths(data, Path(path).resolve().parent)
     if "extends" in data:  # a config that starts from another one (path relative to this file)
         parent = Path(str(data.pop("extends")))
@@ -180,7 +180,7 @@ def config_error(cfg: Config, keys: list[str], msg: str) -> ConfigError:
 def _upgrade_keys(keys: list[str]) -> list[str]:
     """--set teacher.base_url=... of earlier versions addresses teacher.endpoint.base_url."""
     if len(keys) >= 2 and keys[0] == "teacher":
-        return ["teacher", *Teacher.upgrade_key(keys[1]), *keys[2:]]
+        return ["teacher", *TeacherConfig.upgrade_key(keys[1]), *keys[2:]]
     return keys
 
 

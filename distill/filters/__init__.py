@@ -15,8 +15,8 @@ Add one by writing a function and naming it in the config:
 
 A filter that needs the task, the seeds or the eval set takes a `ctx: FilterContext` argument; one
 that asks a model calls `ctx.teacher.structured(messages, schema, label)`. One whose verdicts need no
-answer says so (`register_filter(name, before_answer=...)`, as the dedups on inputs do): the leading
-such filters run in generation before the teacher answers, and the rows they drop are never asked.
+answer says so (`register_filter(name, before_answer=...)`, as the dedups on inputs do): generation
+asks the registry which rows the leading such filters drop (`not_to_send`) and never sends them.
 The module holding it is named under `plugins:` in the config (imported before the filters are
 checked), or registered by an installed package through the `distill.filters` entry point group.
 """
@@ -30,6 +30,7 @@ from distill.filters.registry import (
                                       before_answer,
                                       check_filter,
                                       get_filter,
+                                      not_to_send,
                                       register_filter,
                                       registered_filters,
                                       run_filters,
@@ -37,4 +38,4 @@ from distill.filters.registry import (
 from distill.records import Row
 
 __all__ = ["Row", "Verdict", "FilterContext", "ModelAsker", "register_filter", "get_filter", "registered_filters",
-           "check_filter", "apply_filter", "run_filters", "before_answer", "UnknownFilter"]
+           "check_filter", "apply_filter", "run_filters", "before_answer", "not_to_send", "UnknownFilter"]

@@ -58,9 +58,8 @@ class UnknownFilter(ValueError):
 
 def register_filter(name: str, *, before_answer: bool | Callable[[dict], bool] = False) -> Callable[[FilterFn], FilterFn]:
     """Register `fn` under `name`. before_answer: whether its verdicts depend on nothing the teacher's
-    answer brings (only rows' inputs, references and ids), given its YAML parameters; the leading
-    filters that do run in generation before the teacher answers, and the rows they drop are never
-    asked (the dedups: about a third of the offline default's new inputs)."""
+    answer brings (only rows' inputs, references and ids), given its YAML parameters; generation does
+    not send the rows the leading such filters drop (`not_to_send`: the dedups on inputs)."""
     def deco(fn: FilterFn) -> FilterFn:
         _FILTERS[name] = fn
         _BEFORE_ANSWER[name] = before_answer if callable(before_answer) else (lambda params: before_answer)
@@ -78,6 +77,17 @@ def before_answer(specs: list[tuple[str, dict]]) -> int:
             break
         n += 1
     return n
+
+
+def not_to_send(specs: list[tuple[str, dict]], rows: list[Row], ctx: "FilterContext") -> set[str]:
+    """The ids of the rows the leading filters that need no answer drop: generation never asks the
+    teacher about them. The filter stage runs the same filters over the same rows again and records
+    their verdicts; this only saves the requests."""
+    k = before_answer(specs)
+    if not k:
+        return set()
+    _, ledger, _ = run_filters(specs[:k], rows, ctx)
+    return {e["id"] for e in ledger}
 
 
 def _load_plugins() -> None:

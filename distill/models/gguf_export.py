@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from distill.io import atomic_path
 from distill.models.load import read_gguf
 
 QUANTS = {"f32": "F32", "f16": "F16", "bf16": "BF16", "q8_0": "Q8_0", "q4_0": "Q4_0"}
@@ -125,11 +125,8 @@ def write_gguf(model_dir: Path, target: Path, *, quant: str = "q8_0", name: str 
     if getattr(cfg, "tie_word_embeddings", False):
         state.pop("lm_head.weight", None)  # llama.cpp reads the embedding matrix as the output layer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        w = gguf.GGUFWriter(tmp, "llama")
+    with atomic_path(target) as tmp:
+        w = gguf.GGUFWriter(str(tmp), "llama")
         w.add_name(name)
         w.add_context_length(cfg.max_position_embeddings)
         w.add_embedding_length(cfg.hidden_size)
@@ -164,8 +161,4 @@ def write_gguf(model_dir: Path, target: Path, *, quant: str = "q8_0", name: str 
         w.write_tensors_to_file()
         w.close()
         os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep a server running as another user (Ollama) out
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return caveat

@@ -9,12 +9,10 @@ import copy
 import functools
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from distill import faults
 from distill.config import Student, resolve_path
+from distill.io import atomic_path
 from distill.models.prune import cut, even_layers
 
 
@@ -151,28 +149,14 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 
 
 def save_model_dir(model, tok, target: Path, replace: bool = True) -> None:
-    """save_pretrained (safetensors) into a temp dir, then rename: never a half-written model dir.
+    """save_pretrained (safetensors) through `atomic_path`: never a half-written model dir.
 
     replace=False keeps a target that another process finished first (a shared conversion cache
     filled by several training ranks at once) instead of pulling it from under its readers.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
+    with atomic_path(target, folder=True, keep_existing=not replace) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        faults.point(f"write:{target.name}")
-        if target.exists():
-            if not replace:
-                return
-            shutil.rmtree(target)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if replace or not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_model(path: Path, *, trust_remote_code: bool = False, dtype=None):

@@ -8,19 +8,14 @@ SFTTrainer; the adapted teacher is then prompted zero-shot (system prompt + inpu
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from distill import faults
 from distill.config import Config, Student, Training, resolve_path
-from distill.io import read_json, write_json
+from distill.io import atomic_path, read_json, write_json
 from distill.models.load import base_student_dir, save_model_dir
 from distill.records import prompt_completion
-
-if TYPE_CHECKING:  # the context imports nothing from here; annotations only
-    from distill.stages.context import RunContext
+from distill.stages.context import RunContext, writes
 
 
 def teacher_base_dir(cfg: Config) -> Path:
@@ -36,9 +31,11 @@ def describe(cfg: Config) -> str:
     return f"{a.few_shot}-shot prompting with seeds"
 
 
-def adapt_teacher(ctx: "RunContext") -> dict:
-    """Train (once per run) and save the adapted teacher; a no-op for few-shot adaptation."""
-    cfg, rd, a = ctx.cfg, ctx.run, ctx.cfg.teacher.adaptation
+@writes
+def run(ctx: RunContext) -> dict:
+    """The adapt stage, before generation: train (once per run) and save the adapted teacher; a no-op
+    for few-shot adaptation."""
+    cfg, rd, a = ctx.cfg, ctx.dir, ctx.cfg.teacher.adaptation
     if a.method == "few_shot":
         return {"adaptation": "few_shot", "description": describe(cfg)}
     if (rd.teacher_merged / "config.json").exists() and rd.stats("adapt").exists():
@@ -56,12 +53,8 @@ def adapt_teacher(ctx: "RunContext") -> dict:
         trainer.accelerator.wait_for_everyone()
         return {"adaptation": "lora", "rank": trainer.accelerator.process_index}
     # the adapter alone (for vLLM's LoRA serving) and merged weights (for in-process transformers)
-    adapter_tmp = rd.teacher_adapter.with_name(".adapter.tmp")
-    shutil.rmtree(adapter_tmp, ignore_errors=True)
-    trainer.model.save_pretrained(str(adapter_tmp))
-    faults.point("write:adapter")
-    shutil.rmtree(rd.teacher_adapter, ignore_errors=True)
-    adapter_tmp.rename(rd.teacher_adapter)
+    with atomic_path(rd.teacher_adapter, folder=True) as tmp:
+        trainer.model.save_pretrained(str(tmp))
     save_model_dir(merged_model(trainer, plan, lora=True, base_dir=base), tok, rd.teacher_merged)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     stats = {"adaptation": "lora", "description": describe(cfg), "base": str(base), "seeds": len(records),

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import random
+import sys
 from collections import Counter
 from contextlib import ExitStack
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import distill
 from distill.config import Config, ConfigError, config_changes, load_config, read_saved_config, save_config
 from distill.io import DataError, Examples
-from distill.rundir import RunDir
-from distill.stages.preflight import Inputs, preflight
+from distill.rundir import RUNS, RunDir
+from distill.stages.preflight import preflight
 from distill.tasks import ClassificationTask, Task
 from distill.teacher import Teacher, open_teacher
 
@@ -29,14 +33,17 @@ ALL_STAGES = ("generate", "filter", "train", "evaluate", "report")
 
 @dataclass
 class RunContext:
+    """One run, opened once by whoever starts it (a CLI command, a deployment's flow run) and closed by
+    it. While it is open (`with ctx:`), the flow's stage tasks find it by its key (`current`)."""
+
     cfg: Config
-    run: RunDir
+    dir: RunDir
     task: Task
     seeds: Examples
     eval_rows: Examples
     _stack: ExitStack = field(default_factory=ExitStack, repr=False)
     _teacher: Teacher | None = field(default=None, repr=False)
-    _key: tuple | None = field(default=None, repr=False)
+    _token: Token | None = field(default=None, repr=False)
 
     @cached_property
     def shots(self) -> list[dict]:
@@ -47,6 +54,14 @@ class RunContext:
         """The k-shot examples of the teacher's few-shot prompt even when the teacher was LoRA-adapted
         (the few-shot baseline shows them to the base student)."""
         return few_shot_examples(self.cfg, self.seeds, self.task, prompting=True)
+
+    @cached_property
+    def key(self) -> str:
+        """What a stage's output depends on: the config (secrets left out), the run directory, and the
+        fingerprint of the data, the task folder, the plugins and the library code. Prefect caches
+        stages on it, and the flow's tasks find this context by it."""
+        blob = json.dumps([self.cfg.redacted(), str(self.dir.root.resolve()), fingerprint(self)], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
     @property
     def seeds_path(self) -> Path:
@@ -59,54 +74,65 @@ class RunContext:
     def teacher(self) -> Teacher:
         """The teacher, started on first use (a local server lives until the context closes)."""
         if self._teacher is None:
-            self._teacher = self._stack.enter_context(open_teacher(self.cfg, self.run))
+            self._teacher = self._stack.enter_context(open_teacher(self.cfg, self.dir))
         return self._teacher
 
     def close(self) -> None:
         self._stack.close()
         self._teacher = None
-        if self._key is not None:
-            _OPEN.pop(self._key, None)
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
 
     def __enter__(self) -> "RunContext":
+        if self._token is None:
+            self._token = _current.set(self)
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-# A run prepared by the CLI is picked up by the flow it starts (same process, same saved config), so
-# preflight (with its probe of the teacher) runs once per `distill run`.
-_OPEN: dict[tuple, RunContext] = {}
+# The open run of this thread of control (the flow's stage tasks run in the flow's own): the tasks take
+# the run's key, not the context (Prefect records task inputs and ships shards to Dask workers; a
+# context holds an open teacher).
+_current: ContextVar[RunContext | None] = ContextVar("distill_run", default=None)
 
 
-# Contexts handed to Prefect tasks by key: a task takes the key, not the context (Prefect records task
-# parameters and ships a running task's context and code to Dask workers; a context holds an open
-# teacher). Kept here, not in the flow module, so shipping the flow's tasks never drags them along.
-_BY_KEY: dict[str, RunContext] = {}
+def current(key: str) -> RunContext:
+    """The open run with this key (a stage task's way to its context)."""
+    ctx = _current.get()
+    if ctx is None or ctx.key != key:
+        raise RuntimeError(f"no open run with key {key}: open one with `with prepare_run(...) as ctx:`")
+    return ctx
 
 
-def register(key: str, ctx: RunContext) -> None:
-    _BY_KEY[key] = ctx
+def fingerprint(ctx: RunContext) -> str:
+    """Hash of the seed and eval data, every file of the task folder (templates, task.yaml, its Python),
+    the plugin modules the config names, and the library's code."""
+    h = hashlib.sha256()
+    files = [ctx.seeds_path, ctx.eval_path, *ctx.task.files(), *plugin_files(ctx.cfg)]
+    files += sorted(Path(distill.__file__).parent.rglob("*.py"))
+    for f in files:
+        h.update(str(f).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
-def lookup(key: str) -> RunContext:
-    return _BY_KEY[key]
-
-
-def forget(key: str) -> None:
-    _BY_KEY.pop(key, None)
-
-
-def _open_key(run: RunDir, overrides: list[str], stages: tuple[str, ...]) -> tuple | None:
-    if not run.config.exists():
-        return None
-    digest = hashlib.sha256(run.config.read_bytes()).hexdigest()
-    return (str(run.root.resolve()), digest, tuple(overrides), tuple(stages))
+def plugin_files(cfg: Config) -> list[Path]:
+    """The source files of the plugin modules (a package: all of its .py files), imported by preflight."""
+    out = []
+    for name in cfg.plugins:
+        mod = sys.modules.get(name)
+        if mod is None or not getattr(mod, "__file__", None):
+            continue
+        root = Path(mod.__file__)
+        out += sorted(root.parent.rglob("*.py")) if root.name == "__init__.py" else [root]
+    return out
 
 
 def prepare_run(config: str | Path | None, run_dir: Path | RunDir | None, overrides: list[str], *, save: bool = True,
-                stages: tuple[str, ...] = (), force: bool = False) -> RunContext:
+                stages: tuple[str, ...] = (), force: bool = False, plan_only: bool = False) -> RunContext:
     """Load the config (the run's own saved one when none is given), check every input, then save it.
 
     Inputs are checked before anything is written, so bad input leaves no half-made run directory
@@ -115,15 +141,17 @@ def prepare_run(config: str | Path | None, run_dir: Path | RunDir | None, overri
     keeps the config it was made with. A run is never silently redefined: saving a config that differs
     from the run's own stops with the changed keys, unless `force` (the stages then start afresh:
     their history in stats/ goes; the request store stays, keyed by request, so nothing is resent).
+    plan_only (--dry-run): every input checked, nothing created or written; the context's directory
+    may not exist.
     """
     run = None if run_dir is None else run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
-    own = run is not None and (config is None or Path(config).resolve() == run.config.resolve())
-    if own and run.config.exists():
-        if (key := _open_key(run, overrides, stages)) in _OPEN:
-            return _OPEN[key]
+    if run is not None and config is None and run.config.exists():
         config = run.config
     cfg = load_config(config, overrides)
     inputs = preflight(cfg, stages)
+    if plan_only:
+        return RunContext(cfg=cfg, dir=run or RunDir(RUNS / "(dry run)"), task=inputs.task, seeds=inputs.seeds,
+                          eval_rows=inputs.eval_rows)
     if not save and run is not None and not run.config.exists():
         raise DataError(f"{run}: not a run directory (no config.yaml): start one with `distill generate` or "
                         "`distill run`, or pass --config")
@@ -139,11 +167,7 @@ def prepare_run(config: str | Path | None, run_dir: Path | RunDir | None, overri
     if save or not run.config.exists():
         with run.lock():  # not while another process runs on it
             save_config(cfg, run.config)
-    ctx = build_context(cfg, run, inputs)
-    ctx._key = _open_key(run, [], stages) if save else None
-    if ctx._key is not None:
-        _OPEN[ctx._key] = ctx
-    return ctx
+    return RunContext(cfg=cfg, dir=run, task=inputs.task, seeds=inputs.seeds, eval_rows=inputs.eval_rows)
 
 
 def writes(stage):
@@ -151,13 +175,9 @@ def writes(stage):
     process holds it), so two processes never append the same requests or rewrite each other's files."""
     @functools.wraps(stage)
     def locked(ctx: RunContext, *args, **kwargs):
-        with ctx.run.lock():
+        with ctx.dir.lock():
             return stage(ctx, *args, **kwargs)
     return locked
-
-
-def build_context(cfg: Config, run: RunDir, inputs: Inputs) -> RunContext:
-    return RunContext(cfg=cfg, run=run, task=inputs.task, seeds=inputs.seeds, eval_rows=inputs.eval_rows)
 
 
 def few_shot_examples(cfg: Config, seeds: list[dict], task: Task | None = None, prompting: bool = False) -> list[dict]:

@@ -16,7 +16,7 @@ from distill.stats import FilterStats, GenerateStats
 def export_dataset(ctx: RunContext, kept: list[Row], stats: FilterStats) -> Path:
     from datasets import Dataset
 
-    cfg, rd = ctx.cfg, ctx.run
+    cfg, rd = ctx.cfg, ctx.dir
     records = [{"id": r.id, "input": r.input, "output": r.output,
                 **prompt_completion(ctx.task.student_messages(r.input), r.output),
                 "meta": json.dumps(r.meta, ensure_ascii=False)} for r in kept]

@@ -1,43 +1,24 @@
-"""One harness for every model: same eval rows, same parsing, same metrics, same hardware.
+"""The evaluate stage: one harness for every model: same eval rows, same parsing, same metrics, same hardware.
 
-Quality: the teacher is asked through its OpenAI-protocol server exactly as it labelled the data (same
-few-shot prompt, same sampling); the self-hosted students and the prompted base student answer on
-llama-server as GGUFs of the local teacher's type (bf16 or Q8_0), like the local teacher (`gguf_eval`), or
-in-process through transformers.
-Every model's primary metric gets a paired-bootstrap interval, and every model but the teacher an
-interval of its difference to the teacher (`distill.report.intervals`).
-Cost: a separate serving measurement on one engine (`serving.py`); a hosted teacher is priced per token.
+Which models: `eval_models.py`. Their answers, engine by engine: `answer.py`. Here: every model's
+metrics, the primary metric's paired-bootstrap interval and its difference to the teacher
+(`distill.report.intervals`), the cascade row, and the cost: a separate serving measurement on one
+engine (`serving.py`); a hosted teacher is priced per token.
 """
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-from distill.config import resolve_path
 from distill.io import write_jsonl
-from distill.models.infer import engine_name, generate_batched
-from distill.models.load import base_student_dir, default_gguf, gguf_parameter_count, load_model, parameter_count
-from distill.progress import progress_bar
 from distill.report.intervals import compare, difference, scorer
-from distill.stages import cascade, gguf_eval
+from distill.stages import cascade
+from distill.stages.answer import Answered, answer_all
 from distill.stages.context import RunContext, writes
+from distill.stages.eval_models import InProcess, in_process_models, model_key
 from distill.stages.serving import Served, measure, teacher_weights
 from distill.stats import EvalSummary, ModelResult
-from distill.teacher import Request, Teacher, cost_of, teacher_cost
-
-BASELINES = {  # key -> (name suffix, role, prompt description)
-    "base_student": ("(base)", "base student", "plain prompt, zero-shot"),
-    "base_zero_shot": ("(base, instructions)", "prompted base student", "the teacher's system prompt, zero-shot"),
-    "base_few_shot": ("(base, {k}-shot)", "prompted base student", "the teacher's {k}-shot prompt"),
-}
-
-
-def model_key(ladder_name: str | None) -> str:
-    """A distilled student's key in eval results and the report: "student", or "student:<name>" in a ladder."""
-    return "student" if ladder_name is None else f"student:{ladder_name}"
+from distill.teacher import cost_of
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -48,176 +29,69 @@ def _percentile(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[int(q) - 1]
 
 
-def answer_with_teacher(ctx: RunContext, teacher: Teacher, messages: list[list[dict]]):
-    """Teacher answers request by request (a local server's slots in flight, else one at a time), no request
-    store: the eval set never enters it."""
-    cfg = ctx.cfg
-    t = cfg.teacher
-    reqs = [Request.make(t.model, m, temperature=t.temperature, max_tokens=cfg.eval.max_new_tokens) for m in messages]
-    answers, wall = gguf_eval.ask(teacher.realtime(concurrency=teacher.slots), reqs, t.model)
-    for a in answers:
-        a.pop("logprobs")
-    return answers, wall
-
-
-def answer_with_transformers(model, tok, messages: list[list[dict]], *, batch_size: int, max_new_tokens: int,
-                             label: str, confidence: bool = False):
-    t0 = time.perf_counter()
-    with progress_bar(len(messages), f"eval: {label}") as advance:
-        out = generate_batched(model, tok, messages, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                               on_batch=advance, confidence=confidence)
-    return out, time.perf_counter() - t0
-
-
-def summarise(task, rows: list[dict], answers: list[dict], wall: float) -> dict:
-    preds = [task.parse_answer(a["raw"]) if a["error"] is None else "" for a in answers]
-    lat = [a["latency_s"] for a in answers]
-    return {
-        "metrics": task.metrics(preds, [r["output"] for r in rows], [r["input"] for r in rows]),
-        "n": len(rows),
-        "failed": sum(a["error"] is not None for a in answers),
-        "latency_p50_s": round(_percentile(lat, 50), 4),
-        "latency_p95_s": round(_percentile(lat, 95), 4),
-        "throughput_rps": round(len(rows) / wall, 3) if wall else None,
-        "wall_seconds": round(wall, 2),
-        "prompt_tokens": sum(a["prompt_tokens"] for a in answers),
-        "completion_tokens": sum(a["completion_tokens"] for a in answers),
-    }, preds
-
-
-@dataclass
-class InProcess:
-    """A model the harness runs in-process: the base student under one of its prompts, or a distilled student."""
-
-    key: str
-    name: str
-    path: Path
-    role: str
-    hardware: str
-    prompt: str
-    messages: Callable[[str], list[dict]]
-
-
-def in_process_models(ctx: RunContext) -> list[InProcess]:
-    cfg, task, wanted = ctx.cfg, ctx.task, ctx.cfg.eval.models
-    out = []
-    if any(k in wanted for k in BASELINES):
-        base, k = base_student_dir(cfg.student), len(ctx.prompt_shots)
-        prompts = {"base_student": task.student_messages, "base_zero_shot": lambda x: task.teacher_messages(x, []),
-                   "base_few_shot": lambda x: task.teacher_messages(x, ctx.prompt_shots)}
-        for key, (suffix, role, prompt) in BASELINES.items():
-            if key in wanted:
-                out.append(InProcess(key, f"{base.name.split('.')[0]} {suffix.format(k=k)}", base, role,
-                                     cfg.student.hardware, prompt.format(k=k), prompts[key]))
-    if "student" in wanted:
-        for name, student, _ in cfg.student_candidates():
-            sdir = ctx.run.student(name)
-            if not (sdir / "config.json").exists():
-                raise FileNotFoundError(f"{sdir}: no trained student (run `distill train` first)")
-            out.append(InProcess(model_key(name), student.name, sdir, "distilled student", student.hardware,
-                                 "plain prompt, zero-shot", task.student_messages))
-    return out
-
-
 @writes
 def run(ctx: RunContext) -> EvalSummary:
-    cfg, rd, task = ctx.cfg, ctx.run, ctx.task
+    """Every model answers the eval rows (`answer.py`), is scored with an interval, and is priced by the
+    serving measurement; writes eval/<file>/<model>.jsonl and summary.json."""
+    cfg, task, t0 = ctx.cfg, ctx.task, time.perf_counter()
     rows = ctx.eval_rows[: cfg.eval.max_rows] if cfg.eval.max_rows else ctx.eval_rows
-    refs, srcs = [r["output"] for r in rows], [r["input"] for r in rows]
-    results: dict[str, ModelResult] = {}
-    predictions: dict[str, list[str]] = {}
-    spent = 0.0
-    t_stage = time.perf_counter()
-    local = in_process_models(ctx)  # a student never trained stops the stage before the teacher is asked
+    local = in_process_models(ctx)
     first = model_key(cfg.eval.cascade.student) if cfg.eval.cascade.enabled else None
-    all_answers: dict[str, list[dict]] = {}
-
-    def record(key: str, name: str, role: str, engine: str, params: int | None, answers, wall, cost: dict,
-               prompt: str):
-        nonlocal spent
-        summary, preds = summarise(task, rows, answers, wall)
-        per_1k = cost["usd"] / len(rows) * 1000
-        spent += cost["usd"]
-        predictions[key], all_answers[key] = preds, answers
-        results[key] = ModelResult(**summary, name=name, role=role, engine=engine, parameters=params, prompt=prompt,
-                                   cost_per_1k_usd=round(per_1k, 7), quality_pass_cost_per_1k_usd=round(per_1k, 7),
-                                   cost_rule=cost["rule"], breakdown=task.breakdown(preds, refs))
-        write_jsonl(rd.predictions(ctx.eval_path, key), [
-            {"id": r["id"], "input": r["input"], "reference": r["output"], "prediction": p, **a}
-            for r, p, a in zip(rows, preds, answers)])
-
-    files = gguf_eval.ggufs(cfg, rd, local) if gguf_eval.eval_engine(cfg) == gguf_eval.SERVER else None
-    twins = [m for m in local if files is not None and gguf_eval.teacher_twin(cfg, m, ctx.shots == ctx.prompt_shots)]
-    if "teacher" in cfg.eval.models:
-        t = cfg.teacher
-        msgs = [task.teacher_messages(r["input"], ctx.shots) for r in rows]
-        teacher = ctx.teacher()
-        answers, wall = answer_with_teacher(ctx, teacher, msgs)
-        params = t.parameters
-        if params is None and t.endpoint.launch_local and t.backend == "openai" and t.adaptation.method == "few_shot":
-            params = gguf_parameter_count(resolve_path(t.endpoint.local.gguf) if t.endpoint.local.gguf else default_gguf())
-        pt, ct = sum(a["prompt_tokens"] for a in answers), sum(a["completion_tokens"] for a in answers)
-        cost = teacher_cost(cfg, pt, ct, wall, batch=False)
-        record("teacher", t.model, "teacher", teacher.realtime(1).engine, params, answers, wall, cost,
-               f"{len(ctx.shots)}-shot, system prompt" + (", LoRA-adapted on the seeds" if t.adaptation.method == "lora" else ""))
-        for m in twins:
-            cost = cost_of(cfg.pricing, hosted=False, model=m.name, hardware=m.hardware,
-                           prompt_tokens=0, completion_tokens=0, seconds=wall)
-            record(m.key, m.name, m.role, f"{results['teacher'].engine}: the teacher's answers (same file, prompt "
-                   "and server)", params, answers, wall, cost, m.prompt)
-
-    if files is not None:
-        for gguf in dict.fromkeys(files[m.path] for m in local if m not in twins):  # the three base prompts share one
-            group = [m for m in local if files[m.path] == gguf and m not in twins]
-            with gguf_eval.serve(cfg, gguf, group[0].name, rd.logs / "eval_server.log") as srv:
-                for m in group:
-                    answers, wall = gguf_eval.answer_with_server(
-                        cfg, srv, group[0].name, [m.messages(r["input"]) for r in rows],
-                        max_new_tokens=cfg.eval.max_new_tokens, label=m.name, confidence=m.key == first)
-                    cost = cost_of(cfg.pricing, hosted=False, model=m.name, hardware=m.hardware,
-                                   prompt_tokens=0, completion_tokens=0, seconds=wall)
-                    record(m.key, m.name, m.role, srv.label, gguf_parameter_count(gguf), answers, wall, cost, m.prompt)
-    loaded: dict[Path, tuple] = {}
-    for m in (local if files is None else []):
-        if m.path not in loaded:
-            loaded.clear()  # one set of weights in memory at a time; the three base prompts share one
-            loaded[m.path] = load_model(m.path, trust_remote_code=cfg.student.trust_remote_code)
-        model, tok = loaded[m.path]
-        answers, wall = answer_with_transformers(model, tok, [m.messages(r["input"]) for r in rows],
-                                                 batch_size=cfg.eval.batch_size,
-                                                 max_new_tokens=cfg.eval.max_new_tokens, label=m.name,
-                                                 confidence=m.key == first)
-        cost = cost_of(cfg.pricing, hosted=False, model=m.name, hardware=m.hardware,
-                       prompt_tokens=0, completion_tokens=0, seconds=wall)
-        record(m.key, m.name, m.role, engine_name(cfg.eval.batch_size), parameter_count(model), answers, wall, cost,
-               m.prompt)
-    loaded.clear()
-    for m in local:  # the report's order: the teacher, then the models as configured (a twin was answered first)
-        results[m.key] = results.pop(m.key)
-
-    metric, n, seed, b = task.primary_metric, len(rows), cfg.seed, cfg.eval.bootstrap_resamples
+    answered = answer_all(ctx, rows, local, first)
+    results, predictions = {}, {}
+    for key, a in answered.items():
+        results[key], predictions[key] = score(ctx, rows, a)
     if first:
-        _add_cascade(ctx, rows, first, results, predictions, all_answers)
+        _add_cascade(ctx, rows, first, results, predictions, {k: a.answers for k, a in answered.items()})
+    add_intervals(ctx, rows, local, results, predictions)
+    spent = sum(a.cost["usd"] for a in answered.values()) + _serving_cost(ctx, rows, local, results)
+    if first:
+        cascade.price(results["cascade"], results[first], results["teacher"])
+    srcs, refs = [r["input"] for r in rows], [r["output"] for r in rows]
+    summary = EvalSummary(eval_path=str(ctx.eval_path), n=len(rows), primary_metric=task.primary_metric,
+                          copy_baseline=task.metrics(srcs, refs, srcs), models=results,
+                          wall_seconds=round(time.perf_counter() - t0, 2), cost_usd=round(spent, 6))
+    summary.write(ctx.dir.eval_summary(ctx.eval_path))
+    return summary
+
+
+def score(ctx: RunContext, rows: list[dict], a: Answered) -> tuple[ModelResult, list[str]]:
+    """One model's metrics, latency and quality-pass cost; its predictions file written."""
+    task, refs = ctx.task, [r["output"] for r in rows]
+    preds = [task.parse_answer(x["raw"]) if x["error"] is None else "" for x in a.answers]
+    lat = [x["latency_s"] for x in a.answers]
+    per_1k = round(a.cost["usd"] / len(rows) * 1000, 7)
+    result = ModelResult(
+        name=a.name, role=a.role, engine=a.engine, parameters=a.parameters, prompt=a.prompt,
+        metrics=task.metrics(preds, refs, [r["input"] for r in rows]), n=len(rows),
+        failed=sum(x["error"] is not None for x in a.answers), latency_p50_s=round(_percentile(lat, 50), 4),
+        latency_p95_s=round(_percentile(lat, 95), 4), throughput_rps=round(len(rows) / a.wall, 3) if a.wall else None,
+        wall_seconds=round(a.wall, 2), prompt_tokens=sum(x["prompt_tokens"] for x in a.answers),
+        completion_tokens=sum(x["completion_tokens"] for x in a.answers), cost_per_1k_usd=per_1k,
+        quality_pass_cost_per_1k_usd=per_1k, cost_rule=a.cost["rule"], breakdown=task.breakdown(preds, refs))
+    write_jsonl(ctx.dir.predictions(ctx.eval_path, a.key), [
+        {"id": r["id"], "input": r["input"], "reference": r["output"], "prediction": p, **x}
+        for r, p, x in zip(rows, preds, a.answers)])
+    return result, preds
+
+
+def add_intervals(ctx: RunContext, rows: list[dict], local: list[InProcess], results: dict[str, ModelResult],
+                  predictions: dict[str, list[str]]) -> None:
+    """The primary metric's paired-bootstrap interval for every model, its difference to the teacher,
+    and each distilled student's difference to the best prompted base student (was fine-tuning needed?)."""
+    task, n, seed, b = ctx.task, len(rows), ctx.cfg.seed, ctx.cfg.eval.bootstrap_resamples
+    metric, refs, srcs = task.primary_metric, [r["output"] for r in rows], [r["input"] for r in rows]
     scorers = {k: scorer(task, metric, p, refs, srcs) for k, p in predictions.items()}
     for k, iv in compare(scorers, n, against="teacher" if "teacher" in results else None, seed=seed,
                          n_resamples=b).items():
         results[k].interval, results[k].vs_teacher = iv["interval"], iv.get("vs_teacher")
     prompted = [m.key for m in local if m.role == "prompted base student"]
-    if prompted:  # was fine-tuning needed: each distilled student against the best prompted base student
+    if prompted:
         best = max(prompted, key=lambda k: results[k].metrics[metric])
         for m in local:
             if m.role == "distilled student":
                 d = difference(scorers[m.key], scorers[best], n, seed=seed, n_resamples=b)
                 results[m.key].vs_prompted = {"against": best, **d}
-
-    spent += _serving_cost(ctx, rows, local, results)
-    if first:
-        cascade.price(results["cascade"], results[first], results["teacher"])
-    copy = task.metrics(srcs, refs, srcs)
-    summary = EvalSummary(eval_path=str(ctx.eval_path), n=len(rows), primary_metric=metric, copy_baseline=copy,
-                          models=results, wall_seconds=round(time.perf_counter() - t_stage, 2), cost_usd=round(spent, 6))
-    summary.write(rd.eval_summary(ctx.eval_path))
-    return summary
 
 
 def _add_cascade(ctx: RunContext, rows, first: str, results: dict[str, ModelResult], predictions: dict, answers: dict):
@@ -228,7 +102,7 @@ def _add_cascade(ctx: RunContext, rows, first: str, results: dict[str, ModelResu
                                              predictions[first], predictions["teacher"], rows,
                                              target * t.metrics[task.primary_metric], target)
     results["cascade"], predictions["cascade"] = res, preds
-    write_jsonl(ctx.run.predictions(ctx.eval_path, "cascade"), [
+    write_jsonl(ctx.dir.predictions(ctx.eval_path, "cascade"), [
         {"id": r["id"], "input": r["input"], "reference": r["output"], "prediction": p, **a}
         for r, p, a in zip(rows, preds, ans)])
 
@@ -238,7 +112,7 @@ def _serving_cost(ctx: RunContext, rows, local: list[InProcess], results: dict[s
     cfg, task, sv = ctx.cfg, ctx.task, ctx.cfg.eval.serving
     sample = rows[:sv.requests]
     served = [Served(m.key, m.path, [m.messages(r["input"]) for r in sample], m.hardware) for m in local]
-    weights, how = teacher_weights(cfg, ctx.run) if "teacher" in results else (None, "")
+    weights, how = teacher_weights(cfg, ctx.dir) if "teacher" in results else (None, "")
     if weights is not None:
         served.insert(0, Served("teacher", weights, [task.teacher_messages(r["input"], ctx.shots) for r in sample],
                                 cfg.teacher.hardware))

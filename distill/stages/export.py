@@ -36,26 +36,26 @@ def pick_student(ctx: RunContext, name: str | None) -> tuple[str | None, object]
     cands = {n: s for n, s, _ in ctx.cfg.student_candidates()}
     if name is not None:
         if name not in cands:
-            raise ConfigError(f"--student {name}: no such student in {ctx.run.config} (students: "
+            raise ConfigError(f"--student {name}: no such student in {ctx.dir.config} (students: "
                               f"{', '.join(str(n) for n in cands)})")
         return name, cands[name]
     if len(cands) == 1:
         return next(iter(cands.items()))
-    rep = read_json(ctx.run.report_json) if ctx.run.report_json.exists() else {}
+    rep = read_json(ctx.dir.report_json) if ctx.dir.report_json.exists() else {}
     chosen = (rep.get("selection") or {}).get("chosen") or ""
     if chosen.startswith("student:") and chosen[8:] in cands:
         return chosen[8:], cands[chosen[8:]]
-    raise ConfigError(f"{ctx.run}: a ladder of {len(cands)} students and no chosen one in report.json: "
+    raise ConfigError(f"{ctx.dir}: a ladder of {len(cands)} students and no chosen one in report.json: "
                       "name one with --student")
 
 
 def gguf_path(ctx: RunContext, name: str | None, scfg) -> Path:
-    return ctx.run.export(name) / f"{name or scfg.name}.{ctx.cfg.export.gguf_type}.gguf"
+    return ctx.dir.export(name) / f"{name or scfg.name}.{ctx.cfg.export.gguf_type}.gguf"
 
 
 @writes
 def run(ctx: RunContext, *, student: str | None = None, formats: list[str] | None = None) -> Exported:
-    cfg, rd = ctx.cfg, ctx.run
+    cfg, rd = ctx.cfg, ctx.dir
     formats = formats or list(cfg.export.formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:

@@ -1,41 +1,46 @@
 """The filter stage: generated.jsonl -> train.jsonl + dropped.jsonl + stats/filter.json + a HF dataset.
 
 Nothing is deleted silently: every row of generated.jsonl ends up in exactly one of train.jsonl
-and dropped.jsonl (failed teacher requests are dropped at stage "generate" with their error; rows
-generation's filters dropped before answering keep their stage and reason).
+and dropped.jsonl (failed teacher requests are dropped at stage "generate" with their error). The
+stage owns the whole filter chain: its leading filters on inputs run over every row, the rows
+generation did not send included (they drop them again, with their reason).
 """
 from __future__ import annotations
 
 import time
 
 from distill.config import ConfigError
-from distill.filters import FilterContext, run_filters
+from distill.filters import FilterContext, before_answer, run_filters
 from distill.io import read_jsonl, write_jsonl
 from distill.progress import progress_bar
 from distill.records import Message, Row
 from distill.stages.context import RunContext, writes
 from distill.stages.dataset import export_dataset
-from distill.stats import FilterStats, GenerateStats
+from distill.stats import FilterStats
 from distill.teacher import Request, RequestStore, Usage, response_format, teacher_cost
 
 
 @writes
 def run(ctx: RunContext) -> FilterStats:
     t0 = time.perf_counter()
-    rd = ctx.run
+    rd = ctx.dir
     if not rd.generated.exists():
         raise FileNotFoundError(f"{rd.generated}: not found (run `distill generate` first)")
     generated = [Row.from_dict(g) for g in read_jsonl(rd.generated)]
     teacher = FilterTeacher(ctx)
     fctx = FilterContext(task=ctx.task, seeds=ctx.seeds, eval_rows=ctx.eval_rows, teacher=teacher)
+    specs = ctx.cfg.filter_specs()
+    k = before_answer(specs)
 
+    # the filters on inputs see every row, as generation saw them when it chose what not to send
+    on_inputs, dropped_first, stages = run_filters(specs[:k], generated, fctx)
+    stages = [{**st, "before_answer": True} for st in stages]  # what generation did not send
+    check_answered(on_inputs, rd.generated)
     ledger = [{"id": g.id, "stage": "generate", "reason": g.error or "failed", **({"raw": g.raw} if g.raw is not None else {})}
-              for g in generated if g.status == "failed"]
-    ledger += [{"id": g.id, **g.meta["dropped"]} for g in generated if g.status == "dropped"]
-    before = already_run(ctx, rd.generated)
-    kept, dropped, stages = run_filters(ctx.cfg.filter_specs()[len(before):], [g for g in generated if g.ok], fctx)
-    ledger += dropped
-    stages = before + stages
+              for g in on_inputs if g.status == "failed"]
+    kept, dropped, rest = run_filters(specs[k:], [g for g in on_inputs if g.ok], fctx)
+    ledger += dropped_first + dropped
+    stages += rest
 
     write_jsonl(rd.train, [r.to_kept_dict() for r in kept])
     write_jsonl(rd.dropped, ledger)
@@ -57,16 +62,13 @@ def run(ctx: RunContext) -> FilterStats:
     return stats
 
 
-def already_run(ctx: RunContext, generated) -> list[dict]:
-    """The stage stats of the filters generation ran before answering (the rows they dropped were never
-    answered), after checking the config still starts with those filters."""
-    done = GenerateStats.read(ctx.run.stats("generate")).counts.filtered_before_answer
-    now = [{"stage": name, "params": params} for name, params in ctx.cfg.filter_specs()[:len(done)]]
-    if now != [{"stage": s["stage"], "params": s["params"]} for s in done]:
-        raise ConfigError(f"filters: {generated} was made with {', '.join(s['stage'] for s in done)} run before the "
-                          "teacher answered (the rows they dropped have no answer), and the configured filters no "
-                          "longer start with them: run `distill generate` again")
-    return done
+def check_answered(rows: list[Row], generated) -> None:
+    """A row generation did not send must be dropped by the same filters on inputs now: otherwise they
+    changed since, and it has no answer to train on."""
+    if unasked := [r for r in rows if r.status == "unasked"]:
+        raise ConfigError(f"filters: {generated} has {len(unasked)} rows the teacher was never asked about (the "
+                          "filters on inputs dropped them then) that the configured filters now keep: run "
+                          "`distill generate` again")
 
 
 class FilterTeacher:
@@ -82,7 +84,7 @@ class FilterTeacher:
 
     def structured(self, messages: list[list[Message]], schema: dict, label: str, *, max_tokens: int = 16,
                    model: str | None = None) -> list[dict]:
-        cfg, rd = self.ctx.cfg, self.ctx.run
+        cfg, rd = self.ctx.cfg, self.ctx.dir
         self.used = True
         fmt = response_format(cfg, schema, label)
         params = {"temperature": 0.0, "max_tokens": max_tokens, **({"response_format": fmt} if fmt else {})}
@@ -97,12 +99,12 @@ class FilterTeacher:
             store.close()
         if usage.requests_sent:
             self.busy_s += time.perf_counter() - t0
-        self.usage.append(usage.as_dict())
+        self.usage.append(usage)
         return replies
 
     def stats(self) -> dict:
         cfg = self.ctx.cfg
-        u = Usage.merge(self.usage).as_dict()
+        u = Usage.merge(self.usage).model_dump(exclude={"wall_seconds", "cost_usd", "cost_rule", "finished_at"})
         cost = teacher_cost(cfg, u["prompt_tokens"], u["completion_tokens"], self.busy_s)
         return {"model": cfg.teacher.model, **u, "busy_seconds": round(self.busy_s, 2),
                 "cost_usd": cost["usd"], "cost_rule": cost["rule"]}

@@ -88,12 +88,12 @@ def serve(cfg: Config, gguf: Path, alias: str, log_path: Path | None):
                       log_path=log_path, startup_timeout_s=local.startup_timeout_s)
 
 
-def ask(teacher: Teacher, reqs: list[Request], label: str) -> tuple[list[dict], float]:
+def answers_from(teacher: Teacher, reqs: list[Request], label: str) -> tuple[list[dict], float]:
     """The eval answers of one model behind an OpenAI-protocol server, in the harness's form (text, error,
     latency, tokens, and the reply's logprobs when asked for), and the wall time they took."""
     t0 = time.perf_counter()
     with progress_bar(len(reqs), f"eval: {label}") as advance:
-        recs, _ = teacher.run(reqs, on_done=advance)
+        recs, _ = teacher.ask(reqs, on_done=advance)
     wall = time.perf_counter() - t0
     return [{"raw": r.get("text") or "", "error": r.get("error"), "latency_s": r.get("latency_s") or 0.0,
              "prompt_tokens": (r.get("usage") or {}).get("prompt_tokens", 0),
@@ -108,7 +108,7 @@ def answer_with_server(cfg: Config, srv: RunningServer, alias: str, messages: li
     extra = {"logprobs": True, "top_logprobs": 1} if confidence else {}
     reqs = [Request.make(alias, m, temperature=0.0, max_tokens=max_new_tokens, **extra) for m in messages]
     backend = OpenAIBackend(cfg, srv.base_url, engine=srv.label, slots=srv.slots, concurrency=srv.slots)
-    answers, wall = ask(Teacher(cfg, backend), reqs, label)
+    answers, wall = answers_from(Teacher(cfg, backend), reqs, label)
     for a in answers:
         lp = a.pop("logprobs")
         if confidence:

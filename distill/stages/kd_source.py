@@ -41,7 +41,7 @@ def kd_source(ctx: RunContext, name: str, student, t: Training, rows: list[Row],
         return KDSource(f"the teacher's stored top-{cfg.teacher.logprobs} logprobs ({found} of {len(rows)} rows)",
                         topk=topk)
     if who == "teacher":
-        path, weights = teacher_weights(cfg, ctx.run)
+        path, weights = teacher_weights(cfg, ctx.dir)
         if path is None:
             raise ConfigError(f"{what}: the teacher's weights are not here ({weights}); use kd_teacher: logprobs with "
                               "teacher.logprobs: k, or kd_teacher: <a ladder student trained before this one>")
@@ -55,7 +55,7 @@ def kd_source(ctx: RunContext, name: str, student, t: Training, rows: list[Row],
     else:
         names = [s.name for s in cfg.students]  # preflight checked that it is listed before this one
         teaching = cfg.students[names.index(who)]
-        src = KDSource(f"the student '{who}'", path=ctx.run.student(who), trust_remote_code=teaching.trust_remote_code)
+        src = KDSource(f"the student '{who}'", path=ctx.dir.student(who), trust_remote_code=teaching.trust_remote_code)
         # not trained yet when the run starts; training keeps its base's tokenizer
         check_same_tokenizer(what, base_dir, student.trust_remote_code, src, base_student_dir(teaching))
         return src
@@ -83,7 +83,7 @@ def stored_topk(ctx: RunContext, rows: list[Row], records: list[dict], tok) -> l
         pieces.setdefault(tok.decode([i]), i)
     if tok.eos_token_id is not None:  # llama-server renders special tokens as "": the one a reply ends on
         pieces.setdefault("", tok.eos_token_id)
-    store = RequestStore(ctx.run.requests())
+    store = RequestStore(ctx.dir.requests())
     try:
         out = []
         for row, rec in zip(rows, records):

@@ -21,7 +21,7 @@ def _stats(rd: RunDir, name: str) -> dict:
 
 
 def build_report(ctx: RunContext) -> dict:
-    cfg, rd = ctx.cfg, ctx.run
+    cfg, rd = ctx.cfg, ctx.dir
     summary_path = rd.eval_summary(ctx.eval_path)
     if not summary_path.exists():
         raise FileNotFoundError(f"{summary_path}: not found (run `distill evaluate` first)")
@@ -121,7 +121,7 @@ def _prices(cfg) -> list[dict]:
 
 @writes
 def run(ctx: RunContext) -> dict:
-    rd = ctx.run
+    rd = ctx.dir
     rep = build_report(ctx)
     md = render_markdown(rep, plot=f"![quality vs cost]({rd.frontier_png.name})")
     plot_frontier(rep, rd.frontier_png)

@@ -4,9 +4,9 @@ on any task runner (Dask workers included).
 1. New inputs, Self-Instruct style: each request shows a few sampled seeds and a sampled topic and
    asks the teacher for new inputs. Tasks with an error injector (grammar) turn each clean sentence
    into an input with one seed-like error and keep the clean sentence as the row's reference.
-2. Answers: the teacher, adapted to the task with few-shot seeds, answers every input the filters that
-   need no answer keep (`generate.filter_before_answering`); with k > 1 samples the majority answer
-   wins (self-consistency) and the votes are kept.
+2. Answers: the teacher, adapted to the task with few-shot seeds, answers every input the filters on
+   inputs keep (`filters.not_to_send`); with k > 1 samples the majority answer wins (self-consistency)
+   and the votes are kept.
 """
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ import os
 import random
 import socket
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from distill.config import Config
 from distill.progress import progress_bar
 from distill.records import Row
 from distill.rundir import RunDir
+from distill.stats import Usage
 from distill.tasks import Task, load_task
 from distill.teacher import Request, RequestStore, Teacher, make_budget, response_format
 from distill.text import normalise
@@ -30,7 +31,7 @@ class ShardJob:
     """What every shard of a generation needs, sent once to wherever shards run."""
 
     cfg: Config
-    run: RunDir
+    dir: RunDir
     teacher: Teacher
     seeds: list[dict]
     shots: list[dict]
@@ -42,8 +43,28 @@ class ShardJob:
 
     def store(self, shard: int) -> RequestStore:
         writer = f"shard{shard}" if self.shards > 1 else None
-        return RequestStore(self.run.requests(), writer=writer, journal=self.run.batches(writer),
-                            sending=self.run.sending(writer))
+        return RequestStore(self.dir.requests(), writer=writer, journal=self.dir.batches(writer),
+                            sending=self.dir.sending(writer))
+
+
+@dataclass
+class ShardResult:
+    """What a shard of either phase hands back (or several, merged): the teacher's usage, where it ran,
+    why its budget stopped it, and its candidates (phase 1, by plan index) or rows (phase 2, by index)."""
+
+    usage: Usage = field(default_factory=Usage)
+    workers: list[str] = field(default_factory=list)
+    cut_short: str | None = None
+    candidates: list[tuple[int, dict]] = field(default_factory=list)
+    failed: int = 0  # phase 1: Self-Instruct requests with no reply
+    rows: list[tuple[int, Row]] = field(default_factory=list)
+
+    @classmethod
+    def merge(cls, parts: list["ShardResult"]) -> "ShardResult":
+        cut = [p.cut_short for p in parts if p.cut_short]
+        return cls(usage=Usage.merge([p.usage for p in parts]), workers=[w for p in parts for w in p.workers],
+                   cut_short=cut[0] if cut else None, candidates=[c for p in parts for c in p.candidates],
+                   failed=sum(p.failed for p in parts), rows=[r for p in parts for r in p.rows])
 
 
 def answer_requests(cfg: Config, task: Task, text: str, shots: list[dict]) -> list[Request]:
@@ -103,7 +124,7 @@ def _label(what: str, shard: int, shards: int) -> str:
     return f"teacher: {what}" + (f" [shard {shard + 1}/{shards}]" if shards > 1 else "")
 
 
-def input_shard(job: ShardJob, shard: int, spent: tuple[int, float]) -> dict:
+def input_shard(job: ShardJob, shard: int, spent: tuple[int, float]) -> ShardResult:
     """Phase 1 for the Self-Instruct requests shard, shard+shards, ...: candidates keyed by plan index."""
     task, n = job.task, job.shards
     plans = list(enumerate(input_plans(job.cfg, task, job.seeds)))[shard::n]
@@ -111,7 +132,7 @@ def input_shard(job: ShardJob, shard: int, spent: tuple[int, float]) -> dict:
     store = job.store(shard)
     try:
         with progress_bar(len(plans), _label("new inputs", shard, n)) as advance:
-            replies, usage = job.teacher.run([p[1][0] for p in plans], store, budget, advance)
+            replies, usage = job.teacher.ask([p[1][0] for p in plans], store, budget, advance)
     finally:
         store.close()
     found, failed = [], 0
@@ -120,9 +141,8 @@ def input_shard(job: ShardJob, shard: int, spent: tuple[int, float]) -> dict:
             failed += 1
             continue
         for j, text in enumerate(task.parse_inputs(rep["text"])):
-            found.append([idx, {"id": f"{req.key[:16]}-{j}", "text": text, "seed_ids": seed_ids, "topic": topic}])
-    return {"candidates": found, "failed": failed, "usage": usage.as_dict(), "worker": worker_id(),
-            "cut_short": budget.exhausted if budget else None}
+            found.append((idx, {"id": f"{req.key[:16]}-{j}", "text": text, "seed_ids": seed_ids, "topic": topic}))
+    return ShardResult(usage, [worker_id()], budget.exhausted if budget else None, candidates=found, failed=failed)
 
 
 def candidate_row(cfg: Config, task: Task, c: dict) -> Row:
@@ -142,7 +162,7 @@ def candidate_row(cfg: Config, task: Task, c: dict) -> Row:
                      "teacher": cfg.teacher.model})
 
 
-def answer_shard(job: ShardJob, shard: int, spent: tuple[int, float], candidates: list[list]) -> dict:
+def answer_shard(job: ShardJob, shard: int, spent: tuple[int, float], candidates: list[tuple[int, dict]]) -> ShardResult:
     """Phase 2: the adapted teacher answers this shard's [index, candidate] pairs; rows keep the index."""
     cfg, task, n = job.cfg, job.task, job.shards
     rows, answer_reqs = [], []
@@ -160,7 +180,7 @@ def answer_shard(job: ShardJob, shard: int, spent: tuple[int, float], candidates
             if task.answer_schema is not None:
                 flat_replies, usage = job.teacher.structured(flat, task.answer_schema, store, budget, advance)
             else:
-                flat_replies, usage = job.teacher.run(flat, store, budget, advance)
+                flat_replies, usage = job.teacher.ask(flat, store, budget, advance)
     finally:
         store.close()
     it = iter(flat_replies)
@@ -174,5 +194,4 @@ def answer_shard(job: ShardJob, shard: int, spent: tuple[int, float], candidates
             row.raw = raw[0]  # the invalid structured reply, kept for the ledger
         if len(reqs) > 1:
             row.meta["votes"] = votes
-    return {"rows": [[idx, row.to_dict()] for idx, row in rows], "usage": usage.as_dict(), "worker": worker_id(),
-            "cut_short": budget.exhausted if budget else None}
+    return ShardResult(usage, [worker_id()], budget.exhausted if budget else None, rows=rows)

@@ -54,7 +54,7 @@ def candidate_base(student, rd, records: list[dict]) -> tuple[Path, list[int] | 
 @writes
 def run(ctx: RunContext) -> TrainStats:
     """Train every student candidate on the same filtered rows (one, unless `students` lists several)."""
-    cfg, rd = ctx.cfg, ctx.run
+    cfg, rd = ctx.cfg, ctx.dir
     if not rd.train.exists():
         raise FileNotFoundError(f"{rd.train}: not found (run `distill filter` first)")
     rows = [Row.from_dict(r) for r in read_jsonl(rd.train)]

@@ -1,6 +1,6 @@
 """The teacher: one object whatever the backend, opened for a run with `open_teacher`.
 
-    request.py     Request, the stored reply record, Usage
+    request.py     Request, the stored reply record (Usage lives in distill.stats)
     store.py       the append-only request store
     cost.py        pricing and the budget
     cached.py      the one wrapper (store + budget + usage) every backend runs under
@@ -17,15 +17,16 @@ from typing import Callable, Iterator
 
 from distill.config import Config
 from distill.rundir import RunDir
+from distill.stats import Usage
 from distill.teacher.cached import Backend, run_cached
-from distill.teacher.cost import Budget, cost_of, make_budget, teacher_cost
-from distill.teacher.request import Request, TeacherError, TeacherFatal, Usage, estimate_tokens, failed_record, reply_record
+from distill.teacher.cost import Budget, cost_of, make_budget, spent_so_far, teacher_cost
+from distill.teacher.request import Request, TeacherError, TeacherFatal, estimate_tokens, failed_record, reply_record
 from distill.teacher.store import RequestStore
 from distill.teacher.structured import response_format, run_structured
 from distill.text import scrub
 
 __all__ = ["Teacher", "open_teacher", "Request", "RequestStore", "Usage", "Budget", "TeacherError", "TeacherFatal", "cost_of",
-           "teacher_cost", "make_budget", "estimate_tokens", "reply_record", "failed_record", "response_format"]
+           "teacher_cost", "make_budget", "spent_so_far", "estimate_tokens", "reply_record", "failed_record", "response_format"]
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Teacher:
     def engine(self) -> str:
         return self.backend.engine
 
-    def run(self, reqs: list[Request], store: RequestStore | None = None, budget: Budget | None = None,
+    def ask(self, reqs: list[Request], store: RequestStore | None = None, budget: Budget | None = None,
             on_done: Callable[[], None] | None = None) -> tuple[list[dict], Usage]:
         """Replies for reqs in order: reused from the store, or sent once (within the budget) and stored."""
         return run_cached(self.backend, reqs, store, budget, on_done)
@@ -47,7 +48,7 @@ class Teacher:
     def structured(self, reqs: list[Request], schema: dict, store: RequestStore | None = None,
                    budget: Budget | None = None, on_done: Callable[[], None] | None = None) -> tuple[list[dict], Usage]:
         """Replies validated against schema (see distill.teacher.structured)."""
-        return run_structured(lambda rs: self.run(rs, store, budget), reqs, schema,
+        return run_structured(lambda rs: self.ask(rs, store, budget), reqs, schema,
                               self.cfg.teacher.structured_retries, on_done)
 
     @property
@@ -82,6 +83,9 @@ def open_teacher(cfg: Config, run: RunDir | None = None) -> Iterator[Teacher]:
     elif adapted:
         from distill.teacher.backends.transformers import TransformersBackend
 
+        if not (run.teacher_merged / "config.json").exists():
+            raise TeacherError(f"{run.teacher_merged}: the LoRA-adapted teacher is not trained yet (the adapt stage: "
+                               "`distill generate` or `distill run` runs it first)")
         yield Teacher(cfg, TransformersBackend(str(run.teacher_merged), engine="transformers in-process (LoRA-adapted)"))
     elif t.backend == "openai_batch":
         from distill.teacher.backends.openai_batch import BatchBackend

@@ -18,6 +18,8 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from distill.io import atomic_path
+
 # AMX is compiled out: VMs that report AMX without enabling its tile state segfault in AMX matmuls.
 NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 CMAKE_FLAGS = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_SERVER=ON",
@@ -46,10 +48,8 @@ def build(target: Path, version: str | None = None, log=print) -> Path:
         log(f"llama-server: building llama.cpp's server ({jobs} jobs, about 5 minutes on 2 cores)")
         _quiet(["cmake", "-S", str(src), "-B", str(t / "build"), *CMAKE_FLAGS], t / "build.log")
         _quiet(["cmake", "--build", str(t / "build"), "--target", "llama-server", "-j", jobs], t / "build.log")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp_target = target.with_name(target.name + ".tmp")
-        shutil.copy2(t / "build" / "bin" / "llama-server", tmp_target)
-        os.replace(tmp_target, target)  # a half-copied binary is never found under the real name
+        with atomic_path(target) as tmp_target:  # a half-copied binary is never found under the real name
+            shutil.copy2(t / "build" / "bin" / "llama-server", tmp_target)
     log(f"llama-server: {target}")
     return target
 

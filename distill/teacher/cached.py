@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Callable, Protocol
 
 from distill import faults
+from distill.stats import Usage
 from distill.teacher.cost import Budget
-from distill.teacher.request import Request, Usage, estimate_tokens
+from distill.teacher.request import Request, estimate_tokens
 from distill.teacher.store import RequestStore
 
 

@@ -1,12 +1,16 @@
-"""What the teacher costs: per token for hosted models, per busy second for self-hosted ones; and the
-budget that stops sending before a limit is crossed."""
+"""What the teacher costs: per token for hosted models, per busy second for self-hosted ones; what a
+run has spent so far; and the budget that stops sending before a limit is crossed."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
 from distill.config import Config, Pricing
+from distill.io import AppendLog
+from distill.rundir import RunDir
+from distill.stats import GenerateStats
 
 
 def cost_of(pricing: Pricing, *, hosted: bool, model: str, hardware: str, prompt_tokens: int,
@@ -92,6 +96,28 @@ class Budget:
         if usage:
             self.prompt_tokens += usage.get("prompt_tokens", 0)
             self.completion_tokens += usage.get("completion_tokens", 0)
+
+
+def spent_so_far(cfg: Config, rd: RunDir) -> tuple[int, float]:
+    """(requests, USD) the run has spent on generation before this invocation. The stats file is written
+    at the end of an invocation, so a killed one is missing from it; the sending files (a line per
+    request with its reservation, written before it goes) and the store are not. A request sent but
+    never answered (in flight at a kill) may still be billed: it counts at its reservation. Whichever
+    of the two accounts is larger counts."""
+    prev = GenerateStats.read(rd.stats("generate")).totals
+    sending = [s for f in rd.sending_files() for s in AppendLog.read(f)]
+    records = [r for f in rd.generation_requests() for r in AppendLog.read(f)]
+    tokens = [r["usage"] for r in records if r.get("usage")]
+    stored = teacher_cost(cfg, sum(u["prompt_tokens"] for u in tokens), sum(u["completion_tokens"] for u in tokens),
+                          0.0)["usd"] if tokens else 0.0
+    answered = Counter(r.get("key") for r in records)  # a record without one: the store names it when it opens
+    unanswered = 0.0
+    for s in sending:  # each send ends in one record (a reply or a failure) unless its process died first
+        if answered[s["key"]] > 0:
+            answered[s["key"]] -= 1
+        else:
+            unanswered += s.get("usd_at_most", 0.0)
+    return max(prev.requests_sent - prev.retries, len(sending)), max(prev.cost_usd, stored + unanswered)
 
 
 def make_budget(cfg: Config, spent_requests: int, spent_usd: float, shard: int = 0, shards: int = 1) -> Budget | None:

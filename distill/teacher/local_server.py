@@ -21,7 +21,7 @@ from typing import Iterator
 
 import httpx
 
-from distill.config import LocalServer, Teacher, resolve_path
+from distill.config import LocalServer, TeacherConfig, resolve_path
 from distill.models.load import cache_dir, cpu_bf16, default_gguf, gguf_as_hf
 from distill.teacher.request import TeacherError
 
@@ -134,7 +134,7 @@ class RunningServer:
 
 
 @contextmanager
-def local_server(cfg: Teacher, log_path: Path | None = None) -> Iterator[RunningServer]:
+def local_server(cfg: TeacherConfig, log_path: Path | None = None) -> Iterator[RunningServer]:
     """The local teacher's server on a free loopback port; yield where and how it serves; always stop it."""
     local = cfg.endpoint.local
     engine = engine_of(local)

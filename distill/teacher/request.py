@@ -1,10 +1,9 @@
-"""A teacher request, the record stored for its reply (the same schema from every backend), and usage."""
+"""A teacher request and the record stored for its reply (the same schema from every backend)."""
 from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -40,39 +39,6 @@ class Request:
     @property
     def max_tokens(self) -> int:
         return dict(self.params).get("max_tokens", 256)
-
-
-@dataclass
-class Usage:
-    requests_sent: int = 0
-    cache_hits: int = 0
-    retries: int = 0
-    failed: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    request_seconds: float = 0.0
-    skipped: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    fatal: str = ""  # why sending stopped for good ("" = it did not)
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    def error(self, name: str) -> None:
-        self.errors[name] = self.errors.get(name, 0) + 1
-
-    @classmethod
-    def merge(cls, parts: list[dict]) -> "Usage":
-        total = cls()
-        for p in parts:
-            for k, v in p.items():
-                if k == "errors":
-                    total.errors = dict(Counter(total.errors) + Counter(v))
-                elif k == "fatal":
-                    total.fatal = total.fatal or v
-                else:
-                    setattr(total, k, getattr(total, k) + v)
-        return total
 
 
 def estimate_tokens(messages: list[dict]) -> int:

@@ -17,7 +17,8 @@ from typing import Any, Callable
 import jsonschema
 
 from distill.config import Config
-from distill.teacher.request import Request, Usage
+from distill.stats import Usage
+from distill.teacher.request import Request
 
 RETRY_TEMPERATURE = 0.7
 
@@ -67,7 +68,7 @@ def run_structured(run: Callable[[list[Request]], tuple[list[dict], Usage]], req
     usages = []
     for attempt in range(retries + 1):
         replies, usage = run([current[i] for i in pending])
-        usages.append(usage.as_dict())
+        usages.append(usage)
         retry = []
         for i, rep in zip(pending, replies):
             obj, why = (None, None) if rep.get("error") is not None else validate(rep.get("text"), schema)

@@ -3,11 +3,11 @@ record schema and usage accounting as the server backends. Greedy requests run i
 ones one by one, seeded by the request's seed so a re-run (or a cache miss) samples the same."""
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from distill.models.infer import generate_batched
 from distill.models.load import load_model
 from distill.teacher.cached import Session
 from distill.teacher.request import Request, reply_record
@@ -20,28 +20,6 @@ def _model(path: str):
         _MODELS.clear()  # one teacher in memory at a time
         _MODELS[path] = load_model(Path(path))
     return _MODELS[path]
-
-
-def _generate(model, tok, msgs: list[list[dict]], max_tokens: int, temperature: float, seed: int | None):
-    import torch
-
-    tok.padding_side = "left"
-    texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in msgs]
-    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    kw = {"do_sample": False}
-    if temperature > 0:
-        torch.manual_seed(seed or 0)
-        kw = {"do_sample": True, "temperature": temperature, "top_k": 0}
-    with torch.inference_mode():
-        gen = model.generate(**enc, max_new_tokens=max_tokens, pad_token_id=tok.pad_token_id,
-                             eos_token_id=tok.eos_token_id, **kw)
-    out = []
-    for j, ids in enumerate(gen[:, enc["input_ids"].shape[1]:]):
-        ids = ids[ids != tok.pad_token_id]
-        stopped = bool((ids == tok.eos_token_id).any()) or len(ids) < max_tokens
-        out.append((tok.decode(ids, skip_special_tokens=True).strip(), "stop" if stopped else "length",
-                    int(enc["attention_mask"][j].sum()), len(ids)))
-    return out
 
 
 @dataclass
@@ -65,10 +43,11 @@ class TransformersBackend:
         for (max_tokens, temp, seed, _), group in groups.items():
             for i in range(0, len(group), self.batch_size):
                 chunk = group[i:i + self.batch_size]
-                t0 = time.perf_counter()
-                outs = _generate(model, tok, [r.message_dicts() for r in chunk], max_tokens, temp, seed)
-                dt = time.perf_counter() - t0
+                outs = generate_batched(model, tok, [r.message_dicts() for r in chunk], batch_size=len(chunk),
+                                        max_new_tokens=max_tokens, temperature=temp, seed=seed)
+                dt = outs[0]["latency_s"]
                 session.usage.requests_sent += len(chunk)
                 session.usage.request_seconds += dt
-                for r, (text, finish, pt, ct) in zip(chunk, outs):
-                    session.finish(r, reply_record(r, text, finish, pt, ct, dt, engine="transformers"))
+                for r, a in zip(chunk, outs):
+                    session.finish(r, reply_record(r, a["raw"].strip(), a["finish_reason"], a["prompt_tokens"],
+                                                   a["completion_tokens"], dt, engine="transformers"))
