@@ -26,7 +26,7 @@ from openai import AsyncOpenAI
 from distill.config import load_config
 from distill.stages.preflight import preflight
 from distill.stages.shards import input_plans
-from distill.teacher.local_server import local_server
+from distill.teacher.gguf_server import local_server
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _record import record  # noqa: E402

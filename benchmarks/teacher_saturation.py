@@ -38,7 +38,7 @@ from distill.stages.preflight import preflight
 from distill.stages.shards import answer_requests
 from distill.teacher import RequestStore, Teacher
 from distill.teacher.backends.openai import OpenAIBackend
-from distill.teacher.local_server import local_server
+from distill.teacher.gguf_server import local_server
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _record import record  # noqa: E402
@@ -164,7 +164,7 @@ def main() -> None:
     if args.model:
         overrides.append(f"teacher.model={args.model}")
     if args.vllm_python:
-        from distill.teacher.local_server import free_port
+        from distill.teacher.gguf_server import free_port
         from distill.testing.vllm_cpu import SERVED_NAME, vllm_server
 
         overrides += ["teacher.endpoint.launch_local=false", "teacher.endpoint.base_url=http://unused/v1",

@@ -182,9 +182,10 @@ class Examples(list):
     """Rows of a seed or eval file, each {"id", "input", "output", ...other columns}, and where each came
     from (`where(id)` -> "file:line"), so later checks can still name the line."""
 
-    def __init__(self, rows: list[dict], path: Path, places: dict[str, str]):
+    def __init__(self, rows: list[dict], path: Path, places: dict[str, str], files: list[Path] | None = None):
         super().__init__(rows)
         self.path, self._places = path, places
+        self.files = files or [path]  # every file the rows came from (a benchmark: its source and references)
 
     def where(self, row_id: str) -> str:
         return f"{self.path}{self._places.get(row_id, '')}"
@@ -209,6 +210,11 @@ def load_examples(path: Path, *, columns: dict[str, str | None] | None = None, w
     rows, places, seen = [], {}, {}
     for place, raw in _records(path):
         out = {k: v for k, v in raw.items() if k not in cols.values()}
+        refs = raw.get(cols["output"])
+        if isinstance(refs, list) and refs and all(isinstance(r, str) for r in refs):  # several references
+            if (empty := next((i for i, r in enumerate(refs) if not r.strip()), None)) is not None:
+                raise DataError(f"{path}{place}: field '{cols['output']}': reference {empty + 1} is empty")
+            out["references"], raw = refs, {**raw, cols["output"]: refs[0]}
         for f in ("input", "output"):
             col = cols[f]
             v = raw.get(col)
@@ -234,6 +240,44 @@ def load_examples(path: Path, *, columns: dict[str, str | None] | None = None, w
     if not rows:
         raise DataError(f"{path}: {what} is empty")
     return Examples(rows, path, places)
+
+
+def load_benchmark(source: Path, references: list[Path], *, what: str = "eval set") -> Examples:
+    """A benchmark in its usual layout: a source file and one reference file per annotator, plain text,
+    one sentence a line, line n of each belonging together. Rows get ids "line-<n>"; `output` is the
+    first reference, `references` all of them. Missing files, differing line counts and empty lines
+    are one DataError naming the file (and line)."""
+    files = [Path(source), *map(Path, references)]
+    if not references:
+        raise DataError(f"{source}: {what} has a source file but no reference file")
+    texts = []
+    for f in files:
+        if not f.is_file():
+            raise DataError(f"{f}: {what} file not found")
+        data = f.read_bytes()
+        try:
+            texts.append(data.decode("utf-8").rstrip("\n").split("\n"))
+        except UnicodeDecodeError as e:
+            line = data[: e.start].count(b"\n") + 1
+            raise DataError(f"{f}:{line}: not UTF-8 text (byte {e.start})") from None
+    if len({len(t) for t in texts}) > 1:
+        counts = ", ".join(f"{f} {len(t)}" for f, t in zip(files, texts))
+        raise DataError(f"{source}: {what} files differ in line count ({counts}): line n of each must belong together")
+    rows, places = [], {}
+    for n, (src, *refs) in enumerate(zip(*texts), 1):
+        for f, text in zip(files, (src, *refs)):
+            if not text.strip():
+                raise DataError(f"{f}:{n}: empty line (every line of a benchmark file holds one sentence)")
+        rows.append({"id": f"line-{n}", "input": src, "output": refs[0], "references": list(refs)})
+        places[f"line-{n}"] = f":{n}"
+    if not rows:
+        raise DataError(f"{source}: {what} is empty")
+    return Examples(rows, Path(source), places, files)
+
+
+def references(row: dict) -> list[str]:
+    """Every reference of an eval row (one unless its file gave several)."""
+    return row.get("references") or [row["output"]]
 
 
 def _place_words(place: str) -> str:

@@ -162,6 +162,7 @@ class ModelResult(Stats):
     cost_note: str | None = None  # e.g. "engines differ", next to the figure in the report
     serving: dict | None = None  # the serving measurement: per-round seconds and cost, median, spread, engine
     interval: dict | None = None  # the primary metric: {"value", "low", "high"} (95%, paired bootstrap)
+    intervals: dict[str, dict] | None = None  # every metric with per-row statistics: name -> {"value", "low", "high"}
     vs_teacher: dict | None = None  # {"difference", "low", "high", "verdict"}: this model minus the teacher
     vs_prompted: dict | None = None  # a distilled student minus the best prompted base student ("against": its key)
     breakdown: dict | None = None  # per-class detail, e.g. {"confusion": {reference: {prediction: count}}}
@@ -169,9 +170,11 @@ class ModelResult(Stats):
 
 
 class EvalSummary(Stats):
-    """The evaluation summary of one eval file (RunDir.eval_summary)."""
+    """The evaluation summary of one eval set (RunDir.eval_summary)."""
 
+    name: str = "main"
     eval_path: str = ""
+    tokenized: bool = False
     n: int = 0
     primary_metric: str = ""
     copy_baseline: dict[str, float] = Field(default_factory=dict)

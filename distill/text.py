@@ -23,6 +23,20 @@ def dedup_key(s: str) -> str:
     return " ".join(_WORD.findall(s.lower()))
 
 
+def tokenize(s: str) -> str:
+    """Moses-tokenised English (a space before punctuation, split clitics), as tokenised benchmarks are."""
+    from sacremoses import MosesTokenizer
+
+    return MosesTokenizer(lang="en").tokenize(s, return_str=True, escape=False)
+
+
+def detokenize(s: str) -> str:
+    """Ordinary text from Moses-tokenised English: what a model is shown of a tokenised benchmark."""
+    from sacremoses import MosesDetokenizer
+
+    return MosesDetokenizer(lang="en").detokenize(s.split())
+
+
 def edit_ratio(a: str, b: str) -> float:
     """Share of tokens changed between a and b (0 = identical, 1 = nothing shared)."""
     return 1.0 - difflib.SequenceMatcher(None, tokens(a), tokens(b), autojunk=False).ratio()

@@ -31,7 +31,7 @@ class FakeVllm:
 def teacher_for(kind: str, model: str):
     if kind == "openai_llama_cpp":
         from distill.teacher.backends.openai import OpenAIBackend
-        from distill.teacher.local_server import local_server
+        from distill.teacher.gguf_server import local_server
 
         cfg = load_config(None, [f"teacher.model={model}", "teacher.endpoint.max_concurrency=1"])
         with local_server(cfg.teacher) as srv:

@@ -90,7 +90,7 @@ def test_deployment_name_that_would_escape_runs(tmp_path):
 
 
 def test_unreachable_teacher(tmp_path):
-    from distill.teacher.local_server import free_port
+    from distill.teacher.gguf_server import free_port
 
     rd = tmp_path / "run"
     url = f"http://127.0.0.1:{free_port()}/v1"

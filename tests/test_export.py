@@ -13,7 +13,7 @@ from distill.models.infer import generate_batched
 from distill.models.load import load_model
 from distill.stages.context import prepare_run
 from distill.tasks import get_task
-from distill.teacher.local_server import free_port
+from distill.teacher.gguf_server import free_port
 from tests.conftest import ROOT, TINY, distill_cmd
 
 

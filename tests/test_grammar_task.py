@@ -65,8 +65,9 @@ def test_metrics_reward_corrections_over_copies():
     ref = ["She goes home.", "He has a car."]
     perfect = task.metrics(ref, ref, src)
     copy = task.metrics(src, ref, src)
-    assert perfect["exact_match"] == 100 and perfect["gleu"] == 1.0
+    assert perfect["exact_match"] == 100 and perfect["gleu"] == 100.0 and perfect["google_bleu"] == 1.0
     assert copy["exact_match"] == 0 and copy["gleu"] < perfect["gleu"] and copy["chrf"] < perfect["chrf"]
+    assert copy["sari"] < perfect["sari"]
 
 
 def test_shipped_data_meets_its_spec():

@@ -137,7 +137,7 @@ def test_a_teacher_that_never_answers_usefully_stops_the_run(tmp_path):
 
 def test_credentials_in_the_teacher_url_are_neither_saved_nor_printed(tmp_path):
     """Break caught: config.yaml and the unreachable-teacher error carrying user:pass@."""
-    from distill.teacher.local_server import free_port
+    from distill.teacher.gguf_server import free_port
 
     rd = tmp_path / "run"
     url = f"http://alice:hunter2secret@127.0.0.1:{free_port()}/v1"

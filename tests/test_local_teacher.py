@@ -9,7 +9,7 @@ from distill.config import load_config
 from distill.stages import generate
 from distill.stages.context import prepare_run
 from distill.teacher import Teacher
-from distill.teacher import local_server as ls
+from distill.teacher import gguf_server as ls
 from distill.teacher.backends.openai import OpenAIBackend
 from tests.conftest import TINY, opened
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from distill.io import read_json, read_jsonl
-from distill.teacher.local_server import free_port
+from distill.teacher.gguf_server import free_port
 from tests.conftest import ROOT, TINY, distill_cmd
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from distill.config import load_config
 from distill.io import read_json, read_jsonl, write_jsonl
 from distill.models.sft import device_plan
 from distill.stages.context import prepare_run
-from distill.teacher.local_server import served_type
+from distill.teacher.gguf_server import served_type
 from tests.conftest import ROOT, TINY, distill_cmd, opened
 
 
@@ -25,7 +25,7 @@ def test_the_6_shot_base_student_is_taken_as_the_teacher_only_when_it_is_the_sam
     from types import SimpleNamespace
 
     from distill.stages.gguf_eval import teacher_twin
-    from distill.teacher.local_server import llama_server_binary
+    from distill.teacher.gguf_server import llama_server_binary
 
     few, zero = SimpleNamespace(key="base_few_shot"), SimpleNamespace(key="base_zero_shot")
     assert teacher_twin(load_config(None, []), few, True) is (llama_server_binary() is not None)
@@ -217,7 +217,8 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     assert [m["role"] for m in rep["models"]][2:4] == ["prompted base student"] * 2
     engines = set()
     for m in rep["models"]:
-        assert set(m["metrics"]) == {"exact_match", "gleu", "chrf"} and m["cost_per_1k_usd"] > 0
+        assert list(m["metrics"]) == ["gleu", "sari", "exact_match", "chrf", "google_bleu"] and m["cost_per_1k_usd"] > 0
+        assert set(m["intervals"]) == set(m["metrics"])  # every metric with its interval, SARI's included
         assert m["latency_p95_s"] >= m["latency_p50_s"] > 0
         iv = m["interval"]
         assert iv["low"] <= iv["value"] == m["metrics"]["gleu"] <= iv["high"]
@@ -255,7 +256,8 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     routed = [p["routed"] for p in read_jsonl(rd / "eval" / "eval" / "cascade.jsonl")]
     assert len(routed) == 8 and sum(routed) / 8 == share
     md = (rd / "report.md").read_text()
-    for text in ("gleu 95% CI", "gleu minus teacher (95% CI)", "Was fine-tuning needed?", "## The whole bill", "Break-even",
+    for text in ("gleu 95% CI", "gleu minus teacher (95% CI)", "gleu is the GLEU of grammatical error correction",
+                 "sari is Xu et al.'s SARI", "Was fine-tuning needed?", "## The whole bill", "Break-even",
                  "**Cascade:** the student answers first"):
         assert text in md, text
     # the model card carries the report's table, cascade row included
@@ -281,6 +283,38 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     assert [summary["models"][k]["engine"].split(" (")[0] for k in ("base_student", "student")] == ["transformers"] * 2
     assert (rd / "student" / "model.safetensors").stat().st_mtime == student_mtime
     assert read_json(rd / "eval" / "eval" / "summary.json")["n"] == 8  # the main eval is untouched
+
+    # a tokenised benchmark beside the task's own set: a source file and 4 reference files, a published row
+    from distill.text import detokenize, tokenize
+
+    bench, rows = tmp_path / "bench", read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "eval.jsonl")[110:116]
+    bench.mkdir()
+    (bench / "test.src").write_text("".join(tokenize(r["input"]) + "\n" for r in rows))
+    for i, pick in enumerate(("output", "output", "input", "output")):  # one annotator left the sentences alone
+        (bench / f"test.ref{i}").write_text("".join(tokenize(r[pick]) + "\n" for r in rows))
+    refs = ", ".join(str(bench / f"test.ref{i}") for i in range(4))
+    sets = ["--set", f"eval.sets={{bench: {{source: {bench / 'test.src'}, references: [{refs}], tokenized: true}}}}",
+            "--set", 'eval.published=[{system: Published-System, set: bench, metric: gleu, value: 61.4, '
+                     'source: "Some et al. 2023, Table 2"}]']
+    r = subprocess.run(distill_cmd("evaluate", "--run-dir", str(rd), "--set", "eval.max_rows=6", "--set",
+                                   "eval.models=[teacher,student]", *sets), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run(distill_cmd("report", "--run-dir", str(rd), *sets), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    bsum = read_json(rd / "eval" / "test" / "summary.json")
+    assert bsum["name"] == "bench" and bsum["n"] == 6 and set(bsum["models"]) == {"teacher", "student"}
+    assert bsum["tokenized"]
+    for p in read_jsonl(rd / "eval" / "test" / "student.jsonl"):  # the model saw plain text; its answer is scored tokenised
+        assert p["prediction"] == tokenize(detokenize(p["prediction"])) and len(p["references"]) == 4
+    for m in bsum["models"].values():
+        assert {"gleu", "sari"} <= set(m["intervals"])
+        assert m["intervals"]["sari"]["low"] <= m["metrics"]["sari"] <= m["intervals"]["sari"]["high"]
+    md = (rd / "report.md").read_text()
+    bench_md = md.split("### bench", 1)[1]
+    assert "4 references per row, tokenised" in bench_md
+    assert "| Published-System (reported in Some et al. 2023, Table 2) | published |" in bench_md
+    assert "| gleu | sari |" in bench_md
+    assert "gleu minus teacher (95% CI)" in md.split("### bench", 1)[0]  # the headline table is still there
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from distill.stages import generate
 from distill.stages.context import prepare_run
 from distill.teacher import Request, Teacher
 from distill.teacher.backends.openai import OpenAIBackend
-from distill.teacher.local_server import free_port
+from distill.teacher.gguf_server import free_port
 from distill.testing.vllm_cpu import SERVED_NAME, model_dir, vllm_env, vllm_python, vllm_server
 from tests.conftest import ROOT, opened
 

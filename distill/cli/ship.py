@@ -43,7 +43,7 @@ def serve_model(student: StudentOpt = None,
     """Serve the distilled student over the OpenAI protocol (llama.cpp server on its GGUF, exported first if
     missing) until interrupted. On a GPU, serve export/hf with `vllm serve` instead (README)."""
     from distill.stages import export as stage
-    from distill.teacher.local_server import engine_of, server_cmd
+    from distill.teacher.gguf_server import engine_of, server_cmd
 
     ctx = setup(config, run_dir, set, new=False)
     try:

@@ -16,6 +16,7 @@ from distill.config.load import (
 from distill.config.schema import (
                                  Config,
                                  Eval,
+                                 EvalSet,
                                  Export,
                                  FilterSpec,
                                  Generation,
@@ -27,5 +28,5 @@ from distill.config.schema import (
 from distill.config.teacher import Adaptation, BatchAPI, BudgetConfig, Endpoint, LocalServer, TeacherConfig, VllmOffline
 
 __all__ = ["CONFIGS_DIR", "DEFAULT_CONFIG", "find_config", "PROJECT_ROOT", "ConfigError", "config_changes", "config_error", "read_saved_config", "field_help", "load_config", "resolve_path",
-           "save_config", "Config", "Eval", "Export", "FilterSpec", "Generation", "LadderStudent", "Pricing", "Student",
+           "save_config", "Config", "Eval", "EvalSet", "Export", "FilterSpec", "Generation", "LadderStudent", "Pricing", "Student",
            "Training", "Adaptation", "BatchAPI", "BudgetConfig", "Endpoint", "LocalServer", "TeacherConfig", "VllmOffline"]

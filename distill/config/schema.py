@@ -106,9 +106,27 @@ class Cascade(Strict):
     quality_target: float | None = Field(None, gt=0, le=2, description="The cascade's bar as a share of the teacher's primary metric; null = quality_target, else 1.0 (match the teacher).")
 
 
-class Eval(Strict):
-    path: str | None = Field(None, description="Held-out eval set (JSONL, CSV or parquet); null = the task folder's eval file. Never shown to the teacher during generation.")
+class EvalSet(Strict):
+    path: str | None = Field(None, description="Held-out eval set (JSONL, CSV or parquet); a row's output may be a list of references. Never shown to the teacher during generation.")
     fields: dict[str, str | None] | None = Field(None, description="Column names of the eval file when they differ from the task's `fields`, e.g. {input: question, output: answer, id: null}.")
+    source: str | None = Field(None, description="A benchmark in its usual layout instead of `path`: the source file, plain text, one sentence a line (with `references`).")
+    references: list[str] | None = Field(None, description="The benchmark's reference files, one per annotator, line n of each answering line n of `source`; every metric that can use several references does.")
+    tokenized: bool = Field(False, description="The set's text is tokenised (a space before punctuation, split clitics), as many public GEC sets are: inputs are detokenised before prompting and answers tokenised the same way before scoring (Moses rules, sacremoses).")
+
+
+class Published(Strict):
+    system: str = Field(..., description="The published system's name, e.g. CoEdIT-XL.")
+    set: str = Field(..., description="The eval set it was measured on: eval.name (the headline set) or a key of eval.sets.")
+    metric: str = Field(..., description="The metric, as the task names it (gleu = the GEC GLEU).")
+    value: float = Field(..., description="The reported value, on this project's scale for the metric.")
+    source: str = Field(..., description="Where it was reported (paper and table), printed beside it.")
+
+
+class Eval(EvalSet):
+    path: str | None = Field(None, description="Held-out eval set (JSONL, CSV or parquet); null = the task folder's eval file. A row's output may be a list of references. Never shown to the teacher during generation.")
+    name: str = Field("main", description="The headline eval set's name in the report (`sets` adds others beside it).")
+    sets: dict[str, EvalSet] = Field(default_factory=dict, description="More eval sets beside the headline one (name -> set), e.g. a public benchmark beside the task's own held-out rows: each gets its own table, intervals and verdict; the serving cost is measured on the headline set.")
+    published: list[Published] = Field(default_factory=list, description="Results reported elsewhere (system, set, metric, value, source), shown in that set's table marked as such; never used by a verdict.")
     max_rows: int | None = Field(None, ge=1, description="Evaluate only the first N rows (smoke runs).")
     batch_size: int = Field(16, ge=1, description="Eval requests batched together for in-process (transformers) models; also the concurrency against servers.")
     max_new_tokens: int = Field(64, ge=1, description="Generation limit per eval answer.")

@@ -8,6 +8,7 @@ from datasketch import MinHashLSH
 from rapidfuzz.distance import Levenshtein
 
 from distill.filters.registry import FilterContext, Verdict, register_filter
+from distill.io import references
 from distill.records import Row
 from distill.text import dedup_key, edit_ratio, normalise
 
@@ -206,11 +207,11 @@ def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
 @register_filter("decontaminate")
 def decontaminate(rows: list[Row], *, ctx: FilterContext, ngram: int = 8,
                   fields: list[str] = ("input", "output")) -> list[Verdict]:
-    """Drop rows sharing a word n-gram with any eval input or output (or equal to one, when shorter than n)."""
+    """Drop rows sharing a word n-gram with any eval input or reference (or equal to one, when shorter than n)."""
     grams: set[tuple[str, ...]] = set()
     whole: set[str] = set()
     for e in ctx.eval_rows:
-        for t in (e["input"], e["output"]):
+        for t in (e["input"], *references(e)):
             grams |= _ngrams(t, ngram)
             whole.add(dedup_key(t))
     out = []

@@ -24,7 +24,10 @@ def scorer(task, metric: str, preds: list[str], refs: list[str], srcs: list[str]
         stats = rows(preds, refs, srcs)
 
         def f(idx: np.ndarray) -> np.ndarray:
-            sums = stats[idx].sum(axis=-2)
+            flat = idx.reshape(-1, idx.shape[-1])
+            counts = np.zeros((len(flat), len(stats)))  # how often each resample drew each row
+            np.add.at(counts, (np.repeat(np.arange(len(flat)), flat.shape[1]), flat.ravel()), 1)
+            sums = (counts @ stats).reshape(*idx.shape[:-1], stats.shape[1])
             return np.apply_along_axis(total, -1, sums, idx.shape[-1])
         f.vectorised = True
         return f
@@ -89,6 +92,15 @@ def compare(scorers: dict[str, Scorer], n: int, *, against: str | None, seed: in
             rec["vs_teacher"] = difference(f, scorers[against], n, seed=seed, n_resamples=n_resamples)
         out[key] = rec
     return out
+
+
+def metric_intervals(task, names: list[str], preds: list[str], refs: list, srcs: list[str], *, seed: int = 0,
+                     n_resamples: int = 2000) -> dict[str, dict]:
+    """The 95% interval of every named metric that has per-row statistics (the report prints each
+    metric with its interval, not only the primary one)."""
+    n = len(preds)
+    return {name: _rounded(interval(scorer(task, name, preds, refs, srcs), n, seed=seed, n_resamples=n_resamples))
+            for name in names if name in ROW_STATS}
 
 
 def _rounded(iv: dict) -> dict:

@@ -13,8 +13,10 @@ def markdown_table(rep: dict) -> str:
             "cost / 1k req (range)", "serving vs teacher", "latency p50 / p95", "frontier"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rep["models"]:
+        ivs = r.get("intervals") or {}
         cells = [r["name"], r["role"], r.get("prompt") or "-", fmt_params(r["parameters"]),
-                 *[f"{r['metrics'][k]}" for k in names], interval_text(r.get("interval")),
+                 *[f"{r['metrics'][k]}" + (f" {interval_text(ivs[k])}" if k in ivs and k != metric else "") for k in names],
+                 interval_text(r.get("interval")),
                  difference_text(r.get("vs_teacher")), cost_text(r),
                  cost_phrase(r["cost_ratio"]) if r.get("cost_ratio") else "-",
                  f"{r['latency_p50_s']:.2f} s / {r['latency_p95_s']:.2f} s",
@@ -23,7 +25,62 @@ def markdown_table(rep: dict) -> str:
     copy = rep["eval"]["copy_baseline"]
     lines.append("| copy the input (baseline) | - | - | - | " + " | ".join(str(copy[k]) for k in names)
                  + " | - | - | $0 | - | - | - |")
+    lines += [f"| {p['system']} (reported in {p['source']}) | published | - | - | "
+              + " | ".join(str(p["value"]) if k == p["metric"] else "-" for k in names) + " | - | - | - | - | - | - |"
+              for p in rep["eval"].get("published") or []]
     return "\n".join(lines)
+
+
+def set_table(es: dict) -> str:
+    """One more eval set: quality only (its cost is the headline set's), published rows marked."""
+    metric, names = es["primary_metric"], list(es["models"][0]["metrics"]) if es["models"] else []
+    head = ["model", "role", "prompt", *names, f"{metric} minus teacher (95% CI)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in es["models"]:
+        ivs = r.get("intervals") or {}
+        lines.append("| " + " | ".join([r["name"], r["role"], r.get("prompt") or "-",
+                                        *[f"{r['metrics'][k]}" + (f" {interval_text(ivs[k])}" if k in ivs else "") for k in names],
+                                        difference_text(r.get("vs_teacher"))]) + " |")
+    copy = es["copy_baseline"]
+    lines.append("| copy the input (baseline) | - | - | " + " | ".join(str(copy[k]) for k in names) + " | - |")
+    lines += [f"| {p['system']} (reported in {p['source']}) | published | - | "
+              + " | ".join(str(p["value"]) if k == p["metric"] else "-" for k in names) + " | - |"
+              for p in es.get("published") or []]
+    return "\n".join(lines)
+
+
+def other_sets(rep: dict) -> str:
+    """A section per eval set beside the headline one: its verdict line and its table."""
+    out = []
+    for es in rep.get("eval_sets") or []:
+        how = ", tokenised: inputs detokenised for the models, answers tokenised to score" if es["tokenized"] else ""
+        refs = f", {es['references_per_row']} references per row" if es["references_per_row"] > 1 else ""
+        student = next((m for m in es["models"] if m["role"] == "distilled student"), None)
+        line = ""
+        if student and student.get("vs_teacher"):
+            d = student["vs_teacher"]
+            line = (f"The distilled student {d['verdict']} the teacher on {es['primary_metric']}: "
+                    f"{difference_text(d)} (95% paired bootstrap over {es['n']} rows).\n\n")
+        out.append(f"### {es['name']}\n\n`{es['path']}` ({es['n']} rows{refs}{how}). {line}{set_table(es)}\n")
+    return ("## Other eval sets\n\nQuality only: serving costs are measured on the headline set. Published rows were "
+            "reported elsewhere and never enter a verdict.\n\n" + "\n".join(out)) if out else ""
+
+
+METRIC_NOTES = {
+    "gleu": "gleu is the GLEU of grammatical error correction (Napoles et al. 2015/2016, JFLEG's metric; 0-100, "
+            "whitespace tokens, case-sensitive, one reference drawn per row 500 times when there are several)",
+    "sari": "sari is Xu et al.'s SARI (2016; 0-100, lowercased whitespace tokens, every reference)",
+    "google_bleu": "google_bleu is NLTK's Google-BLEU (0-1, no source term: not the GEC GLEU)",
+}
+
+
+def metric_notes(rep: dict) -> str:
+    """One line saying which GLEU (and SARI) the table means, when it shows them."""
+    names = list(rep["models"][0]["metrics"]) if rep["models"] else []
+    notes = [METRIC_NOTES[k] for k in names if k in METRIC_NOTES]
+    refs = rep["eval"].get("references_per_row")
+    return ("Metrics: " + "; ".join(notes) + (f". Up to {refs} references per eval row." if refs and refs > 1 else ".")
+            + " Each metric's 95% interval in brackets.\n") if notes else ""
 
 
 def interval_text(iv: dict | None) -> str:
@@ -127,15 +184,16 @@ def render_markdown(rep: dict, plot: str) -> str:
     wall = ", ".join(f"{k} {v:.0f} s" for k, v in rep["wall_seconds"].items() if v is not None)
     return f"""# distill report: {rep['task']}
 
-Eval set: `{rep['eval']['path']}` ({rep['eval']['n']} held-out rows, never shown to the teacher).
+Eval set{f" '{rep['eval']['name']}'" if rep.get('eval_sets') else ''}: `{rep['eval']['path']}` ({rep['eval']['n']} held-out rows, never shown to the teacher{', tokenised: inputs detokenised for the models, answers tokenised to score' if rep['eval'].get('tokenized') else ''}).
 {f"{chr(10)}> **Generation was cut short:** {rep['cut_short']}. The student was trained on the data made before the stop.{chr(10)}" if rep.get("cut_short") else ""}
 {verdict(rep)}
 {(chr(10) + rep['selection']['message'] + chr(10)) if rep.get('selection', {}).get('message') else ''}
 {markdown_table(rep)}
-
+{metric_notes(rep)}
 {plot}
 
 {fine_tuning_needed(rep)}{cascade_line(rep)}
+{other_sets(rep)}
 {bill_lines(rep.get('bill'))}
 ## How each model was priced
 {rules}

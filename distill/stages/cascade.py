@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from distill.io import references
 from distill.stats import ModelResult
 
 
@@ -45,7 +46,7 @@ def cascade_result(task, metric: str, student: ModelResult, teacher: ModelResult
                    t_ans: list[dict], s_preds: list[str], t_preds: list[str], rows: list[dict], bar: float,
                    target: float) -> tuple[ModelResult, list[str], list[dict]]:
     """(the cascade's result, its predictions, its answers) on the eval rows."""
-    refs, srcs = [r["output"] for r in rows], [r["input"] for r in rows]
+    refs, srcs = [references(r) for r in rows], [r["input"] for r in rows]
 
     def mixed(routed):
         return [t if r else s for s, t, r in zip(s_preds, t_preds, routed)]
@@ -65,7 +66,7 @@ def cascade_result(task, metric: str, student: ModelResult, teacher: ModelResult
         metrics=task.metrics(preds, refs, srcs), n=len(rows), failed=sum(a["error"] is not None for a in answers),
         latency_p50_s=round(statistics.median(lat), 4) if lat else 0.0,
         latency_p95_s=round(lat[min(len(lat) - 1, math.ceil(0.95 * len(lat)) - 1)], 4) if lat else 0.0,
-        breakdown=task.breakdown(preds, refs),
+        breakdown=task.breakdown(preds, [r["output"] for r in rows]),
         cascade={"confidence": "mean token logprob of the student's answer", "threshold": thr,
                  "routed_share": share, "target": target, "bar": round(bar, 6), "meets_target": choice["meets"],
                  "chosen_on": "this eval set (in-sample)"})

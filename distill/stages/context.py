@@ -40,7 +40,8 @@ class RunContext:
     dir: RunDir
     task: Task
     seeds: Examples
-    eval_rows: Examples
+    eval_rows: Examples  # the headline eval set
+    eval_sets: dict[str, Examples] = field(default_factory=dict)  # the sets beside it (eval.sets)
     _stack: ExitStack = field(default_factory=ExitStack, repr=False)
     _teacher: Teacher | None = field(default=None, repr=False)
     _token: Token | None = field(default=None, repr=False)
@@ -70,6 +71,11 @@ class RunContext:
     @property
     def eval_path(self) -> Path:
         return self.eval_rows.path
+
+    @property
+    def all_eval_rows(self) -> list[dict]:
+        """Every eval set's rows: what generation and the filters keep away from the teacher and the data."""
+        return [*self.eval_rows, *(r for rows in self.eval_sets.values() for r in rows)]
 
     def teacher(self) -> Teacher:
         """The teacher, started on first use (a local server lives until the context closes)."""
@@ -111,7 +117,8 @@ def fingerprint(ctx: RunContext) -> str:
     """Hash of the seed and eval data, every file of the task folder (templates, task.yaml, its Python),
     the plugin modules the config names, and the library's code."""
     h = hashlib.sha256()
-    files = [ctx.seeds_path, ctx.eval_path, *ctx.task.files(), *plugin_files(ctx.cfg)]
+    files = [ctx.seeds_path, *ctx.eval_rows.files, *(f for rows in ctx.eval_sets.values() for f in rows.files),
+             *ctx.task.files(), *plugin_files(ctx.cfg)]
     files += sorted(Path(distill.__file__).parent.rglob("*.py"))
     for f in files:
         h.update(str(f).encode())
@@ -151,7 +158,7 @@ def prepare_run(config: str | Path | None, run_dir: Path | RunDir | None, overri
     inputs = preflight(cfg, stages)
     if plan_only:
         return RunContext(cfg=cfg, dir=run or RunDir(RUNS / "(dry run)"), task=inputs.task, seeds=inputs.seeds,
-                          eval_rows=inputs.eval_rows)
+                          eval_rows=inputs.eval_rows, eval_sets=inputs.eval_sets)
     if not save and run is not None and not run.config.exists():
         raise DataError(f"{run}: not a run directory (no config.yaml): start one with `distill generate` or "
                         "`distill run`, or pass --config")
@@ -167,7 +174,8 @@ def prepare_run(config: str | Path | None, run_dir: Path | RunDir | None, overri
     if save or not run.config.exists():
         with run.lock():  # not while another process runs on it
             save_config(cfg, run.config)
-    return RunContext(cfg=cfg, dir=run, task=inputs.task, seeds=inputs.seeds, eval_rows=inputs.eval_rows)
+    return RunContext(cfg=cfg, dir=run, task=inputs.task, seeds=inputs.seeds, eval_rows=inputs.eval_rows,
+                      eval_sets=inputs.eval_sets)
 
 
 def writes(stage):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
-from distill.io import write_jsonl
-from distill.report.intervals import compare, difference, scorer
+from distill.io import Examples, references, write_jsonl
+from distill.report.intervals import compare, difference, metric_intervals, scorer
 from distill.stages import cascade
 from distill.stages.answer import Answered, answer_all
 from distill.stages.context import RunContext, writes
@@ -19,6 +20,7 @@ from distill.stages.eval_models import InProcess, in_process_models, model_key
 from distill.stages.serving import Served, measure, teacher_weights
 from distill.stats import EvalSummary, ModelResult
 from distill.teacher import cost_of
+from distill.text import detokenize, tokenize
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -31,34 +33,51 @@ def _percentile(xs: list[float], q: float) -> float:
 
 @writes
 def run(ctx: RunContext) -> EvalSummary:
-    """Every model answers the eval rows (`answer.py`), is scored with an interval, and is priced by the
-    serving measurement; writes eval/<file>/<model>.jsonl and summary.json."""
-    cfg, task, t0 = ctx.cfg, ctx.task, time.perf_counter()
-    rows = ctx.eval_rows[: cfg.eval.max_rows] if cfg.eval.max_rows else ctx.eval_rows
+    """Every model answers each eval set (`answer.py`) and is scored with intervals; the headline set
+    also gets the cascade and the serving measurement. Writes eval/<set file>/<model>.jsonl and
+    summary.json per set; returns the headline set's summary."""
+    cfg = ctx.cfg
     local = in_process_models(ctx)
     first = model_key(cfg.eval.cascade.student) if cfg.eval.cascade.enabled else None
-    answered = answer_all(ctx, rows, local, first)
-    results, predictions = {}, {}
-    for key, a in answered.items():
-        results[key], predictions[key] = score(ctx, rows, a)
-    if first:
-        _add_cascade(ctx, rows, first, results, predictions, {k: a.answers for k, a in answered.items()})
-    add_intervals(ctx, rows, local, results, predictions)
-    spent = sum(a.cost["usd"] for a in answered.values()) + _serving_cost(ctx, rows, local, results)
-    if first:
-        cascade.price(results["cascade"], results[first], results["teacher"])
-    srcs, refs = [r["input"] for r in rows], [r["output"] for r in rows]
-    summary = EvalSummary(eval_path=str(ctx.eval_path), n=len(rows), primary_metric=task.primary_metric,
-                          copy_baseline=task.metrics(srcs, refs, srcs), models=results,
-                          wall_seconds=round(time.perf_counter() - t0, 2), cost_usd=round(spent, 6))
-    summary.write(ctx.dir.eval_summary(ctx.eval_path))
+    summary = evaluate_set(ctx, cfg.eval.name, ctx.eval_rows, cfg.eval.tokenized, local, first)
+    for name, rows in ctx.eval_sets.items():
+        evaluate_set(ctx, name, rows, cfg.eval.sets[name].tokenized, local, None)
     return summary
 
 
-def score(ctx: RunContext, rows: list[dict], a: Answered) -> tuple[ModelResult, list[str]]:
-    """One model's metrics, latency and quality-pass cost; its predictions file written."""
-    task, refs = ctx.task, [r["output"] for r in rows]
+def evaluate_set(ctx: RunContext, name: str, rows: Examples, tokenized: bool, local: list[InProcess],
+                 first: str | None) -> EvalSummary:
+    """One eval set through the harness; the headline one (`first` given or not) is also priced."""
+    cfg, task, t0, headline = ctx.cfg, ctx.task, time.perf_counter(), rows is ctx.eval_rows
+    path, rows = rows.path, rows[: cfg.eval.max_rows] if cfg.eval.max_rows else list(rows)
+    asked = [{**r, "input": detokenize(r["input"])} for r in rows] if tokenized else rows
+    answered = answer_all(ctx, asked, local, first)
+    results, predictions = {}, {}
+    for key, a in answered.items():
+        results[key], predictions[key] = score(ctx, rows, a, path, tokenized)
+    if first:
+        _add_cascade(ctx, rows, first, results, predictions, {k: a.answers for k, a in answered.items()}, path)
+    add_intervals(ctx, rows, local, results, predictions)
+    spent = sum(a.cost["usd"] for a in answered.values())
+    if headline:
+        spent += _serving_cost(ctx, asked, local, results)
+    if first:
+        cascade.price(results["cascade"], results[first], results["teacher"])
+    srcs, refs = [r["input"] for r in rows], [references(r) for r in rows]
+    summary = EvalSummary(name=name, eval_path=str(path), n=len(rows), primary_metric=task.primary_metric,
+                          tokenized=tokenized, copy_baseline=task.metrics(srcs, refs, srcs), models=results,
+                          wall_seconds=round(time.perf_counter() - t0, 2), cost_usd=round(spent, 6))
+    summary.write(ctx.dir.eval_summary(path))
+    return summary
+
+
+def score(ctx: RunContext, rows: list[dict], a: Answered, path: Path, tokenized: bool) -> tuple[ModelResult, list[str]]:
+    """One model's metrics, latency and quality-pass cost; its predictions file written. On a tokenised
+    set the answers are tokenised like the references before scoring."""
+    task, refs = ctx.task, [references(r) for r in rows]
     preds = [task.parse_answer(x["raw"]) if x["error"] is None else "" for x in a.answers]
+    if tokenized:
+        preds = [tokenize(p) for p in preds]
     lat = [x["latency_s"] for x in a.answers]
     per_1k = round(a.cost["usd"] / len(rows) * 1000, 7)
     result = ModelResult(
@@ -68,10 +87,9 @@ def score(ctx: RunContext, rows: list[dict], a: Answered) -> tuple[ModelResult, 
         latency_p95_s=round(_percentile(lat, 95), 4), throughput_rps=round(len(rows) / a.wall, 3) if a.wall else None,
         wall_seconds=round(a.wall, 2), prompt_tokens=sum(x["prompt_tokens"] for x in a.answers),
         completion_tokens=sum(x["completion_tokens"] for x in a.answers), cost_per_1k_usd=per_1k,
-        quality_pass_cost_per_1k_usd=per_1k, cost_rule=a.cost["rule"], breakdown=task.breakdown(preds, refs))
-    write_jsonl(ctx.dir.predictions(ctx.eval_path, a.key), [
-        {"id": r["id"], "input": r["input"], "reference": r["output"], "prediction": p, **x}
-        for r, p, x in zip(rows, preds, a.answers)])
+        quality_pass_cost_per_1k_usd=per_1k, cost_rule=a.cost["rule"],
+        breakdown=task.breakdown(preds, [r["output"] for r in rows]))
+    write_jsonl(ctx.dir.predictions(path, a.key), prediction_records(rows, preds, a.answers))
     return result, preds
 
 
@@ -80,11 +98,13 @@ def add_intervals(ctx: RunContext, rows: list[dict], local: list[InProcess], res
     """The primary metric's paired-bootstrap interval for every model, its difference to the teacher,
     and each distilled student's difference to the best prompted base student (was fine-tuning needed?)."""
     task, n, seed, b = ctx.task, len(rows), ctx.cfg.seed, ctx.cfg.eval.bootstrap_resamples
-    metric, refs, srcs = task.primary_metric, [r["output"] for r in rows], [r["input"] for r in rows]
+    metric, refs, srcs = task.primary_metric, [references(r) for r in rows], [r["input"] for r in rows]
     scorers = {k: scorer(task, metric, p, refs, srcs) for k, p in predictions.items()}
     for k, iv in compare(scorers, n, against="teacher" if "teacher" in results else None, seed=seed,
                          n_resamples=b).items():
         results[k].interval, results[k].vs_teacher = iv["interval"], iv.get("vs_teacher")
+        results[k].intervals = metric_intervals(task, list(results[k].metrics), predictions[k], refs, srcs, seed=seed,
+                                                n_resamples=b)
     prompted = [m.key for m in local if m.role == "prompted base student"]
     if prompted:
         best = max(prompted, key=lambda k: results[k].metrics[metric])
@@ -94,7 +114,8 @@ def add_intervals(ctx: RunContext, rows: list[dict], local: list[InProcess], res
                 results[m.key].vs_prompted = {"against": best, **d}
 
 
-def _add_cascade(ctx: RunContext, rows, first: str, results: dict[str, ModelResult], predictions: dict, answers: dict):
+def _add_cascade(ctx: RunContext, rows, first: str, results: dict[str, ModelResult], predictions: dict, answers: dict,
+                 path: Path):
     cfg, task = ctx.cfg, ctx.task
     target = cfg.eval.cascade.quality_target or cfg.quality_target or 1.0
     s, t = results[first], results["teacher"]
@@ -102,9 +123,14 @@ def _add_cascade(ctx: RunContext, rows, first: str, results: dict[str, ModelResu
                                              predictions[first], predictions["teacher"], rows,
                                              target * t.metrics[task.primary_metric], target)
     results["cascade"], predictions["cascade"] = res, preds
-    write_jsonl(ctx.dir.predictions(ctx.eval_path, "cascade"), [
-        {"id": r["id"], "input": r["input"], "reference": r["output"], "prediction": p, **a}
-        for r, p, a in zip(rows, preds, ans)])
+    write_jsonl(ctx.dir.predictions(path, "cascade"), prediction_records(rows, preds, ans))
+
+
+def prediction_records(rows: list[dict], preds: list[str], answers: list[dict]) -> list[dict]:
+    """eval/<file>/<model>.jsonl: each row with its reference(s), the parsed prediction and the raw answer."""
+    return [{"id": r["id"], "input": r["input"], "reference": r["output"],
+             **({"references": r["references"]} if len(references(r)) > 1 else {}), "prediction": p, **a}
+            for r, p, a in zip(rows, preds, answers)]
 
 
 def _serving_cost(ctx: RunContext, rows, local: list[InProcess], results: dict[str, ModelResult]) -> float:

@@ -28,7 +28,7 @@ def run(ctx: RunContext) -> FilterStats:
         raise FileNotFoundError(f"{rd.generated}: not found (run `distill generate` first)")
     generated = [Row.from_dict(g) for g in read_jsonl(rd.generated)]
     teacher = FilterTeacher(ctx)
-    fctx = FilterContext(task=ctx.task, seeds=ctx.seeds, eval_rows=ctx.eval_rows, teacher=teacher)
+    fctx = FilterContext(task=ctx.task, seeds=ctx.seeds, eval_rows=ctx.all_eval_rows, teacher=teacher)
     specs = ctx.cfg.filter_specs()
     k = before_answer(specs)
 

@@ -43,7 +43,7 @@ def run(ctx: RunContext, map_shards: MapShards = sequential) -> GenerateStats:
              spent[1] + input_cost(cfg, inputs.usage, time.perf_counter() - t0))
     seed_rows = [Row.from_seed(s) for s in ctx.seeds]
     rows = [candidate_row(cfg, ctx.task, c) for c in candidates]
-    fctx = FilterContext(task=ctx.task, seeds=ctx.seeds, eval_rows=ctx.eval_rows)
+    fctx = FilterContext(task=ctx.task, seeds=ctx.seeds, eval_rows=ctx.all_eval_rows)
     skip = not_to_send(cfg.filter_specs(), seed_rows + rows, fctx)
     ask = [(i, c) for i, (c, row) in enumerate(zip(candidates, rows)) if row.id not in skip]
     n = job.shards
@@ -65,7 +65,7 @@ def new_inputs(ctx: RunContext, job: ShardJob, spent: tuple[int, float],
     """Phase 1: the candidate inputs in plan order (made by the task's code, or asked of the teacher)."""
     cfg, g = ctx.cfg, ctx.cfg.generation
     made = ctx.task.programmatic_inputs(cfg.seed, g.input_requests * g.inputs_per_request,
-                                        {r["input"] for r in ctx.seeds + ctx.eval_rows})
+                                        {r["input"] for r in [*ctx.seeds, *ctx.all_eval_rows]})
     if made is not None:  # inputs made by code, with their answers: no Self-Instruct requests
         result = ShardResult(workers=[worker_id()])
         candidates = [{"id": "p-" + hashlib.sha256(m["input"].encode()).hexdigest()[:16], "text": m["input"],

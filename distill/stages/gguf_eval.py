@@ -20,7 +20,7 @@ from distill.progress import progress_bar
 from distill.rundir import RunDir
 from distill.teacher import Request, Teacher
 from distill.teacher.backends.openai import OpenAIBackend
-from distill.teacher.local_server import (
+from distill.teacher.gguf_server import (
     RunningServer,
     engine_of,
     llama_server_binary,

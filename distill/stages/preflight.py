@@ -10,9 +10,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from distill.config import Config, ConfigError, config_error, resolve_path
+from distill.config import Config, ConfigError, EvalSet, config_error, resolve_path
 from distill.filters import UnknownFilter, check_filter
-from distill.io import DataError, Examples, load_examples
+from distill.io import DataError, Examples, load_benchmark, load_examples, references
 from distill.tasks import Task, load_task
 from distill.teacher import TeacherError
 from distill.text import dedup_key, scrub
@@ -23,6 +23,7 @@ class Inputs:
     task: Task
     seeds: Examples
     eval_rows: Examples
+    eval_sets: dict[str, Examples]  # the sets beside the headline one (eval.sets), by name
 
 
 def preflight(cfg: Config, stages: tuple[str, ...]) -> Inputs:
@@ -35,13 +36,43 @@ def preflight(cfg: Config, stages: tuple[str, ...]) -> Inputs:
     seeds_path, eval_path = data_paths(cfg, task)
     columns = task.spec.fields.model_dump()
     seeds = load_examples(seeds_path, columns=columns, what="seed file")
-    evals = load_examples(eval_path, columns={**columns, **(cfg.eval.fields or {})}, what="eval set")
-    check_no_overlap(seeds, evals)
+    evals = load_eval_set(cfg, cfg.eval, eval_path, columns, ["eval"])
+    sets = {name: load_eval_set(cfg, es, None, columns, ["eval", "sets", name]) for name, es in cfg.eval.sets.items()}
+    check_published(cfg)
+    for rows in (evals, *sets.values()):
+        check_no_overlap(seeds, rows)
     if "generate" in stages or ("evaluate" in stages and "teacher" in cfg.eval.models):
         check_teacher(cfg)
     if "train" in stages:
         check_student_fits(cfg)
-    return Inputs(task, seeds, evals)
+    return Inputs(task, seeds, evals, sets)
+
+
+def load_eval_set(cfg: Config, es: EvalSet, default: Path | None, columns: dict, key: list[str]) -> Examples:
+    """One eval set: a file (JSONL, CSV, parquet), or a benchmark's source + reference files."""
+    if es.source and es.path:
+        raise config_error(cfg, [*key, "source"], "give the eval set as `path` or as `source` + `references`, not both")
+    if es.references and not es.source:
+        raise config_error(cfg, [*key, "references"], "reference files need their `source` file")
+    if es.source and not es.references:
+        raise config_error(cfg, [*key, "source"], "a benchmark's source file needs its `references` (one file per annotator)")
+    if es.source:
+        return load_benchmark(resolve_path(es.source), [resolve_path(r) for r in es.references])
+    path = resolve_path(es.path) if es.path else default
+    if path is None:
+        raise config_error(cfg, [*key, "path"], "an eval set needs its `path` (or `source` + `references`)")
+    return load_examples(path, columns={**columns, **(es.fields or {})}, what="eval set")
+
+
+def check_published(cfg: Config) -> None:
+    """Every published result names an eval set of the run and a metric of the task."""
+    names = [cfg.eval.name, *cfg.eval.sets]
+    if len(set(names)) < len(names):
+        raise config_error(cfg, ["eval", "sets"], f"'{cfg.eval.name}' names the headline eval set (eval.name) already")
+    for p in cfg.eval.published:
+        if p.set not in names:
+            raise config_error(cfg, ["eval", "published"], f"{p.system}: set '{p.set}' is not an eval set of this run "
+                               f"(known: {', '.join(names)})")
 
 
 def check_prices(cfg: Config) -> None:
@@ -76,7 +107,7 @@ def check_cascade(cfg: Config) -> None:
     """The eval engine must be here; the cascade needs both its models evaluated, and one student to put first."""
     c = cfg.eval.cascade
     if cfg.eval.engine == "llama-server":
-        from distill.teacher.local_server import llama_server_binary
+        from distill.teacher.gguf_server import llama_server_binary
 
         if llama_server_binary() is None:
             raise config_error(cfg, ["eval", "engine"], "llama-server not found (build it: python -m "
@@ -122,7 +153,8 @@ def check_filters(cfg: Config) -> None:
 def data_paths(cfg: Config, task: Task) -> tuple[Path, Path]:
     """The seed and eval files: the config's when it names them, else the task folder's own."""
     out = []
-    for given, which, key in ((cfg.seeds_path, "seeds", ["seeds_path"]), (cfg.eval.path, "eval", ["eval", "path"])):
+    eval_key = ["eval", "source"] if cfg.eval.source else ["eval", "path"]
+    for given, which, key in ((cfg.seeds_path, "seeds", ["seeds_path"]), (cfg.eval.source or cfg.eval.path, "eval", eval_key)):
         path = resolve_path(given) if given else task.data_path(which)
         if path is None:
             raise config_error(cfg, key, f"task '{task.name}' has no {which} file of its own; name one here")
@@ -131,15 +163,18 @@ def data_paths(cfg: Config, task: Task) -> tuple[Path, Path]:
 
 
 def check_no_overlap(seeds: Examples, evals: Examples) -> None:
-    """The eval set must be held out: no eval input may also be a seed's input or output."""
+    """The eval set must be held out: no eval input, nor any of a row's several references, may also be a
+    seed's input or output."""
     seen = {}
     for s in seeds:
         for f in ("input", "output"):
             seen.setdefault(dedup_key(s[f]), s["id"])
     for e in evals:
-        if (sid := seen.get(dedup_key(e["input"]))) is not None:
-            raise DataError(f"{evals.where(e['id'])}: field 'input': eval row '{e['id']}' "
-                            f"overlaps seed '{sid}' ({seeds.where(sid)}); the eval set must be held out")
+        several = references(e) if len(references(e)) > 1 else []  # a benchmark's references are sentences too
+        for field, text in [("input", e["input"]), *(("output", r) for r in several)]:
+            if (sid := seen.get(dedup_key(text))) is not None and (field == "input" or dedup_key(text) != dedup_key(e["input"])):
+                raise DataError(f"{evals.where(e['id'])}: field '{field}': eval row '{e['id']}' "
+                                f"overlaps seed '{sid}' ({seeds.where(sid)}); the eval set must be held out")
 
 
 def check_teacher(cfg: Config) -> None:
@@ -162,7 +197,7 @@ def check_teacher(cfg: Config) -> None:
             raise ConfigError("teacher.backend: vllm_offline needs vLLM in this environment (pip install '.[vllm]')")
         return
     if ep.launch_local and t.backend != "openai_batch":
-        from distill.teacher.local_server import engine_of, llama_server_binary
+        from distill.teacher.gguf_server import engine_of, llama_server_binary
 
         engine = engine_of(ep.local)
         if engine == "llama-server" and llama_server_binary() is None:

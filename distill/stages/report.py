@@ -2,7 +2,7 @@
 eval results the earlier stages wrote."""
 from __future__ import annotations
 
-from distill.io import read_json, write_json, write_text_atomic
+from distill.io import read_json, references, write_json, write_text_atomic
 from distill.report import choose_model, frontier_keys, markdown_table, plot_frontier, render_markdown
 from distill.report.ledger import ledger, one_off
 from distill.report.phrases import cost_ratio
@@ -31,9 +31,9 @@ def build_report(ctx: RunContext) -> dict:
     rows = []
     for key, m in sorted(ev.models.items(), key=lambda kv: ROLE_ORDER.get(kv[1].role, 9)):
         row = {"key": key, **m.model_dump(include={
-            "name", "role", "engine", "parameters", "metrics", "interval", "vs_teacher", "vs_prompted", "cost_per_1k_usd",
-            "cost_rule", "cost_note", "serving", "quality_pass_cost_per_1k_usd", "latency_p50_s", "latency_p95_s",
-            "throughput_rps", "prompt", "breakdown", "cascade"})}
+            "name", "role", "engine", "parameters", "metrics", "interval", "intervals", "vs_teacher", "vs_prompted",
+            "cost_per_1k_usd", "cost_rule", "cost_note", "serving", "quality_pass_cost_per_1k_usd", "latency_p50_s",
+            "latency_p95_s", "throughput_rps", "prompt", "breakdown", "cascade"})}
         if teacher:
             tq = teacher.metrics[metric]
             row["pct_of_teacher_quality"] = round(100 * m.metrics[metric] / tq, 1) if tq else None
@@ -58,7 +58,10 @@ def build_report(ctx: RunContext) -> dict:
         "task": ctx.task.name,
         "frontier": frontier,
         "selection": selection,
-        "eval": {"path": ev.eval_path, "n": ev.n, "primary_metric": metric, "copy_baseline": ev.copy_baseline},
+        "eval": {"name": ev.name, "path": ev.eval_path, "n": ev.n, "primary_metric": metric, "tokenized": ev.tokenized,
+                 "copy_baseline": ev.copy_baseline, "published": published(cfg, cfg.eval.name),
+                 "references_per_row": max((len(references(r)) for r in ctx.eval_rows), default=1)},
+        "eval_sets": [other_set(ctx, name, rows) for name, rows in ctx.eval_sets.items()],
         "models": rows,
         "data": {
             "generated": filt.generated, "kept": filt.kept, "dropped": filt.dropped,
@@ -81,6 +84,24 @@ def build_report(ctx: RunContext) -> dict:
     }
 
 
+def published(cfg, name: str) -> list[dict]:
+    """The results reported elsewhere on this eval set, as the config gives them (never in a verdict)."""
+    return [p.model_dump() for p in cfg.eval.published if p.set == name]
+
+
+def other_set(ctx: RunContext, name: str, rows) -> dict:
+    """A table of one more eval set (eval.sets): every model's metrics, intervals and difference to the teacher."""
+    path = ctx.dir.eval_summary(rows.path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found (run `distill evaluate` first)")
+    ev = EvalSummary.read(path)
+    models = [{"key": k, **m.model_dump(include={"name", "role", "prompt", "metrics", "interval", "intervals", "vs_teacher"})}
+              for k, m in sorted(ev.models.items(), key=lambda kv: ROLE_ORDER.get(kv[1].role, 9))]
+    return {"name": name, "path": ev.eval_path, "n": ev.n, "primary_metric": ev.primary_metric, "tokenized": ev.tokenized,
+            "references_per_row": max((len(references(r)) for r in rows), default=1), "copy_baseline": ev.copy_baseline,
+            "models": models, "published": published(ctx.cfg, name), "cost_usd": ev.cost_usd}
+
+
 def _bill(ctx: RunContext, rows: list[dict], gen, filt, train, adapt: dict, ev: EvalSummary) -> dict:
     """Every stage's one-off cost, serving per 1k requests, and the break-even of the headline student."""
     cfg = ctx.cfg
@@ -98,7 +119,9 @@ def _bill(ctx: RunContext, rows: list[dict], gen, filt, train, adapt: dict, ev: 
               if cfg.teacher.adaptation.method == "lora" else one_off("teacher adaptation", 0.0, "few-shot prompt: none"),
               one_off("judge", judge.get("cost_usd"), judge.get("cost_rule") or "no LLM filter"),
               one_off("training", *hw(train_s, cfg.student.hardware)),
-              one_off("evaluation", ev.cost_usd, "every quality pass and the serving measurement")]
+              one_off("evaluation", (ev.cost_usd or 0.0) + sum(EvalSummary.read(ctx.dir.eval_summary(r.path)).cost_usd or 0.0
+                                                               for r in ctx.eval_sets.values()),
+                      "every quality pass and the serving measurement")]
     distilled = [r for r in rows if r["role"] == "distilled student"]
     student = next((r for r in distilled if r.get("chosen")), None) or (
         max(distilled, key=lambda r: r["metrics"][ev.primary_metric]) if distilled else None)

@@ -34,6 +34,8 @@ class Task:
             self.name = spec.name or self.folder.name
         if spec.primary_metric:
             self.primary_metric = spec.primary_metric
+        elif spec.kind == "rewrite" and type(self).primary_metric == "chrf":
+            self.primary_metric = "gleu"  # the GEC GLEU: what rewriting benchmarks publish
 
     def files(self) -> list[Path]:
         """Every file the task is made of (templates, task.yaml, data, its Python): the cache fingerprint."""
@@ -143,16 +145,19 @@ class Task:
     def metric_names(self) -> list[str]:
         return self.spec.metrics or ["exact_match"]
 
-    def metrics(self, predictions: list[str], references: list[str], sources: list[str]) -> dict[str, float]:
-        from distill.tasks.metrics import METRICS
+    def metrics(self, predictions: list[str], references: list, sources: list[str]) -> dict[str, float]:
+        """Every configured metric. A row's reference may be a list (several annotators): the built-in
+        metrics use them all where their definition allows; the task's own metrics get the first."""
+        from distill.tasks.metrics import METRICS, first_refs
 
-        known = {**METRICS, **self.own_metrics()}
+        own = self.own_metrics()
         out = {}
         for name in self.metric_names():
-            if name not in known:
+            if name not in METRICS and name not in own:
                 raise TaskError(f"{self.folder / 'task.yaml'}: field 'metrics': unknown metric '{name}' "
-                                f"(known: {', '.join(sorted(known))})")
-            out[name] = known[name](predictions, references, sources)
+                                f"(known: {', '.join(sorted({**METRICS, **own}))})")
+            out[name] = own[name](predictions, first_refs(references), sources) if name in own \
+                else METRICS[name](predictions, references, sources)
         return out
 
     def own_metrics(self) -> dict:

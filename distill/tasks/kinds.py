@@ -42,7 +42,9 @@ class GenerationTask(Task):
     def metric_names(self) -> list[str]:
         if self.spec.metrics:
             return self.spec.metrics
-        return ["exact_match", "chrf", "rouge_l", *(["gleu"] if self.spec.kind == "rewrite" else [])]
+        if self.spec.kind == "rewrite":  # the field's own yardsticks first: GEC GLEU and SARI
+            return ["gleu", "sari", "exact_match", "chrf", "google_bleu"]
+        return ["exact_match", "chrf", "rouge_l"]
 
     def format_problem(self, row: Row) -> str | None:
         if not row.output.strip():

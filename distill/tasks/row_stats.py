@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from distill.tasks import metrics as m
+from distill.tasks import rewrite_metrics
 from distill.text import normalise, tokens
 
 # (predictions, references, sources) -> (n rows, k statistics); (sums over rows, n rows) -> metric
@@ -29,15 +30,16 @@ def _pct(s: np.ndarray, n: int) -> float:
 
 
 def _exact(preds, refs, srcs):
-    return _share([normalise(p) == normalise(r) for p, r in zip(preds, refs)])
+    return _share([any(normalise(p) == normalise(r) for r in m.all_refs(rs)) for p, rs in zip(preds, refs)])
 
 
 def _accuracy(preds, refs, srcs):
-    return _share([p == r for p, r in zip(preds, refs)])
+    return _share([p == r for p, r in zip(preds, m.first_refs(refs))])
 
 
 def _label_counts(preds, refs, srcs):
     """Per row, for each reference label: [true positive, false positive, false negative] (one-hot)."""
+    refs = m.first_refs(refs)
     labels = sorted(set(refs))
     out = np.zeros((len(preds), 3 * len(labels)))
     for i, (p, r) in enumerate(zip(preds, refs)):
@@ -59,7 +61,7 @@ def _macro_f1(s, n):
 def _chrf_rows(preds, refs, srcs):
     from sacrebleu.metrics import CHRF
 
-    return np.asarray(CHRF()._extract_corpus_statistics(preds, [refs]), dtype=float)
+    return np.asarray(CHRF()._extract_corpus_statistics(preds, m.ref_streams(refs)), dtype=float)
 
 
 def _chrf(s, n):
@@ -72,22 +74,36 @@ def _rouge_rows(preds, refs, srcs):
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    return _share([scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(preds, refs)])
+    return _share([scorer.score_multi(m.all_refs(r), p)["rougeL"].fmeasure for p, r in zip(preds, refs)])
 
 
-def _gleu_rows(preds, refs, srcs):
-    """NLTK's corpus GLEU is sum(n-gram matches) / sum(max(hypothesis n-grams, reference n-grams))."""
+def _google_bleu_rows(preds, refs, srcs):
+    """NLTK's corpus GLEU is sum(n-gram matches) / sum(max(hypothesis n-grams, reference n-grams)), each
+    row counted against its reference with the best ratio."""
     from nltk.util import everygrams
 
     out = []
-    for p, r in zip(preds, refs):
-        hyp, ref = Counter(everygrams(tokens(p), 1, 4)), Counter(everygrams(tokens(r), 1, 4))
-        out.append((sum((hyp & ref).values()), max(sum(hyp.values()), sum(ref.values()))))
+    for p, rs in zip(preds, refs):
+        hyp = Counter(everygrams(tokens(p), 1, 4))
+        counts = []
+        for r in m.all_refs(rs):
+            ref = Counter(everygrams(tokens(r), 1, 4))
+            if (n_all := max(sum(hyp.values()), sum(ref.values()))) > 0:
+                counts.append((sum((hyp & ref).values()), n_all))
+        out.append(max(counts, key=lambda c: c[0] / c[1]) if counts else (0, 0))
     return np.asarray(out, dtype=float).reshape(-1, 2)
 
 
+def _gleu_rows(preds, refs, srcs):
+    return rewrite_metrics.gleu_rows(preds, [m.all_refs(r) for r in refs], srcs)
+
+
+def _sari_rows(preds, refs, srcs):
+    return rewrite_metrics.sari_rows(preds, [m.all_refs(r) for r in refs], srcs)
+
+
 def _field_rows(preds, refs, srcs):
-    return np.asarray([m.field_counts([p], [r]) for p, r in zip(preds, refs)], dtype=float).reshape(-1, 5)
+    return np.asarray([m.field_counts([p], [r]) for p, r in zip(preds, m.first_refs(refs))], dtype=float).reshape(-1, 5)
 
 
 def _field_f1(s, n):
@@ -99,7 +115,7 @@ def _field_f1(s, n):
 
 
 def _object_rows(preds, refs, srcs):
-    return _share([m.object_match([p], [r], []) == 100 for p, r in zip(preds, refs)])
+    return _share([m.object_match([p], [r], []) == 100 for p, r in zip(preds, m.first_refs(refs))])
 
 
 ROW_STATS: dict[str, RowStats] = {
@@ -108,7 +124,9 @@ ROW_STATS: dict[str, RowStats] = {
     "macro_f1": (_label_counts, _macro_f1),
     "chrf": (_chrf_rows, _chrf),
     "rouge_l": (_rouge_rows, _pct),
-    "gleu": (_gleu_rows, lambda s, n: s[0] / s[1] if s[1] else 0.0),
+    "google_bleu": (_google_bleu_rows, lambda s, n: s[0] / s[1] if s[1] else 0.0),
+    "gleu": (_gleu_rows, rewrite_metrics.gleu_total),
+    "sari": (_sari_rows, lambda s, n: s[0] / n if n else 0.0),
     "field_f1": (_field_rows, _field_f1),
     "field_accuracy": (_field_rows, lambda s, n: 100 * s[4] / s[3] if s[3] else 0.0),
     "object_match": (_object_rows, _pct),

@@ -6,7 +6,8 @@
     cached.py      the one wrapper (store + budget + usage) every backend runs under
     structured.py  JSON-schema replies, validated and retried
     backends/      openai, openai_batch, vllm_offline, transformers
-    local_server.py  the offline default's llama.cpp server (llama-server or llama-cpp-python)
+    gguf_server.py   a GGUF behind llama.cpp (llama-server or llama-cpp-python): the local teacher, the
+                     evaluation's self-hosted models, `distill serve-model`
     build_server.py  builds llama-server from llama-cpp-python's sdist
 """
 from __future__ import annotations
@@ -93,7 +94,7 @@ def open_teacher(cfg: Config, run: RunDir | None = None) -> Iterator[Teacher]:
         yield Teacher(cfg, BatchBackend(cfg, _remote_url(cfg)))
     elif t.endpoint.launch_local:
         from distill.teacher.backends.openai import OpenAIBackend
-        from distill.teacher.local_server import local_server
+        from distill.teacher.gguf_server import local_server
 
         with local_server(t, run.teacher_server_log if run is not None else None) as srv:
             yield Teacher(cfg, OpenAIBackend(cfg, srv.base_url, engine=srv.label, slots=srv.slots))

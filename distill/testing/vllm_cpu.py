@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from distill.teacher.local_server import wait_until_serving
+from distill.teacher.gguf_server import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVED_NAME = "SmolLM2-135M-Instruct"

@@ -1,5 +1,6 @@
-"""The offline default's local teacher: an OpenAI-protocol server on a free loopback port, started for the
-run and always stopped, even when its parent dies by SIGKILL; and `distill serve-model`'s server.
+"""A GGUF behind an OpenAI-protocol server on a free loopback port, started for the run and always stopped,
+even when its parent dies by SIGKILL: the offline default's local teacher (`local_server`), the
+evaluation's self-hosted models (`serve_gguf`) and `distill serve-model`.
 
 Two engines serve a GGUF: llama.cpp's own server (`llama-server`, built by `distill.teacher.build_server`:
 parallel slots decoded together, continuous batching) and llama-cpp-python's server (one request at a
