@@ -17,6 +17,15 @@ class DataError(ValueError):
     """Bad input data, phrased as one line: file:line: field 'x': what is wrong."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once, at import: os.umask can only be read by setting it
+
+
 @contextmanager
 def atomic_path(target: Path, *, folder: bool = False, keep_existing: bool = False) -> Iterator[Path]:
     """A temp file (or folder) beside target to fill; when the block ends without error it takes target's
@@ -31,6 +40,7 @@ def atomic_path(target: Path, *, folder: bool = False, keep_existing: bool = Fal
         fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         os.close(fd)
         tmp = Path(name)
+    os.chmod(tmp, (0o777 if folder else 0o666) & ~_UMASK)  # an ordinary file's mode, not mkstemp's 0600
     try:
         yield tmp
         faults.point(f"write:{target.name}")  # a test's kill lands here, with the new copy complete but not in place

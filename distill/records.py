@@ -25,13 +25,6 @@ class Row:
     def ok(self) -> bool:
         return self.status == "ok"
 
-    # Task hooks of earlier versions read rows as dicts (row["output"]); both forms keep working.
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, default)
-
     @classmethod
     def from_dict(cls, d: dict) -> "Row":
         return cls(id=d["id"], input=d["input"], output=d.get("output"), reference=d.get("reference"),

@@ -14,13 +14,6 @@ from distill.io import DataError, read_json, write_json
 class Stats(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    # Earlier code and the tests read stats as dicts (stats["counts"]["rows"]); both forms work.
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, default)
-
     @classmethod
     def read(cls, path: Path):
         """The stats a stage wrote, or an empty record when it has not run."""

@@ -26,13 +26,13 @@ def test_lora_adapted_teacher_generates_and_is_reported(tmp_path):
     assert recs and all(r["engine"] == "transformers" for r in recs)
     answers = [r for r in recs if r["messages"][0]["role"] == "system"]
     assert answers and all(len(r["messages"]) == 2 for r in answers)  # zero-shot: system + input, no seed turns
-    assert stats["counts"]["few_shot_ids"] == []
-    t = stats["totals"]
-    assert t["requests_sent"] == len(recs) and t["prompt_tokens"] == sum(r["usage"]["prompt_tokens"] for r in recs)
+    assert stats.counts.few_shot_ids == []
+    t = stats.totals
+    assert t.requests_sent == len(recs) and t.prompt_tokens == sum(r["usage"]["prompt_tokens"] for r in recs)
 
     adapt_stage.run(ctx)
     again = generate.run(ctx)  # neither retrained nor re-asked
-    assert again["last"]["requests_sent"] == 0 and read_json(rd / "stats" / "adapt.json") == adapt
-    ev = evaluate.run(ctx)["models"]["teacher"]
-    assert ev["engine"] == "transformers in-process (LoRA-adapted)" and "LoRA-adapted" in ev["prompt"]
-    assert ev["n"] == 4 and ev["failed"] == 0
+    assert again.last.requests_sent == 0 and read_json(rd / "stats" / "adapt.json") == adapt
+    ev = evaluate.run(ctx).models["teacher"]
+    assert ev.engine == "transformers in-process (LoRA-adapted)" and "LoRA-adapted" in ev.prompt
+    assert ev.n == 4 and ev.failed == 0

@@ -42,10 +42,10 @@ def test_batch_rows_and_usage_match_the_realtime_backend_at_half_the_price(tmp_p
         assert len(fake.batch_lines) == len(set(fake.batch_lines))
     assert _rows(rd_b) == _rows(rd)
     for k in ("requests_sent", "prompt_tokens", "completion_tokens", "failed", "retries"):
-        assert batch["totals"][k] == realtime["totals"][k], k
-    assert batch["last"]["cost_rule"].endswith("(batch)")
+        assert getattr(batch.totals, k) == getattr(realtime.totals, k), k
+    assert batch.last.cost_rule.endswith("(batch)")
     # costs are stored rounded to the micro-dollar
-    assert batch["totals"]["cost_usd"] == pytest.approx(realtime["totals"]["cost_usd"] / 2, abs=1e-6)
+    assert batch.totals.cost_usd == pytest.approx(realtime.totals.cost_usd / 2, abs=1e-6)
     # the store has the same records as the real-time one, plus the batch they came from
     recs = [r for r in read_jsonl(rd_b / "data" / "requests.jsonl")]
     assert recs and all(r["error"] is None and r["batch_id"].startswith("batch_") for r in recs)
@@ -66,9 +66,9 @@ def test_expired_batch_finishes_undone_requests_in_a_new_batch(tmp_path):
     first = next(e for e in journal if e["event"] == "collected")
     assert first["status"] == "expired" and first["lines"] == 12 and first["missing"] == 0  # 7 in the error file
     # undone (7 expired) and the 500 went into round 2; the 400 is not retryable and is recorded
-    assert stats["last"]["retries"] == 8
-    assert stats["last"]["errors"] == {"BatchLineError(batch_expired)": 7, "APIError(500)": 1, "APIError(400)": 1}
-    assert stats["counts"]["failed_input_requests"] == 1
+    assert stats.last.retries == 8
+    assert stats.last.errors == {"BatchLineError(batch_expired)": 7, "APIError(500)": 1, "APIError(400)": 1}
+    assert stats.counts.failed_input_requests == 1
     failed = [r for r in read_jsonl(rd / "data" / "requests.jsonl") if r["error"]]
     assert len(failed) == 1 and failed[0]["error"].startswith("APIError(400)")
     # no request ran twice: the only repeats are the 8 resubmitted ones
@@ -131,6 +131,6 @@ def test_uploaded_but_unjournalled_batch_is_found_by_its_file(tmp_path):
         hold.set()
         stats = generate.run(ctx)
         assert list(fake.batches)[0] == "batch_2" and len(fake.batch_lines) == len(set(fake.batch_lines))
-    assert stats["counts"]["teacher_rows_failed"] == 0 and stats["counts"]["parsed_inputs"] == 36
+    assert stats.counts.teacher_rows_failed == 0 and stats.counts.parsed_inputs == 36
     # the first invocation counted the batch's 12 requests as sent; collecting it later adds no more
-    assert stats["totals"]["requests_sent"] == len(fake.batch_lines)
+    assert stats.totals.requests_sent == len(fake.batch_lines)

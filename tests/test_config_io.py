@@ -150,3 +150,33 @@ def test_earlier_flat_teacher_keys_still_work_and_say_where_they_moved(tmp_path)
     assert cfg.teacher.endpoint.max_concurrency == 3 and cfg.teacher.endpoint.base_url == "http://x/v1"
     assert cfg.teacher.adaptation.method == "lora" and cfg.teacher.adaptation.few_shot == 4
     assert "launch_local" not in cfg.redacted()["teacher"]  # saved in the new layout
+
+
+def test_atomic_path_puts_a_whole_file_or_folder_in_place_with_an_ordinary_mode(tmp_path):
+    """The one atomic-write helper. Breaks caught: a half-filled copy left in place after an error, mkstemp's
+    0600 kept (a server running as another user could not read an exported GGUF), a folder another
+    process finished first pulled from under its readers when asked to keep it."""
+    import os
+
+    from distill.io import atomic_path
+
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    with atomic_path(target) as tmp:
+        tmp.write_text("whole")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.read_text() == "whole" and target.stat().st_mode & 0o777 == 0o666 & ~umask
+    folder = tmp_path / "model"
+    with atomic_path(folder, folder=True) as tmp:
+        (tmp / "a").write_text("first")
+    with atomic_path(folder, folder=True, keep_existing=True) as tmp:
+        (tmp / "a").write_text("second")
+    assert (folder / "a").read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["model", "out.txt"]
+    with atomic_path(folder, folder=True) as tmp:
+        (tmp / "b").write_text("new")
+    assert [p.name for p in folder.iterdir()] == ["b"]

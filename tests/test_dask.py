@@ -56,8 +56,8 @@ def test_dask_fan_out_keeps_the_same_rows_as_the_default_runner(tmp_path):
     rd_seq, kept_seq, tasks_seq = _run(tmp_path, "default")
     rd_dask, kept_dask, tasks_dask = _run(tmp_path, "dask", "generation.shards=3", "generation.task_runner=dask",
                                           "generation.dask_workers=2")
-    assert tasks_seq == ["filter", "generate"]
-    assert tasks_dask == ["filter", "generate"] + ["generate-answers-shard"] * 3 + ["generate-inputs-shard"] * 3
+    assert tasks_seq == ["adapt", "filter", "generate"]
+    assert tasks_dask == ["adapt", "filter", "generate"] + ["generate-answers-shard"] * 3 + ["generate-inputs-shard"] * 3
 
     teacher_rows = [r for r in kept_seq if r["meta"]["source"] == "teacher"]
     assert len(teacher_rows) >= 20  # the comparison is over real generated data, not seeds alone

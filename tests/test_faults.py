@@ -24,15 +24,15 @@ def _accounting(rd: Path, stats: dict) -> None:
     rows = read_jsonl(rd / "data" / "generated.jsonl")
     ids = [r["id"] for r in rows]
     assert len(ids) == len(set(ids)), "duplicate row ids"
-    c = stats["counts"]
-    assert c["rows"] == len(rows) == c["seed_rows"] + c["parsed_inputs"]
-    assert c["teacher_rows_ok"] + c["teacher_rows_failed"] + c["teacher_rows_unasked"] == c["parsed_inputs"]
-    assert c["teacher_rows_unasked"] == sum(r["status"] == "unasked" and r["meta"]["source"] == "teacher" for r in rows)
+    c = stats.counts
+    assert c.rows == len(rows) == c.seed_rows + c.parsed_inputs
+    assert c.teacher_rows_ok + c.teacher_rows_failed + c.teacher_rows_unasked == c.parsed_inputs
+    assert c.teacher_rows_unasked == sum(r["status"] == "unasked" and r["meta"]["source"] == "teacher" for r in rows)
     # over the run's life, every attempt either landed in the store, was retried, or failed for good
     store = read_jsonl(rd / "data" / "requests.jsonl")
     landed = sum(1 for r in store if r.get("error") is None)
-    t = stats["totals"]
-    assert t["requests_sent"] == landed + t["retries"] + t["failed"]
+    t = stats.totals
+    assert t.requests_sent == landed + t.retries + t.failed
     return rows
 
 
@@ -46,7 +46,7 @@ def test_twenty_percent_faults_lose_and_duplicate_nothing(tmp_path):
         stats = generate.run(ctx)
     assert len(fake.injected) >= 8, fake.injected  # most fault kinds were actually exercised
     rows = _accounting(rd, stats)
-    assert stats["last"]["retries"] > 0 and stats["counts"]["teacher_rows_failed"] > 0
+    assert stats.last.retries > 0 and stats.counts.teacher_rows_failed > 0
 
     fstats = filtering.run(ctx)
     kept = read_jsonl(rd / "data" / "train.jsonl")
@@ -55,7 +55,7 @@ def test_twenty_percent_faults_lose_and_duplicate_nothing(tmp_path):
     assert all(d["reason"] for d in dropped)
     failed = {r["id"] for r in rows if r["status"] == "failed"}
     assert failed == {d["id"] for d in dropped if d["stage"] == "generate"}
-    assert fstats["kept"] + fstats["dropped"] == fstats["generated"] == len(rows)
+    assert fstats.kept + fstats.dropped == fstats.generated == len(rows)
     # off-format replies (chatter, empty) are dropped with the reason, not kept
     outputs = {r["output"] for r in kept}
     assert "Sure! Here is the corrected sentence for you:" not in outputs and "" not in outputs
@@ -68,10 +68,10 @@ def test_failed_requests_are_retried_by_the_next_run_and_rows_converge(tmp_path)
     with FakeOpenAI(fault_rate=0.3, seed=5, faults=["500", "reset", "malformed"]) as fake:
         ctx, cfg, rd = opened(_prepare(fake, tmp_path, "teacher.endpoint.max_retries=0", "teacher.endpoint.timeout_s=60"))
         first = generate.run(ctx)
-        assert first["last"]["failed"] > 0
+        assert first.last.failed > 0
         fake.fault_rate = 0.0
         second = generate.run(ctx)
-    assert second["last"]["requests_sent"] > 0 and second["last"]["failed"] == 0
+    assert second.last.requests_sent > 0 and second.last.failed == 0
     rows = _accounting(rd, second)
     assert all(r["status"] in ("ok", "unasked") for r in rows)  # no row failed (an unasked one was never sent)
     keys = [r["key"] for r in read_jsonl(rd / "data" / "requests.jsonl") if r.get("error") is None]
@@ -85,10 +85,10 @@ def test_max_requests_stops_cleanly_and_a_rerun_sends_nothing_more(tmp_path):
         ctx, cfg, rd = opened(_prepare(fake, tmp_path, "teacher.budget.max_requests=12"))
         stats = generate.run(ctx)
         assert len(fake.requests) == 12
-        assert stats["counts"]["cut_short"] == "teacher.budget.max_requests=12 reached"
+        assert stats.counts.cut_short == "teacher.budget.max_requests=12 reached"
         _accounting(rd, stats)
         again = generate.run(ctx)
-        assert len(fake.requests) == 12 and again["last"]["requests_sent"] == 0
+        assert len(fake.requests) == 12 and again.last.requests_sent == 0
     filtering.run(ctx)
     skipped = [d for d in read_jsonl(rd / "data" / "dropped.jsonl") if d["stage"] == "generate"]
     assert skipped and all(d["reason"].startswith("not sent: teacher.budget.max_requests") for d in skipped)
@@ -107,10 +107,10 @@ def test_max_cost_stops_before_going_over(tmp_path):
                                        "teacher.max_tokens=200"))
         stats = generate.run(ctx)
     bills = [(u["prompt_tokens"] + u["completion_tokens"]) * 10 / 1e6 for u in map(full_usage, fake.requests)]
-    assert stats["counts"]["cut_short"].startswith(f"teacher.budget.max_cost_usd={limit} would be exceeded")
+    assert stats.counts.cut_short.startswith(f"teacher.budget.max_cost_usd={limit} would be exceeded")
     assert sum(bills) <= limit, f"billed ${sum(bills):.4f} under a ${limit} limit"
     assert sum(bills) > limit - 4 * max(bills), "stopped long before the limit"
-    assert stats["totals"]["cost_usd"] == pytest.approx(sum(bills), abs=1e-5)
+    assert stats.totals.cost_usd == pytest.approx(sum(bills), abs=1e-5)
 
 
 def test_dry_run_calls_nothing_and_writes_nothing(tmp_path):
@@ -189,8 +189,8 @@ def test_rows_the_dedups_drop_are_never_asked_and_the_filtered_data_is_the_same(
     (sb, fb, rb, asked_b), (sa, fa, ra, asked_a) = out["before"], out["after"]
     dropped = [r for r in read_jsonl(rb / "data" / "generated.jsonl") if r["status"] == "unasked"]
     teacher_dropped = [r for r in dropped if r["meta"]["source"] == "teacher"]
-    assert sb["counts"]["teacher_rows_unasked"] == len(teacher_dropped) > 10
-    assert sa["counts"]["teacher_rows_unasked"] == 0 and sa["counts"]["parsed_inputs"] == sb["counts"]["parsed_inputs"]
+    assert sb.counts.teacher_rows_unasked == len(teacher_dropped) > 10
+    assert sa.counts.teacher_rows_unasked == 0 and sa.counts.parsed_inputs == sb.counts.parsed_inputs
     assert all(r["output"] is None or r["meta"]["source"] == "seed" for r in dropped)
     # every dropped input's answer request was saved (the same input twice is one request anyway)
     dropped_inputs = {r["input"] for r in teacher_dropped}
@@ -200,9 +200,9 @@ def test_rows_the_dedups_drop_are_never_asked_and_the_filtered_data_is_the_same(
     assert read_jsonl(rb / "data" / "train.jsonl") == read_jsonl(ra / "data" / "train.jsonl")
     ledger = {(d["id"], d["stage"], d["reason"]) for d in read_jsonl(rb / "data" / "dropped.jsonl")}
     assert ledger == {(d["id"], d["stage"], d["reason"]) for d in read_jsonl(ra / "data" / "dropped.jsonl")}
-    counts = [(s["stage"], s["in"], s["kept"]) for s in fb["stages"]]
-    assert counts == [(s["stage"], s["in"], s["kept"]) for s in fa["stages"][1:]]
-    assert [s.get("before_answer", False) for s in fb["stages"]] == [True, True, False]
+    counts = [(s["stage"], s["in"], s["kept"]) for s in fb.stages]
+    assert counts == [(s["stage"], s["in"], s["kept"]) for s in fa.stages[1:]]
+    assert [s.get("before_answer", False) for s in fb.stages] == [True, True, False]
     # the filter stage refuses a chain that no longer starts with what generation ran
     with pytest.raises(ConfigError, match="run `distill generate` again"):
         c2, _, _ = opened(prepare_run(None, rb, ["filters=[task_format]"], stages=("filter",), force=True))

@@ -32,20 +32,20 @@ def test_generate_rerun_sends_no_request_and_filter_accounts_for_every_row(tmp_p
     sets = TINY + ["teacher.logprobs=5", "generation.input_requests=12", "generation.inputs_per_request=4"]
     ctx, cfg, rd = opened(prepare_run(None, tmp_path / "run", sets))
     first = generate.run(ctx)
-    assert first["last"]["requests_sent"] > 0 and first["last"]["completion_tokens"] > 0
+    assert first.last.requests_sent > 0 and first.last.completion_tokens > 0
     rows1 = read_jsonl(rd / "data" / "generated.jsonl")
     second = generate.run(ctx)
-    assert second["last"]["requests_sent"] == 0
+    assert second.last.requests_sent == 0
     # everything the first run asked (sent, or the same request twice in one run) comes from the store
-    assert second["last"]["cache_hits"] == (first["last"]["requests_sent"] - first["last"]["retries"]
-                                            + first["last"]["cache_hits"])
+    assert second.last.cache_hits == (first.last.requests_sent - first.last.retries
+                                            + first.last.cache_hits)
     assert read_jsonl(rd / "data" / "generated.jsonl") == rows1
-    assert len(second["invocations"]) == 2
+    assert len(second.invocations) == 2
 
     stats = filtering.run(ctx)
     kept = read_jsonl(rd / "data" / "train.jsonl")
     dropped = read_jsonl(rd / "data" / "dropped.jsonl")
-    assert len(kept) + len(dropped) == len(rows1) == stats["generated"]
+    assert len(kept) + len(dropped) == len(rows1) == stats.generated
     assert sorted(r["id"] for r in kept + dropped) == sorted(r["id"] for r in rows1)
     assert all(d["reason"] for d in dropped)
     assert (rd / "dataset" / "README.md").exists()
@@ -112,7 +112,7 @@ def test_sigkill_during_generation_then_resume_loses_and_duplicates_nothing(tmp_
     # a third, fully cached run reproduces the same rows: nothing was missing
     with prepare_run(None, rd, [], save=False, stages=("generate",)) as ctx:  # the run's saved config
         again = generate.run(ctx)
-    assert again["last"]["requests_sent"] == 0
+    assert again.last.requests_sent == 0
     assert [r["id"] for r in read_jsonl(rd / "data" / "generated.jsonl")] == ids
     backed = {k for r in rows if r["meta"].get("source") == "teacher" and r["status"] == "ok"
               for k in r["meta"]["request_keys"]}

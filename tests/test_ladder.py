@@ -90,19 +90,19 @@ def test_small_ladder_trains_evaluates_and_reports(tmp_path):
     write_jsonl(rd / "data" / "train.jsonl", [{"id": s["id"], "input": s["input"], "output": s["output"],
                                               "reference": s["output"], "meta": {}} for s in seeds])
     stats = train.run(ctx)
-    small = stats["students"]["small"]
-    assert small["keep_layers"] == 6 and small["lora"] is False and small["steps"] == 2
+    small = stats.students["small"]
+    assert small.keep_layers == 6 and small.lora is False and small.steps == 2
     # a block cut: the first layers and the last kept, one contiguous run of the 30 dropped
-    kept = small["kept_layers"]
+    kept = small.kept_layers
     assert len(kept) == 6 and kept[-1] == 29 and sum(b - a > 1 for a, b in zip(kept, kept[1:])) == 1
-    assert small["base"] == str(rd / "checkpoints" / "pruned-base-block-L6")
+    assert small.base == str(rd / "checkpoints" / "pruned-base-block-L6")
     # the cut student learned the distribution of the one trained before it
-    assert small["method"] == "logit_kd" and small["kd_teacher"] == "the student 'big'"
-    assert stats["students"]["big"]["method"] == "sft"
-    warm = stats["students"]["warm"]  # on-policy from the cut student's weights, not from the base
-    assert warm["base"] == str(rd / "students" / "small") and warm["keep_layers"] == 6 and warm["method"] == "on_policy"
-    assert warm["parameters"] == small["parameters"]
-    assert small["parameters"] < 0.5 * stats["students"]["big"]["parameters"]
+    assert small.method == "logit_kd" and small.kd_teacher == "the student 'big'"
+    assert stats.students["big"].method == "sft"
+    warm = stats.students["warm"]  # on-policy from the cut student's weights, not from the base
+    assert warm.base == str(rd / "students" / "small") and warm.keep_layers == 6 and warm.method == "on_policy"
+    assert warm.parameters == small.parameters
+    assert small.parameters < 0.5 * stats.students["big"].parameters
     assert (rd / "students" / "small" / "config.json").exists() and (rd / "students" / "big" / "config.json").exists()
     # init_from with keep_layers cuts the trained weights of the earlier student, not the base's
     from distill.config import LadderStudent
@@ -120,14 +120,14 @@ def test_small_ladder_trains_evaluates_and_reports(tmp_path):
     assert torch.equal(cut_model.model.layers[1].mlp.down_proj.weight,
                        big_model.model.layers[10].mlp.down_proj.weight)
     ev = evaluate.run(ctx)
-    assert set(ev["models"]) == {"base_student", "student:big", "student:small", "student:warm"}
-    assert ev["models"]["student:small"]["failed"] == 0
+    assert set(ev.models) == {"base_student", "student:big", "student:small", "student:warm"}
+    assert ev.models["student:small"].failed == 0
     rep = report.run(ctx)
     assert [r["key"] for r in rep["models"]][:1] == ["base_student"] and len(rep["models"]) == 4
     assert rep["frontier"] and set(rep["frontier"]) <= {r["key"] for r in rep["models"]}
     # no teacher evaluated: nothing to measure the target against, and the report says nothing false
     assert rep["selection"]["chosen"] is None
     md = (rd / "report.md").read_text()
-    assert f"| small | {fmt_params(small['parameters'])} | 6 (" in md
+    assert f"| small | {fmt_params(small.parameters)} | 6 (" in md
     assert "| full | logit_kd from the student 'big' | 2 |" in md and "| LoRA | sft | 2 |" in md
     assert (rd / "frontier.png").stat().st_size > 0

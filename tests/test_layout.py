@@ -118,3 +118,21 @@ def test_no_module_but_rundir_spells_a_run_directory_path():
 def test_ruff_is_clean():
     r = subprocess.run([_bin("ruff"), "check", "distill", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:]
+
+
+def test_no_module_keeps_open_run_contexts_and_the_cli_hands_no_secret_through_the_environment():
+    """Breaks when a module-level dict of open RunContexts comes back (the run context has one owner,
+    who opens and closes it) or a command puts a key into os.environ for a flow to find."""
+    registries, env_writes = [], []
+    for f in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(f.read_text())
+        for node in tree.body:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and "RunContext]" in ast.unparse(node):
+                registries.append(f"{f.relative_to(ROOT)}:{node.lineno}")
+        if "cli" in f.parts:
+            for node in ast.walk(tree):
+                text = ast.unparse(node) if isinstance(node, (ast.Assign, ast.Call)) else ""
+                if ("os.environ[" in text and isinstance(node, ast.Assign)) or text.startswith("os.environ.update("):
+                    env_writes.append(f"{f.relative_to(ROOT)}:{node.lineno}: {text[:80]}")
+    assert registries == []
+    assert [w for w in env_writes if "key" in w.lower() or "secret" in w.lower()] == []

@@ -31,7 +31,7 @@ def test_the_default_teacher_is_llama_server_with_every_slot_busy(tmp_path):
     the slots), the server started without its slots, the weights setting ignored."""
     ctx, cfg, rd = opened(prepare_run(None, tmp_path / "run", TINY + ["generation.input_requests=16"]))
     stats = generate.run(ctx)
-    assert stats["last"]["requests_sent"] >= 16
+    assert stats.last.requests_sent >= 16
     log = (rd / "logs" / "teacher_server.log").read_text()
     assert f"SmolLM2-135M-Instruct.Q4_1.{ls.served_type()}.gguf" in log
     assert most_slots_busy_at_once(log) == cfg.teacher.endpoint.local.parallel == 8
@@ -50,7 +50,7 @@ def test_llama_server_answers_as_the_python_server_did():
     for name, cfg in (("new", new_cfg), ("old", old_cfg)):
         with ls.local_server(cfg.teacher) as srv:
             assert (srv.engine, srv.slots) == (("llama-server", 8) if name == "new" else ("llama-cpp-python", 1))
-            recs, _ = Teacher(cfg, OpenAIBackend(cfg, srv.base_url, slots=srv.slots)).run(reqs)
+            recs, _ = Teacher(cfg, OpenAIBackend(cfg, srv.base_url, slots=srv.slots)).ask(reqs)
         assert all(r["error"] is None and r["text"] for r in recs)
         answers[name] = [r["text"] for r in recs]
     same = sum(a == b for a, b in zip(answers["new"], answers["old"]))
@@ -65,7 +65,7 @@ def test_without_llama_server_auto_says_so_and_serves_one_at_a_time(monkeypatch,
     cfg = load_config(None, [])
     with ls.local_server(cfg.teacher) as srv:
         assert (srv.engine, srv.slots) == ("llama-cpp-python", 1)
-        recs, _ = Teacher(cfg, OpenAIBackend(cfg, srv.base_url, slots=srv.slots)).run(distinct_requests(cfg)[:1])
+        recs, _ = Teacher(cfg, OpenAIBackend(cfg, srv.base_url, slots=srv.slots)).ask(distinct_requests(cfg)[:1])
     assert recs[0]["error"] is None
     err = capsys.readouterr().err
     assert err.count("llama-server is not built") == 1 and "python -m distill.teacher.build_server" in err

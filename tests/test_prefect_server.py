@@ -148,8 +148,8 @@ def test_deployment_runs_on_a_real_server_and_a_second_trigger_reuses_every_stag
 
             second = _wait_final(client, client.create_flow_run_from_deployment(dep.id).id)
             assert second.state.is_completed()
-            states = _task_states(client, second.id, expected=5)
-            assert states == {s: "Cached" for s in ("generate", "filter", "train", "evaluate", "report")}, states
+            states = _task_states(client, second.id, expected=6)
+            assert states == {s: "Cached" for s in ("adapt", "generate", "filter", "train", "evaluate", "report")}, states
     finally:
         if worker is not None:
             _stop(worker)
@@ -182,7 +182,8 @@ def test_kubernetes_gpu_deployment_example_is_accepted_by_a_real_server(prefect_
 
 
 def test_a_key_given_with_set_to_deploy_or_serve_stays_out_of_every_prefect_record(prefect_server, tmp_path):
-    """Break caught: the raw --set list stored as deployment parameters (the key in Prefect's database and UI)."""
+    """Breaks caught: the raw --set list stored as deployment parameters (the key in Prefect's database and
+    UI); a key given to serve-flow with --set handed to its flow runs through os.environ."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -192,7 +193,14 @@ def test_a_key_given_with_set_to_deploy_or_serve_stays_out_of_every_prefect_reco
     r = subprocess.run(distill_cmd("deploy", "--name", "keyed", "--pool", "key-pool", *key),
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "reads it from $OPENAI_API_KEY" in " ".join(r.stderr.split()), r.stderr[-2000:]
-    served = _start(distill_cmd("serve-flow", "--name", "keyed-serve", *key), env, tmp_path / "serve.log")
+    # serve-flow runs the flow in processes it starts: the key must already be in their environment, so a
+    # key given with --set is refused (one line, nothing served) rather than handed over through os.environ
+    r = subprocess.run(distill_cmd("serve-flow", "--name", "keyed-serve", *key), cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "export OPENAI_API_KEY before `distill serve-flow`" in " ".join(r.stderr.split())
+    assert sentinel not in r.stdout + r.stderr
+    served = _start(distill_cmd("serve-flow", "--name", "keyed-serve", *key[2:]), {**env, "OPENAI_API_KEY": sentinel},
+                    tmp_path / "serve.log")
     try:
         with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
             deadline = time.monotonic() + 180

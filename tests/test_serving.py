@@ -73,7 +73,9 @@ def test_cost_verdict_and_ratios_hold_with_one_core_busy(tmp_path):
     instruction prompt is left out: its ratio sits at the 10% resolution band (1.04-1.08 measured),
     where the phrase may change with any noise, load or not. Answers are capped at 24 tokens: at 64 the
     base student's long answers bring its ratio down to 1.16 (CI, quiet) and 1.10 (busy), on the band's
-    edge too; at 24 the teacher's long prompt dominates (2.44 quiet, 2.28 busy measured)."""
+    edge too; at 24 the teacher's long prompt dominates on a CPU without bf16 matrix units (2.44 quiet,
+    2.28 busy measured), not on one with AMX (1.07 quiet, 1.14 busy on 2026-12-03's Xeon): there the
+    phrase is only required to hold when the quiet ratio is clear of the band."""
     ctx = prepare_run(None, tmp_path / "run", ["eval.models=[teacher, base_student, base_few_shot]",
                                                "eval.serving.requests=8", "eval.max_new_tokens=24"])
     with ctx:
@@ -89,8 +91,10 @@ def test_cost_verdict_and_ratios_hold_with_one_core_busy(tmp_path):
     print({k: (quiet[k], busy[k]) for k in quiet})
     assert set(quiet) == {"base_student", "base_few_shot"}
     for k in quiet:
-        assert direction(quiet[k]) == direction(busy[k]), (k, quiet[k], busy[k])
         assert abs(busy[k]["ratio"] / quiet[k]["ratio"] - 1) < 0.25, (k, quiet[k], busy[k])
-    # the teacher's own prompt on the teacher's own weights: no cost difference is claimed
-    assert direction(quiet["base_student"]) == "cheaper"
+        if not 0.85 < quiet[k]["ratio"] < 1.2:  # clear of the 10% band: the phrase must not change under load
+            assert direction(quiet[k]) == direction(busy[k]), (k, quiet[k], busy[k])
+    # the base student's plain prompt is cheaper than the 6-shot prompt wherever prefill costs time; a CPU
+    # with bf16 matrix units (AMX) prefills so fast that the two come within the band (1.07 quiet, 1.14 busy)
+    assert quiet["base_student"]["ratio"] > 1.0 and busy["base_student"]["ratio"] > 1.0
     assert cost_phrase(quiet["base_few_shot"]) == "no measurable cost difference"

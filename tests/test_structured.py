@@ -92,7 +92,7 @@ def test_invalid_structured_replies_are_retried_then_recorded_with_raw_text(tmp_
     gen = read_jsonl(rd / "data" / "generated.jsonl")
     teacher_rows = [r for r in gen if r["meta"]["source"] == "teacher"]
     assert teacher_rows and all(r["status"] == "ok" for r in teacher_rows)  # the fake's sentences are valid JSON
-    assert again["counts"] == stats["counts"]
+    assert again.counts == stats.counts
 
     # now the seeds as inputs: Tom never valid, Anna valid on the first retry
     from distill.stages.shards import answer_requests
@@ -169,7 +169,7 @@ def test_judge_drops_low_scores_and_invalid_replies_with_reasons(tmp_path):
     kept = read_jsonl(rd / "data" / "train.jsonl")
     assert {r["id"]: r["meta"]["judge_score"] for r in kept} == {"r0": 5, "r3": 5}
     # six requests of 10 prompt and 5 completion tokens: 6 x (10 x $1000 + 5 x $2000) / 1M
-    t = stats["teacher"]
+    t = stats.teacher
     assert t["requests_sent"] == 6 and t["prompt_tokens"] == 60 and t["completion_tokens"] == 30
     assert t["cost_usd"] == pytest.approx(0.12) and t["cost_rule"].startswith("hosted tokens x price of fake-model")
 
@@ -185,9 +185,9 @@ def test_judge_option_of_the_default_config_against_the_local_teacher(tmp_path):
     assert [n for n, _ in cfg.filter_specs()][-1] == "judge"
     write_jsonl(rd / "data" / "generated.jsonl", rows)
     stats = filtering.run(ctx)
-    judge = next(s for s in stats["stages"] if s["stage"] == "judge")
-    assert stats["teacher"]["requests_sent"] >= judge["in"] > 0
-    assert stats["teacher"]["cost_rule"].startswith("self-hosted")
+    judge = next(s for s in stats.stages if s["stage"] == "judge")
+    assert stats.teacher["requests_sent"] >= judge["in"] > 0
+    assert stats.teacher["cost_rule"].startswith("self-hosted")
     ledger = [d for d in read_jsonl(rd / "data" / "dropped.jsonl") if d["stage"] == "judge"]
     assert len(ledger) == judge["dropped"]
     # grammar-constrained JSON: every reply is a valid score, so every drop names the score it got
@@ -200,4 +200,4 @@ def test_judge_option_of_the_default_config_against_the_local_teacher(tmp_path):
     assert {d["id"] for d in earlier} == {r["id"] for r in rows if r["id"].endswith("-bad")}
     good = sorted(r["id"] for r in rows if r["id"].endswith("-good"))
     assert sorted([r["id"] for r in kept] + [d["id"] for d in ledger]) == good
-    assert read_json(rd / "stats" / "filter.json")["teacher"]["requests_sent"] == stats["teacher"]["requests_sent"]
+    assert read_json(rd / "stats" / "filter.json")["teacher"]["requests_sent"] == stats.teacher["requests_sent"]

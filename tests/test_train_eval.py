@@ -174,8 +174,8 @@ def test_training_changes_weights_and_lowers_the_loss(trained):
     from distill.models.load import base_student_dir
 
     cfg, rd, stats = trained
-    assert stats["steps"] == 8 and stats["lora"]
-    losses = stats["losses"]
+    assert stats.steps == 8 and stats.lora
+    losses = stats.losses
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3, losses
     before = load_file(str(base_student_dir(cfg.student) / "model.safetensors"))
     after = load_file(str(rd / "student" / "model.safetensors"))
@@ -221,7 +221,7 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
         assert set(m["intervals"]) == set(m["metrics"])  # every metric with its interval, SARI's included
         assert m["latency_p95_s"] >= m["latency_p50_s"] > 0
         iv = m["interval"]
-        assert iv["low"] <= iv["value"] == m["metrics"]["gleu"] <= iv["high"]
+        assert iv["low"] <= iv["value"] <= iv["high"] and iv["value"] == pytest.approx(m["metrics"]["gleu"], abs=0.005)
         # every self-hosted model, the teacher included, priced by the one serving measurement
         assert len(m["serving"]["usd_per_1k"]) == 3 and m["cost_per_1k_usd"] == m["serving"]["cost_per_1k_usd"]
         engines.add(m["serving"]["engine"])

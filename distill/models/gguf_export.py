@@ -8,7 +8,6 @@ the Hugging Face tokenizer (byte-level BPE only).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -160,5 +159,4 @@ def write_gguf(model_dir: Path, target: Path, *, quant: str = "q8_0", name: str 
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep a server running as another user (Ollama) out
     return caveat

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jinja2
 
+from distill.io import atomic_path, write_text_atomic
 from distill.tasks.spec import TaskError
 
 STARTERS = ("classification", "extraction", "generation")
@@ -36,15 +37,11 @@ def new_task(name: str, kind: str, where: Path) -> tuple[Path, Path]:
         if p.exists():
             raise TaskError(f"{p}: already exists; choose another name or remove it")
     starters = Path(str(importlib.resources.files("distill.tasks"))) / "starters"
-    tmp = where / f".{name}.init"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(starters / kind, tmp)
-    spec = tmp / "task.yaml"
-    spec.write_text(spec.read_text().replace("{{config}}", config.name))
     text = jinja2.Template((starters / "config.yaml.j2").read_text(), keep_trailing_newline=True).render(
         name=name, kind=kind, config=config.name, **_PER_KIND[kind])
-    tmp_config = where / f".{config.name}.init"
-    tmp_config.write_text(text)
-    tmp.rename(folder)  # the folder and the config appear whole or not at all
-    tmp_config.rename(config)
+    with atomic_path(folder, folder=True) as tmp:  # the folder and the config each appear whole or not at all
+        shutil.copytree(starters / kind, tmp, dirs_exist_ok=True)
+        spec = tmp / "task.yaml"
+        spec.write_text(spec.read_text().replace("{{config}}", config.name))
+    write_text_atomic(config, text)
     return folder, config
