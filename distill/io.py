@@ -208,19 +208,23 @@ def load_examples(path: Path, *, columns: dict[str, str | None] | None = None, w
     """Read a user-supplied seed or eval set (JSONL, CSV or parquet), checking every row.
 
     `columns` maps our field names to the file's (`{"input": "source", "output": "target", "id": None}`);
-    rows without an id column get a stable id from their content. The first problem raises DataError
-    naming the file, line (row, for parquet) and the file's column.
+    `output` may name several columns, one reference each. Rows without an id column get a stable id
+    from their content. The first problem raises DataError naming the file, line (row, for parquet)
+    and the file's column.
     """
     path = Path(path)
     cols = {**DEFAULT_COLUMNS, **(columns or {})}
+    ref_cols = cols["output"] if isinstance(cols["output"], list) else None
+    if ref_cols:
+        cols["output"] = ref_cols[0]
     if not path.exists():
         raise DataError(f"{path}: {what} not found")
     if path.is_dir():
         raise DataError(f"{path}: {what} is a directory, not a file")
     rows, places, seen = [], {}, {}
     for place, raw in _records(path):
-        out = {k: v for k, v in raw.items() if k not in cols.values()}
-        refs = raw.get(cols["output"])
+        out = {k: v for k, v in raw.items() if k not in cols.values() and k not in (ref_cols or [])}
+        refs = _reference_columns(raw, ref_cols, f"{path}{place}") if ref_cols else raw.get(cols["output"])
         if isinstance(refs, list) and refs and all(isinstance(r, str) for r in refs):  # several references
             if (empty := next((i for i, r in enumerate(refs) if not r.strip()), None)) is not None:
                 raise DataError(f"{path}{place}: field '{cols['output']}': reference {empty + 1} is empty")
@@ -250,6 +254,14 @@ def load_examples(path: Path, *, columns: dict[str, str | None] | None = None, w
     if not rows:
         raise DataError(f"{path}: {what} is empty")
     return Examples(rows, path, places)
+
+
+def _reference_columns(raw: dict, columns: list[str], where: str) -> list[str]:
+    """A row's references from the columns `fields.output` names, each a non-empty string."""
+    for c in columns:
+        if not isinstance(raw.get(c), str) or not raw[c].strip():
+            raise DataError(f"{where}: field '{c}': {'missing' if c not in raw else 'must be a non-empty string'}")
+    return [raw[c] for c in columns]
 
 
 def load_benchmark(source: Path, references: list[Path], *, what: str = "eval set") -> Examples:

@@ -105,3 +105,14 @@ def test_a_published_result_on_an_unknown_eval_set_is_one_line(tmp_path):
                         "eval.published=[{system: X, set: nope, metric: gleu, value: 1, source: s}]")
     assert code == 2 and "X: set 'nope' is not an eval set of this run (known: main)" in err and len(err.splitlines()) == 1
     assert not rd.exists()
+
+
+def test_fields_output_may_name_one_column_per_reference(tmp_path):
+    p = tmp_path / "eval.csv"
+    p.write_text("src,ann1,ann2,note\nHe go .,He goes .,He went .,x\nWe is .,We are .,We were .,y\n")
+    rows = load_examples(p, columns={"input": "src", "output": ["ann1", "ann2"], "id": None}, what="eval set")
+    assert references(rows[1]) == ["We are .", "We were ."] and rows[1]["output"] == "We are ."
+    assert rows[0]["note"] == "x" and "ann2" not in rows[0]
+    p.write_text("src,ann1,ann2\nHe go .,He goes .,\n")
+    with pytest.raises(DataError, match=r"eval.csv:2: field 'ann2': must be a non-empty string"):
+        load_examples(p, columns={"input": "src", "output": ["ann1", "ann2"], "id": None}, what="eval set")

@@ -108,7 +108,7 @@ class Cascade(Strict):
 
 class EvalSet(Strict):
     path: str | None = Field(None, description="Held-out eval set (JSONL, CSV or parquet); a row's output may be a list of references. Never shown to the teacher during generation.")
-    fields: dict[str, str | None] | None = Field(None, description="Column names of the eval file when they differ from the task's `fields`, e.g. {input: question, output: answer, id: null}.")
+    fields: dict[str, str | list[str] | None] | None = Field(None, description="Column names of the eval file when they differ from the task's `fields`, e.g. {input: question, output: answer, id: null}; output may list several columns, one reference each.")
     source: str | None = Field(None, description="A benchmark in its usual layout instead of `path`: the source file, plain text, one sentence a line (with `references`).")
     references: list[str] | None = Field(None, description="The benchmark's reference files, one per annotator, line n of each answering line n of `source`; every metric that can use several references does.")
     tokenized: bool = Field(False, description="The set's text is tokenised (a space before punctuation, split clitics), as many public GEC sets are: inputs are detokenised before prompting and answers tokenised the same way before scoring (Moses rules, sacremoses).")

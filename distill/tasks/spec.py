@@ -20,7 +20,7 @@ class TaskError(ConfigError):
 class Fields(BaseModel):
     model_config = ConfigDict(extra="forbid")
     input: str = Field("input", description="Column of the seed and eval files holding a task input.")
-    output: str = Field("output", description="Column holding the expected output (a label, a JSON object or text).")
+    output: str | list[str] = Field("output", description="Column holding the expected output (a label, a JSON object or text); a list of columns = several references per row.")
     id: str | None = Field("id", description="Column holding a row id; rows without one get a stable id from their content.")
 
 
