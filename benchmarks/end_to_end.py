@@ -53,6 +53,10 @@ def main() -> None:
         "rows_generated": rep["data"]["generated"], "rows_kept": rep["data"]["kept"],
         "train_steps": rep["training"]["steps"], "eval_rows": rep["eval"]["n"],
         "models_evaluated": len(rep["models"]),
+        # every model's metrics with their 95% intervals (the primary metric first)
+        "primary_metric": rep["eval"]["primary_metric"],
+        "quality": {m["key"]: {k: [m["metrics"][k], iv["low"], iv["high"]] for k, iv in (m.get("intervals") or {}).items()}
+                    for m in rep["models"]},
         # the largest single process among the run's (the flow, the teacher server)
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
     })

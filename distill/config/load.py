@@ -234,6 +234,8 @@ def field_help(model: type[BaseModel] = Config, prefix: str = "") -> list[tuple[
         elif isinstance(item, type) and issubclass(item, BaseModel):  # students[].keep_layers, ...
             rows.append((prefix + name, "[]", f.description or ""))
             rows.extend(field_help(item, prefix + name + "[]."))
+        elif f.is_required():
+            rows.append((prefix + name, "(required)", f.description or ""))
         else:
             default = f.default if f.default_factory is None else f.default_factory()
             rows.append((prefix + name, repr(default) if not isinstance(default, dict) else "{...}", f.description or ""))

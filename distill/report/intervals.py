@@ -104,4 +104,6 @@ def metric_intervals(task, names: list[str], preds: list[str], refs: list, srcs:
 
 
 def _rounded(iv: dict) -> dict:
-    return {k: round(v, 4) for k, v in iv.items()}
+    """Four decimals on a 0-1 scale, two on a 0-100 one (the precision the metrics themselves print)."""
+    digits = 2 if max(abs(v) for v in iv.values()) > 1.5 else 4
+    return {k: round(v, digits) for k, v in iv.items()}

@@ -189,6 +189,7 @@ Eval set{f" '{rep['eval']['name']}'" if rep.get('eval_sets') else ''}: `{rep['ev
 {verdict(rep)}
 {(chr(10) + rep['selection']['message'] + chr(10)) if rep.get('selection', {}).get('message') else ''}
 {markdown_table(rep)}
+
 {metric_notes(rep)}
 {plot}
 
