@@ -1,9 +1,9 @@
 """The evaluate stage: one harness for every model: same eval rows, same parsing, same metrics, same hardware.
 
-Which models: `eval_models.py`. Their answers, engine by engine: `answer.py`. Here: every model's
-metrics, the primary metric's paired-bootstrap interval and its difference to the teacher
-(`distill.report.intervals`), the cascade row, and the cost: a separate serving measurement on one
-engine (`serving.py`); a hosted teacher is priced per token.
+Which models: `eval_models.py`. Their answers, engine by engine: `answer.py`. Here, per eval set: every
+model's metrics, each with its paired-bootstrap interval, the primary metric's difference to the
+teacher (`distill.report.intervals`); on the headline set also the cascade row and the cost, from a
+separate serving measurement on one engine (`serving.py`; a hosted teacher is priced per token).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def run(ctx: RunContext) -> EvalSummary:
 
 def evaluate_set(ctx: RunContext, name: str, rows: Examples, tokenized: bool, local: list[InProcess],
                  first: str | None) -> EvalSummary:
-    """One eval set through the harness; the headline one (`first` given or not) is also priced."""
+    """One eval set through the harness; the headline set (the context's own eval rows) is also priced."""
     cfg, task, t0, headline = ctx.cfg, ctx.task, time.perf_counter(), rows is ctx.eval_rows
     path, rows = rows.path, rows[: cfg.eval.max_rows] if cfg.eval.max_rows else list(rows)
     asked = [{**r, "input": detokenize(r["input"])} for r in rows] if tokenized else rows
