@@ -100,7 +100,8 @@ def test_kinds_parse_and_score_without_python(tmp_path):
     assert t.parse_answer("Label: Feature_Request.") == "feature_request" and t.parse_answer("no idea") == "no idea"
     m = t.metrics(["bug", "bug", "billing", "nonsense"], ["bug", "billing", "billing", "account"], [])
     assert m == {"accuracy": 50.0, "macro_f1": 44.44, "answered_with_a_label": 75.0}
-    assert t.breakdown(["bug", "nonsense"], ["bug", "account"])["confusion"]["account"]["other"] == 1
+    assert t.breakdown(["bug", "nonsense"], ["bug", "account"])["confusion"]["account"]["(not a label)"] == 1
+    assert "(not a label)" not in t.breakdown(["bug", "account"], ["bug", "account"])["confusion"]["bug"]
 
     folder, _ = _init(tmp_path, "contacts", "extraction")
     t = load_task(str(folder))
@@ -209,3 +210,13 @@ def test_each_kind_runs_the_whole_path_against_the_local_teacher(tmp_path, kind)
 
         task = load_task(str(folder))
         assert all(task.schema_problem(r["output"]) is None for r in read_jsonl(rd / "data" / "train.jsonl"))
+
+
+def test_a_label_named_other_keeps_its_own_row_and_column_in_the_confusion_table():
+    """Hardening round 3: the unparseable-answer bucket was also called "other", so a user's label `other`
+    showed zeros and unparseable answers landed in the user's class."""
+    from distill.tasks.metrics import confusion
+
+    conf = confusion(["other", "meh", "bug"], ["other", "other", "bug"], ["bug", "other"])
+    assert conf["other"] == {"bug": 0, "other": 1, "(not a label)": 1}
+    assert conf["bug"] == {"bug": 1, "other": 0, "(not a label)": 0}

@@ -52,12 +52,16 @@ def macro_f1(preds: list[str], refs: list[Reference], srcs: list[str]) -> float:
     return round(100 * f1_score(refs, preds, labels=labels, average="macro", zero_division=0), 2) if preds else 0.0
 
 
-def confusion(preds: list[str], refs: list[str], labels: list[str]) -> dict[str, dict[str, int]]:
-    """reference label -> predicted label -> count; answers outside the label set count as 'other'."""
+def confusion(preds: list[str], refs: list[Reference], labels: list[str]) -> dict[str, dict[str, int]]:
+    """reference label -> predicted label -> count. Answers outside the label set count in a bucket whose
+    name no label can have (a user's label may well be "other"), shown only when some answer is there."""
     from sklearn.metrics import confusion_matrix
 
-    cols = [*labels, "other"]
-    mapped = [p if p in labels else "other" for p in preds]
+    refs, bucket = first_refs(refs), "(not a label)"
+    while bucket in labels:
+        bucket += "*"
+    mapped = [p if p in labels else bucket for p in preds]
+    cols = [*labels, *([bucket] if bucket in mapped else [])]
     m = confusion_matrix(refs, mapped, labels=cols)
     return {ref: {c: int(m[i][j]) for j, c in enumerate(cols)} for i, ref in enumerate(labels)}
 
