@@ -122,6 +122,7 @@ def test_same_size_and_unknown_size_in_the_headline_and_break_even_times():
     s["cost_ratio"] = cost_ratio(t, s)
     text = verdict({"eval": {"primary_metric": "gleu", "n": 10}, "models": [t, s]})
     assert "Teacher and student have the same size here" in text and "x smaller" not in text
+    assert "offline default" not in text  # said of any same-size run, not only the offline default's
     assert size_phrase(None) == "of unknown size relative to the teacher"
     # $1 one-off, $0.01 saved a request: 100 requests; at 10,000 a day 14 minutes, at 100 a day 1.0 days
     assert "(14 minutes at 10,000 requests a day)" in break_even(1.0, 10.0, 0.0, 10_000)["message"]

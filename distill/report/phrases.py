@@ -93,8 +93,8 @@ def verdict(rep: dict) -> str:
         text += (f" (${s['cost_per_1k_usd']:.4f} vs ${t['cost_per_1k_usd']:.4f} per 1k requests; ratio "
                  f"{c['low']:.2f}-{c['high']:.2f} over {c['rounds']} rounds)")
     if s.get("x_smaller") and round(s["x_smaller"], 2) == 1.0:
-        text += (".** Teacher and student have the same size here (the offline default distils a model into "
-                 "itself): any saving comes from the student's short plain prompt, not from a smaller model.")
+        text += (".** Teacher and student have the same size here: any saving comes from the student's short "
+                 "plain prompt, not from a smaller model.")
     else:
         text += f"; it is {size_phrase(s.get('x_smaller'))}.**"
     return text
