@@ -58,9 +58,7 @@ def build_report(ctx: RunContext) -> dict:
         "task": ctx.task.name,
         "frontier": frontier,
         "selection": selection,
-        "eval": {"name": ev.name, "path": ev.eval_path, "n": ev.n, "primary_metric": metric, "tokenized": ev.tokenized,
-                 "copy_baseline": ev.copy_baseline, "published": published(cfg, cfg.eval.name),
-                 "references_per_row": max((len(references(r)) for r in ctx.eval_rows), default=1)},
+        "eval": headline_set(ctx, ev),
         "eval_sets": [other_set(ctx, name, rows) for name, rows in ctx.eval_sets.items()],
         "models": rows,
         "data": {
@@ -82,6 +80,13 @@ def build_report(ctx: RunContext) -> dict:
         "wall_seconds": {"generate": gen.totals.wall_seconds if rd.stats("generate").exists() else None,
                          "filter": filt.wall_seconds, "train": train.wall_seconds, "evaluate": ev.wall_seconds},
     }
+
+
+def headline_set(ctx: RunContext, ev: EvalSummary) -> dict:
+    """The headline eval set as the report describes it."""
+    return {"name": ev.name, "path": ev.eval_path, "n": ev.n, "primary_metric": ev.primary_metric,
+            "tokenized": ev.tokenized, "copy_baseline": ev.copy_baseline, "published": published(ctx.cfg, ev.name),
+            "references_per_row": max((len(references(r)) for r in ctx.eval_rows), default=1)}
 
 
 def published(cfg, name: str) -> list[dict]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from distill.tasks import rewrite_metrics
+import distill.tasks.rewrite_metrics as rewrite_metrics
 from distill.text import normalise, tokens
 
 Reference = str | list[str]  # one reference, or a row's several

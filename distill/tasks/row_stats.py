@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+import distill.tasks.rewrite_metrics as rewrite_metrics
 from distill.tasks import metrics as m
-from distill.tasks import rewrite_metrics
 from distill.text import normalise, tokens
 
 # (predictions, references, sources) -> (n rows, k statistics); (sums over rows, n rows) -> metric
