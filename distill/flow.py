@@ -18,7 +18,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.filesystems import LocalFileSystem
 
@@ -141,6 +141,9 @@ def publish(rd: RunDir, filt: dict | None, rep: dict | None) -> None:
                               description=f"Price-performance table for {rd}")
         _, markdown = report.views(rep, rd)
         create_markdown_artifact(key="distill-report", markdown=markdown, description=f"Report for {rd}")
+        if rd.report_html.exists():  # a link: the page is one file on the machine that ran the flow
+            create_link_artifact(key="distill-report-html", link=rd.report_html.resolve().as_uri(),
+                                 link_text=rd.report_html.name, description=f"Every eval row, the funnel, the loss curve: {rd}")
 
 
 @flow(name="distill", log_prints=True)

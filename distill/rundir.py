@@ -17,7 +17,8 @@ what earlier stages wrote. Who may write to it at a time is `distill.runlock`.
       student/ | students/<name>/   the distilled student(s)
       eval/<eval-file>/       predictions per model + summary.json
       served/[<name>/]        a student's GGUF as evaluated, when not of the export's type (else the export's)
-      report.json  report.md  frontier.png     export/[<name>/]  hf/ + model card, <name>.<type>.gguf, Modelfile
+      report.json  report.md  report.html (one self-contained page)  frontier.png  progression.png
+      export/[<name>/]        hf/ + model card, <name>.<type>.gguf, Modelfile
       .<name>.<random>.tmp    what an atomic write is writing; one a killed writer left is removed when
                               the next writer takes the lock
 """
@@ -230,6 +231,14 @@ class RunDir:
     @property
     def frontier_png(self) -> Path:
         return self.root / "frontier.png"
+
+    @property
+    def progression_png(self) -> Path:
+        return self.root / "progression.png"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
 
     def export(self, name: str | None = None) -> Path:
         return self.root / "export" if name is None else self.root / "export" / name

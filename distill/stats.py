@@ -149,6 +149,7 @@ class ModelResult(Stats):
     wall_seconds: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the engine read from its prompt cache, where it says so
     cost_per_1k_usd: float = 0.0  # the serving measurement's median where it ran, else the quality pass's
     cost_rule: str = ""
     quality_pass_cost_per_1k_usd: float | None = None
@@ -157,7 +158,7 @@ class ModelResult(Stats):
     interval: dict | None = None  # the primary metric: {"value", "low", "high"} (95%, paired bootstrap)
     intervals: dict[str, dict] | None = None  # every metric with per-row statistics: name -> {"value", "low", "high"}
     vs_teacher: dict | None = None  # {"difference", "low", "high", "verdict"}: this model minus the teacher
-    vs_prompted: dict | None = None  # a distilled student minus the best prompted base student ("against": its key)
+    vs_student: dict[str, dict] | None = None  # a prompt-only step minus each distilled student (by key)
     breakdown: dict | None = None  # per-class detail, e.g. {"confusion": {reference: {prediction: count}}}
     cascade: dict | None = None  # the cascade row only: threshold, routed share, target, whether it meets it
 

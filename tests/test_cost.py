@@ -89,28 +89,6 @@ def test_ties_on_cost_go_to_the_better_model_and_on_both_to_the_first_listed():
     assert choose_model(models, "gleu", 0.5)["chosen"] != "teacher"
 
 
-def test_was_fine_tuning_needed_answers_from_the_paired_interval_against_the_best_prompt():
-    """Breaks caught: the answer read off the point estimates or against the worse prompt, and "yes"
-    printed for a distilled student that merely matches (or loses to) the prompted base student."""
-    from distill.report.phrases import fine_tuning_needed
-
-    def rep(verdict_word, diff, low, high):
-        prompted = [_model("base_zero_shot", "prompted base student", 0.39, 0.007,
-                           prompt="the teacher's system prompt, zero-shot"),
-                    _model("base_few_shot", "prompted base student", 0.80, 0.010, prompt="the teacher's 6-shot prompt")]
-        s = _model("student", "distilled student", 0.80 + diff, 0.002, vs_prompted={
-            "against": "base_few_shot", "verdict": verdict_word, "difference": diff, "low": low, "high": high})
-        return {"eval": {"primary_metric": "gleu"}, "models": [_model("teacher", "teacher", 0.8, 0.01), *prompted, s]}
-
-    yes = fine_tuning_needed(rep("beats", 0.05, 0.01, 0.08))
-    assert yes.startswith("**Was fine-tuning needed?** **yes**") and "beats the best prompt (the teacher's 6-shot prompt)" in yes
-    same = fine_tuning_needed(rep("matches", 0.0, -0.02, 0.02))
-    assert "**not for quality**" in same and "what distillation bought is the short prompt" in same
-    no = fine_tuning_needed(rep("falls short of", -0.05, -0.08, -0.01))
-    assert "**no**" in no and "ship the prompt, not the fine-tune" in no
-    assert fine_tuning_needed({"eval": {"primary_metric": "gleu"}, "models": [_model("t", "teacher", 0.8, 0.01)]}) == ""
-
-
 def test_same_size_and_unknown_size_in_the_headline_and_break_even_times():
     """Breaks caught: a same-size distillation presented as a smaller model, and break-even times in the
     wrong unit."""

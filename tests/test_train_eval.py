@@ -212,9 +212,9 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"report: {rd / 'report.md'}" in r.stdout
     rep = read_json(rd / "report.json")
-    assert [m["key"] for m in rep["models"]] == ["teacher", "base_student", "base_zero_shot", "base_few_shot", "student",
-                                                 "cascade"]
-    assert [m["role"] for m in rep["models"]][2:4] == ["prompted base student"] * 2
+    assert [m["key"] for m in rep["models"]] == ["teacher", "base_student", "base_zero_shot", "base_few_shot",
+                                                 "base_many_shot", "base_retrieval", "student", "cascade"]
+    assert [m["role"] for m in rep["models"]][2:6] == ["prompted base student"] * 4
     engines = set()
     for m in rep["models"]:
         assert list(m["metrics"]) == ["gleu", "sari", "exact_match", "chrf", "google_bleu"] and m["cost_per_1k_usd"] > 0
@@ -229,9 +229,9 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
             assert m["vs_teacher"]["verdict"] in ("beats", "matches", "falls short of")
     assert len(engines) == 1 and "dequantised" in rep["models"][0]["cost_rule"]
     # the quality pass: every self-hosted model on llama-server alike, the student as a GGUF of the served type
-    assert all(m["engine"].startswith("llama-server (local, 8 slots") for m in rep["models"][:5])
+    assert all(m["engine"].startswith("llama-server (local, 8 slots") for m in rep["models"][:7])
     served = f"smollm2-135m-distilled.{served_type()}.gguf"  # bf16 where the CPU computes it natively
-    assert rep["models"][4]["engine"].endswith(served + ")")
+    assert rep["models"][6]["engine"].endswith(served + ")")
     # the base student under the teacher's 6-shot prompt is the teacher (same file, prompt and server): its
     # answers and serving seconds are the teacher's, not asked or measured twice
     few, tea = rep["models"][3], rep["models"][0]
@@ -241,14 +241,25 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     # the file `distill export` ships when it is of the export's type (q8_0), else kept apart from the export
     assert (rd / ("export" if served_type() == "q8_0" else "served") / served).stat().st_size > 10_000_000
     assert not (rd / "export").exists() or served_type() == "q8_0"
-    assert rep["models"][4]["vs_prompted"]["against"] in ("base_zero_shot", "base_few_shot")
+    # the progression: many shots (as many as fit a slot of the eval server) and retrieved shots, each with its
+    # prompt length, what the server's prompt cache reused, and its paired difference to the student
+    many, near = rep["models"][4], rep["models"][5]
+    assert many["name"].endswith("-shot)") and many["prompt_tokens"] > 3 * rep["models"][3]["prompt_tokens"]
+    assert near["name"].endswith("(base, 6 retrieved)") and "TF-IDF" in near["prompt"]
+    assert many["cached_tokens"] > 0 and "prompt cache" in many["cost_rule"]
+    steps = ["teacher", "base_student", "base_zero_shot", "base_few_shot", "base_many_shot", "base_retrieval"]
+    assert rep["progression"]["student"] == "student" and rep["progression"]["steps"] == steps
+    for m in rep["models"][:6]:
+        d = m["vs_student"]["student"]
+        assert d["low"] <= d["difference"] <= d["high"] and m["cost_vs_student"]["ratio"] > 0
+    assert (rd / "progression.png").stat().st_size > 10_000
     assert [s["stage"] for s in rep["bill"]["one_off"]] == ["teacher generation", "teacher adaptation", "judge",
                                                            "training", "evaluation"]
     assert rep["bill"]["one_off"][0]["usd"] > 0 and rep["bill"]["one_off"][3]["usd"] > 0
     assert rep["data"]["generated"] == rep["data"]["kept"] + rep["data"]["dropped"]
     assert (rd / "frontier.png").stat().st_size > 10_000
     # the cascade: its routed share, the student's price plus the teacher's on that share, round by round
-    cas, stu, tea = rep["models"][-1], rep["models"][4], rep["models"][0]
+    cas, stu, tea = rep["models"][-1], rep["models"][6], rep["models"][0]
     share = cas["cascade"]["routed_share"]
     assert 0 <= share <= 1 and cas["role"] == "cascade" and f"{share:.0%} routed to the teacher" in cas["prompt"]
     assert cas["serving"]["usd_per_1k"] == [round(a + share * b, 7) for a, b in
@@ -257,7 +268,8 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     assert len(routed) == 8 and sum(routed) / 8 == share
     md = (rd / "report.md").read_text()
     for text in ("gleu 95% CI", "gleu minus teacher (95% CI)", "gleu is the GLEU of grammatical error correction",
-                 "sari is Xu et al.'s SARI", "Was fine-tuning needed?", "## The whole bill", "Break-even",
+                 "sari is Xu et al.'s SARI", "## Was fine-tuning needed? The progression", "![the progression](progression.png)",
+                 "| step | prompt | prompt tokens |", "## The whole bill", "Break-even",
                  "**Cascade:** the student answers first"):
         assert text in md, text
     # the model card carries the report's table, cascade row included

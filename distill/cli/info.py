@@ -1,8 +1,8 @@
-"""Looking around: doctor, config, filters, init, tasks."""
+"""Looking around: doctor, view, config, filters, init, tasks."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -31,6 +31,23 @@ def doctor(run_dir: RunDirOpt = None, fix: Annotated[bool, typer.Option(
         console.print(line, highlight=False, soft_wrap=True)
     console.print(f"{len(damage)} problem(s) in {rd}" + ("" if fix or not damage else "; `distill doctor --fix` sets them aside"))
     raise typer.Exit(1 if damage and not fix else 0)
+
+
+@app.command()
+def view(run: Annotated[Optional[Path], typer.Argument(help="Run directory (default: the newest under runs/).")] = None):
+    """Open a run's report.html in the browser; print its path (all there is to do without a browser)."""
+    import webbrowser
+
+    from distill.rundir import RunDir
+
+    rd = RunDir(run) if run else RunDir.newest()
+    if rd is None or not rd.report_html.exists():
+        fail(f"{rd.report_html if rd else 'runs/'}: no report.html (run `distill report` first)")
+    console.print(str(rd.report_html), highlight=False, soft_wrap=True)
+    try:
+        webbrowser.open(rd.report_html.resolve().as_uri())
+    except webbrowser.Error:
+        pass  # no browser here: the path above is the way to it
 
 
 @app.command("config")

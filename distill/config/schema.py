@@ -100,6 +100,14 @@ class Serving(Strict):
     threads: int | None = Field(1, ge=1, description="CPU threads per model replica while measuring; the machine is taken to serve cpu_count // threads replicas side by side, so a request costs its replica's seconds x the hourly price / replicas. One thread per replica serves small models fastest on CPU and keeps a busy core from skewing the comparison. null = torch's default, one replica. Ignored on a GPU.")
 
 
+class Progression(Strict):
+    many_shot: int = Field(50, ge=1, description="Examples in the many-shot prompts (base_many_shot, teacher_many_shot), from the seeds and the kept rows: the teacher's own shots first, then varied kinds; fewer when the prompt would not fit `context_tokens` (the count used is reported).")
+    retrieval_k: int | None = Field(None, ge=1, description="Examples retrieved per eval input (base_retrieval, teacher_retrieval): its nearest rows of the seeds and the kept rows, the nearest last; null = teacher.adaptation.few_shot, so retrieval and the fixed k-shot prompt show as many examples.")
+    retriever: Literal["tfidf", "embedding"] = Field("tfidf", description="How the nearest rows are found: tfidf = cosine over word and bigram TF-IDF (scikit-learn, no model); embedding = cosine over the mean-pooled last hidden state of `embedding_model`.")
+    embedding_model: str | None = Field(None, description="A local transformers model directory for the embedding retriever; null = the base student's own weights (nothing downloaded).")
+    context_tokens: int | None = Field(None, ge=256, description="Tokens a prompt and its answer must fit; null = the per-slot context of the eval server (teacher.endpoint.local.n_ctx) when the self-hosted models run on llama-server, else the student's own limit.")
+
+
 class Cascade(Strict):
     enabled: bool = Field(False, description="Evaluate a cascade too: the student answers, and a request whose answer has a mean token logprob under a threshold goes on to the teacher. The threshold is the lowest that reaches the quality target on the eval set (chosen in-sample); the cascade is one more row of the report (quality, cost per 1k, share routed). Needs eval.models to include teacher and student.")
     student: str | None = Field(None, description="Which ladder student answers first (its name in `students`); null = the only student.")
@@ -131,12 +139,14 @@ class Eval(EvalSet):
     batch_size: int = Field(16, ge=1, description="Eval requests batched together for in-process (transformers) models; also the concurrency against servers.")
     max_new_tokens: int = Field(64, ge=1, description="Generation limit per eval answer.")
     engine: Literal["auto", "llama-server", "transformers"] = Field("auto", description="What answers the eval set for the self-hosted models: llama-server = each as a GGUF of the local teacher's type behind llama.cpp's server with the teacher's slots; transformers = in-process, fp32, in batches of batch_size; auto = llama-server when built and every model can be written as GGUF. The serving-cost measurement stays on transformers either way.")
-    models: list[Literal["teacher", "base_student", "base_zero_shot", "base_few_shot", "student"]] = Field(
-        ["teacher", "base_student", "base_zero_shot", "base_few_shot", "student"],
-        description="Which models the harness evaluates: the teacher; the base student with the student's plain prompt "
-                    "(the starting point of fine-tuning); the base student prompted like the teacher, zero-shot "
-                    "(instructions) and k-shot (the teacher's own examples): the cheaper alternatives to fine-tuning; "
-                    "the distilled student(s).")
+    models: list[Literal["teacher", "base_student", "base_zero_shot", "base_few_shot", "base_many_shot", "base_retrieval",
+                         "teacher_many_shot", "teacher_retrieval", "student"]] = Field(
+        ["teacher", "base_student", "base_zero_shot", "base_few_shot", "base_many_shot", "base_retrieval", "student"],
+        description="Which models the harness evaluates: the teacher; the base student with the student's plain prompt; "
+                    "the progression before fine-tuning, each a prompt for the base student: instructions (zero-shot), "
+                    "the teacher's k shots, many shots, retrieved shots; the same two last steps for the teacher "
+                    "(off by default); the distilled student(s).")
+    progression: Progression = Field(default_factory=Progression, description="The many-shot and retrieval steps of the progression: how many examples, which retriever.")
     serving: Serving = Field(default_factory=Serving, description="The serving-cost measurement: every self-hosted model on one engine, interleaved rounds, after a warm-up.")
     cascade: Cascade = Field(default_factory=Cascade, description="A student-then-teacher cascade as one more evaluated model.")
     bootstrap_resamples: int = Field(2000, ge=100, description="Resamples of the paired bootstrap behind every quality interval.")
@@ -150,6 +160,7 @@ class HostedPrice(Strict):
     input_per_1m: float = Field(..., ge=0, description="USD per 1M prompt tokens.")
     output_per_1m: float = Field(..., ge=0, description="USD per 1M completion tokens.")
     batch_discount: float = Field(0.5, ge=0, le=1, description="Price multiplier when the Batch API is used.")
+    cached_input_per_1m: float | None = Field(None, ge=0, description="USD per 1M prompt tokens the provider read from its prompt cache (a repeated prompt prefix, as the reply's usage reports them); null = priced as any prompt token.")
     source: str | None = Field(None, description="Where the price comes from (a URL or a contract); the report prints it.")
     as_of: str | None = Field(None, description="When the price was read (a price without a date goes stale unnoticed).")
 

@@ -31,6 +31,7 @@ from distill.filters.registry import (
                                       check_filter,
                                       get_filter,
                                       not_to_send,
+                                      reason_kind,
                                       register_filter,
                                       registered_filters,
                                       run_filters,
@@ -38,4 +39,4 @@ from distill.filters.registry import (
 from distill.records import Row
 
 __all__ = ["Row", "Verdict", "FilterContext", "ModelAsker", "register_filter", "get_filter", "registered_filters",
-           "check_filter", "apply_filter", "run_filters", "before_answer", "not_to_send", "UnknownFilter"]
+           "check_filter", "apply_filter", "run_filters", "before_answer", "not_to_send", "reason_kind", "UnknownFilter"]

@@ -145,7 +145,7 @@ def run_filters(specs: list[tuple[str, dict]], rows: list[Row], ctx: FilterConte
         for r, v in zip(rows, verdicts):
             if not v.kept:
                 ledger.append({"id": r.id, "stage": name, "reason": v.reason or "dropped"})
-                reasons[_reason_kind(v.reason)] += 1
+                reasons[reason_kind(v.reason)] += 1
         stages.append({"stage": name, "params": params, "in": len(rows), "kept": len(kept),
                        "dropped": len(rows) - len(kept), "seconds": round(time.perf_counter() - t0, 3),
                        "top_reasons": dict(reasons.most_common(5))})
@@ -153,7 +153,7 @@ def run_filters(specs: list[tuple[str, dict]], rows: list[Row], ctx: FilterConte
     return rows, ledger, stages
 
 
-def _reason_kind(reason: str | None) -> str:
+def reason_kind(reason: str | None) -> str:
     """Group reasons that differ only in ids or numbers ('near-duplicate of X')."""
     if not reason:
         return "dropped"

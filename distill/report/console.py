@@ -1,7 +1,8 @@
 """The verdict and the comparison table on the terminal, where `distill run` ends."""
 from __future__ import annotations
 
-from distill.report.phrases import fine_tuning_needed, verdict
+from distill.report.phrases import verdict
+from distill.report.progression import fine_tuning_needed
 from distill.report.tables import comparison_rows
 
 

@@ -100,29 +100,6 @@ def verdict(rep: dict) -> str:
     return text
 
 
-def fine_tuning_needed(rep: dict) -> str:
-    """"Was fine-tuning needed?": the distilled student against the base student prompted like the teacher."""
-    metric = rep["eval"]["primary_metric"]
-    prompted = [r for r in rep["models"] if r["role"] == "prompted base student"]
-    s = next((r for r in rep["models"] if r["role"] == "distilled student" and r.get("vs_prompted")), None)
-    if not prompted or s is None:
-        return ""
-    v = s["vs_prompted"]
-    best = next(r for r in prompted if r["key"] == v["against"])
-    listed = "; ".join(f"{r['prompt']}: {r['metrics'][metric]:g}{_iv(r.get('interval'))}" for r in prompted)
-    answer = {
-        "beats": "**yes**: prompting the small model does not get there; fine-tuning did",
-        "matches": ("**not for quality**: the best prompted base student is statistically indistinguishable; what "
-                    "distillation bought is the short prompt"),
-        "falls short of": "**no**: prompting the base student beats the distilled one; ship the prompt, not the fine-tune",
-    }[v["verdict"]]
-    cost = cost_phrase(s.get("cost_vs_prompted"))
-    return (f"**Was fine-tuning needed?** {answer}. The base student prompted like the teacher scores {listed} "
-            f"on {metric}; the distilled student scores {s['metrics'][metric]:g}{_iv(s.get('interval'))}, "
-            f"{v['verdict']} the best prompt ({best['prompt']}): difference {_diff(v)}. Serving the distilled "
-            f"student against that prompted model: {cost}.")
-
-
 def cascade_line(rep: dict) -> str:
     """The cascade in one sentence: how much it routes, what for, and what it reaches at what cost."""
     r = next((m for m in rep["models"] if m.get("cascade")), None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from distill.io import atomic_path
 from distill.report.tables import fmt_params as _fmt_params
 
 
@@ -66,7 +67,6 @@ def plot_frontier(rep: dict, path: Path) -> None:
     ax.set_title(f"{rep['task']}: quality (95% CI) vs serving cost (range over rounds)")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(path)

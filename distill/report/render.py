@@ -2,19 +2,20 @@
 training and wall time."""
 from __future__ import annotations
 
-from distill.report.phrases import cascade_line, cost_phrase, fine_tuning_needed, verdict
+from distill.report import progression
+from distill.report.phrases import cascade_line, cost_phrase, verdict
 from distill.report.tables import filter_rows, fmt_params
 
 
 def markdown_table(rep: dict) -> str:
     metric = rep["eval"]["primary_metric"]
     names = [k for k in rep["models"][0]["metrics"]] if rep["models"] else []
-    head = ["model", "role", "prompt", "size", *names, f"{metric} 95% CI", f"{metric} minus teacher (95% CI)",
+    head = ["model", "role", "prompt", "prompt tokens", "size", *names, f"{metric} 95% CI", f"{metric} minus teacher (95% CI)",
             "cost / 1k req (range)", "serving vs teacher", "latency p50 / p95", "frontier"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rep["models"]:
         ivs = r.get("intervals") or {}
-        cells = [r["name"], r["role"], r.get("prompt") or "-", fmt_params(r["parameters"]),
+        cells = [r["name"], r["role"], r.get("prompt") or "-", progression.tokens_text(r), fmt_params(r["parameters"]),
                  *[f"{r['metrics'][k]}" + (f" {interval_text(ivs[k])}" if k in ivs and k != metric else "") for k in names],
                  interval_text(r.get("interval")),
                  difference_text(r.get("vs_teacher")), cost_text(r),
@@ -23,9 +24,9 @@ def markdown_table(rep: dict) -> str:
                  "**chosen**" if r.get("chosen") else "yes" if r.get("on_frontier") else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     copy = rep["eval"]["copy_baseline"]
-    lines.append("| copy the input (baseline) | - | - | - | " + " | ".join(str(copy[k]) for k in names)
+    lines.append("| copy the input (baseline) | - | - | - | - | " + " | ".join(str(copy[k]) for k in names)
                  + " | - | - | $0 | - | - | - |")
-    lines += [f"| {p['system']} (reported in {p['source']}) | published | - | - | "
+    lines += [f"| {p['system']} (reported in {p['source']}) | published | - | - | - | "
               + " | ".join(str(p["value"]) if k == p["metric"] else "-" for k in names) + " | - | - | - | - | - | - |"
               for p in rep["eval"].get("published") or []]
     return "\n".join(lines)
@@ -172,9 +173,9 @@ def _confusion_lines(models: list[dict]) -> str:
     return ("\n## Confusion by label\n" + "\n".join(out) + "\n") if out else ""
 
 
-def render_markdown(rep: dict, plot: str) -> str:
-    """report.md; `plot` is how the plot is shown (the Prefect UI cannot load a file of the run
-    directory, so its artifact names the file instead)."""
+def render_markdown(rep: dict, plot: str, progression_plot: str = "") -> str:
+    """report.md; `plot` and `progression_plot` are how the figures are shown (the Prefect UI cannot
+    load a file of the run directory, so its artifact names the files instead)."""
     d, u = rep["data"], rep["teacher_usage"]
     tr = rep["training"]
     stages = "\n".join(f"| {r['stage']} | {r['in']} | {r['kept']} | {r['dropped']} | {r['top reasons']} |"
@@ -193,7 +194,8 @@ Eval set{f" '{rep['eval']['name']}'" if rep.get('eval_sets') else ''}: `{rep['ev
 {metric_notes(rep)}
 {plot}
 
-{fine_tuning_needed(rep)}{cascade_line(rep)}
+{cascade_line(rep)}
+{progression.section(rep, progression_plot)}
 {other_sets(rep)}
 {bill_lines(rep.get('bill'))}
 ## How each model was priced

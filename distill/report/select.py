@@ -38,3 +38,24 @@ def choose_model(models: list[dict], metric: str, target: float | None) -> dict:
             f"or a larger student." if best else ".")
     return {"target": target, "bar": bar, "chosen": meets[0]["key"] if meets else None,
             "meets": [m["key"] for m in meets], "message": msg}
+
+
+def headline_student(models: list[dict], metric: str) -> dict | None:
+    """The distilled student the report speaks of: the chosen one, else the best."""
+    distilled = [m for m in models if m["role"] == "distilled student"]
+    return next((m for m in distilled if m.get("chosen")), None) or (
+        max(distilled, key=lambda m: m["metrics"][metric]) if distilled else None)
+
+
+def cheapest_sufficient(models: list[dict], student: str) -> dict:
+    """The progression's answer: the cheapest prompt-only step whose quality is within the student's
+    (the paired interval of its difference to the student reaches 0), and the closest step when none
+    is. Ties on cost go to the better step, then to the small model (the teacher's twin in the offline
+    default is the base student under the teacher's prompt)."""
+    steps = [m for m in models if (m.get("vs_student") or {}).get(student)]
+    enough = sorted((m for m in steps if m["vs_student"][student]["high"] >= 0),
+                    key=lambda m: (m["cost_per_1k_usd"], -m["vs_student"][student]["difference"],
+                                   "teacher" in m["role"]))
+    closest = max(steps, key=lambda m: m["vs_student"][student]["difference"], default=None)
+    return {"student": student, "steps": [m["key"] for m in steps], "step": enough[0]["key"] if enough else None,
+            "closest": closest["key"] if closest else None}

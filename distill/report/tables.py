@@ -27,7 +27,8 @@ def comparison_rows(rep: dict) -> list[dict]:
     def iv(d: dict | None, key: str = "") -> str:
         return f"{d.get(key, '')}{' ' if key else ''}[{d['low']:g}, {d['high']:g}]".strip() if d else "-"
 
-    return [{"model": r["name"], "role": r["role"], "prompt": r.get("prompt"), "parameters": r["parameters"],
+    return [{"model": r["name"], "role": r["role"], "prompt": r.get("prompt"), "prompt tokens": r.get("prompt_tokens"),
+             "parameters": r["parameters"],
              **r["metrics"], "95% CI": iv(r.get("interval")),
              "vs teacher": f"{r['vs_teacher']['verdict']} {iv(r['vs_teacher'], 'difference')}" if r.get("vs_teacher") else "-",
              "cost per 1k (USD)": r["cost_per_1k_usd"],

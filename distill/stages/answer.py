@@ -17,7 +17,7 @@ from distill.models.load import default_gguf, gguf_parameter_count, load_model, 
 from distill.progress import progress_bar
 from distill.stages import gguf_eval
 from distill.stages.context import RunContext
-from distill.stages.eval_models import InProcess
+from distill.stages.eval_models import TEACHER_STEPS, InProcess, Progression, Shots
 from distill.teacher import Request, cost_of, teacher_cost
 
 
@@ -36,9 +36,10 @@ class Answered:
     cost: dict
 
 
-def answer_all(ctx: RunContext, rows: list[dict], local: list[InProcess], confident: str | None) -> dict[str, Answered]:
-    """Every configured model's answers, in the report's order (the teacher, then the models as
-    configured). `confident`: the model whose answers carry a confidence (the cascade's student)."""
+def answer_all(ctx: RunContext, rows: list[dict], local: list[InProcess], steps: Progression,
+               confident: str | None) -> dict[str, Answered]:
+    """Every configured model's answers, in the report's order (the teacher and its prompted steps, then
+    the models as configured). `confident`: the model whose answers carry a confidence (the cascade's student)."""
     cfg = ctx.cfg
     files = gguf_eval.ggufs(cfg, ctx.dir, local) if gguf_eval.eval_engine(cfg) == gguf_eval.SERVER else None
     twins = [m for m in local if files is not None and gguf_eval.teacher_twin(cfg, m, ctx.shots == ctx.prompt_shots)]
@@ -46,12 +47,17 @@ def answer_all(ctx: RunContext, rows: list[dict], local: list[InProcess], confid
     if "teacher" in cfg.eval.models:
         out["teacher"] = teacher_answers(ctx, rows)
         out.update({m.key: twin_answers(ctx, m, out["teacher"]) for m in twins})
+    for key, (suffix, role, prompt) in TEACHER_STEPS.items():
+        if key in cfg.eval.models:
+            n = steps.counts(key)
+            out[key] = teacher_answers(ctx, rows, steps.shots(key), key=key, role=role, name_suffix=suffix.format(**n),
+                                       prompt=prompt.format(**n))
     rest = [m for m in local if m not in twins]
     if files is not None:
         out.update(server_answers(ctx, rows, rest, files, confident))
     else:
         out.update(transformers_answers(ctx, rows, rest, confident))
-    return {k: out[k] for k in [*(["teacher"] if "teacher" in out else []), *(m.key for m in local)]}
+    return {k: out[k] for k in [*(k for k in ("teacher", *TEACHER_STEPS) if k in out), *(m.key for m in local)]}
 
 
 def self_hosted_cost(ctx: RunContext, m: InProcess, wall: float) -> dict:
@@ -59,23 +65,29 @@ def self_hosted_cost(ctx: RunContext, m: InProcess, wall: float) -> dict:
                    completion_tokens=0, seconds=wall)
 
 
-def teacher_answers(ctx: RunContext, rows: list[dict]) -> Answered:
+def teacher_answers(ctx: RunContext, rows: list[dict], shots: Shots | None = None, *, key: str = "teacher",
+                    role: str = "teacher", name_suffix: str = "", prompt: str | None = None) -> Answered:
     """The teacher request by request (a local server's slots in flight, else one at a time), with no
-    request store: the eval set never enters it."""
+    request store: the eval set never enters it. `shots`: a prompted step's examples instead of the
+    teacher's own (teacher_many_shot, teacher_retrieval)."""
     cfg, t = ctx.cfg, ctx.cfg.teacher
-    teacher = ctx.teacher()
-    reqs = [Request.make(t.model, ctx.task.teacher_messages(r["input"], ctx.shots), temperature=t.temperature,
+    teacher, shots = ctx.teacher(), shots or (lambda x: ctx.shots)
+    label = f"{t.model} {name_suffix}".strip()
+    reqs = [Request.make(t.model, ctx.task.teacher_messages(r["input"], shots(r["input"])), temperature=t.temperature,
                          max_tokens=cfg.eval.max_new_tokens) for r in rows]
-    answers, wall = gguf_eval.answers_from(teacher.realtime(concurrency=teacher.slots), reqs, t.model)
+    answers, wall = gguf_eval.answers_from(teacher.realtime(concurrency=teacher.slots), reqs, label)
     for a in answers:
         a.pop("logprobs")
     params = t.parameters
     if params is None and t.endpoint.launch_local and t.backend == "openai" and t.adaptation.method == "few_shot":
         params = gguf_parameter_count(resolve_path(t.endpoint.local.gguf) if t.endpoint.local.gguf else default_gguf())
     pt, ct = sum(a["prompt_tokens"] for a in answers), sum(a["completion_tokens"] for a in answers)
-    prompt = f"{len(ctx.shots)}-shot, system prompt" + (", LoRA-adapted on the seeds" if t.adaptation.method == "lora" else "")
-    return Answered("teacher", t.model, "teacher", teacher.realtime(1).engine, params, prompt, answers, wall,
-                    teacher_cost(cfg, pt, ct, wall, batch=False))
+    cached = sum(a["cached_tokens"] for a in answers)
+    if prompt is None:
+        lora = ", LoRA-adapted on the seeds" if t.adaptation.method == "lora" else ""
+        prompt = f"{len(ctx.shots)}-shot, system prompt{lora}"
+    return Answered(key, label, role, teacher.realtime(1).engine, params, prompt, answers, wall,
+                    teacher_cost(cfg, pt, ct, wall, batch=False, cached_tokens=cached))
 
 
 def twin_answers(ctx: RunContext, m: InProcess, teacher: Answered) -> Answered:
@@ -113,7 +125,7 @@ def transformers_answers(ctx: RunContext, rows: list[dict], models: list[InProce
         with progress_bar(len(rows), f"eval: {m.name}") as advance:
             answers = generate_batched(model, tok, [m.messages(r["input"]) for r in rows], batch_size=cfg.eval.batch_size,
                                        max_new_tokens=cfg.eval.max_new_tokens, on_batch=advance,
-                                       confidence=m.key == confident)
+                                       confidence=m.key == confident, prefix_cache={})
         wall = time.perf_counter() - t0
         out[m.key] = Answered(m.key, m.name, m.role, engine_name(cfg.eval.batch_size), parameter_count(model), m.prompt,
                               answers, wall, self_hosted_cost(ctx, m, wall))

@@ -11,9 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import random
 import sys
-from collections import Counter
 from contextlib import ExitStack
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
@@ -25,7 +23,8 @@ from distill.config import Config, ConfigError, config_changes, load_config, rea
 from distill.io import DataError, Examples
 from distill.rundir import RUNS, RunDir
 from distill.stages.preflight import preflight
-from distill.tasks import ClassificationTask, Task
+from distill.stages.prompt_examples import varied
+from distill.tasks import Task
 from distill.teacher import Teacher, open_teacher
 
 ALL_STAGES = ("generate", "filter", "train", "evaluate", "report")
@@ -196,20 +195,8 @@ def few_shot_examples(cfg: Config, seeds: list[dict], task: Task | None = None, 
     """
     if cfg.teacher.adaptation.method == "lora" and not prompting:
         return []  # the LoRA-adapted teacher learnt the task from the seeds; it is prompted zero-shot
-    rng = random.Random(f"{cfg.seed}:shots")
-    pool = seeds[:]
-    rng.shuffle(pool)
-    # round-robin over kinds (error type, label): one of each kind first, then a second of each, ...
-    seen: Counter = Counter()
-    ranked = []
-    for s in pool:
-        kind = s.get("error_type") or s.get("kind") or (s["output"] if isinstance(task, ClassificationTask) else None) \
-            or ("none" if s["input"] == s["output"] else "edit")
-        ranked.append((seen[kind], s))
-        seen[kind] += 1
-    ranked.sort(key=lambda rs: rs[0])  # stable: the shuffled order within each round
     shots, unchanged = [], 0
-    for _, s in ranked:
+    for s in varied(list(seeds), f"{cfg.seed}:shots", task):  # one of each kind (error type, label) first
         same = s["input"] == s["output"]
         if same and unchanged >= 1:
             continue

@@ -16,7 +16,7 @@ from distill.report.intervals import compare, difference, metric_intervals, scor
 from distill.stages import cascade
 from distill.stages.answer import Answered, answer_all
 from distill.stages.context import RunContext, writes
-from distill.stages.eval_models import InProcess, in_process_models, model_key
+from distill.stages.eval_models import TEACHER_STEPS, InProcess, Progression, in_process_models, model_key
 from distill.stages.serving import Served, measure, teacher_weights
 from distill.stats import EvalSummary, ModelResult
 from distill.teacher import cost_of
@@ -37,30 +37,31 @@ def run(ctx: RunContext) -> EvalSummary:
     also gets the cascade and the serving measurement. Writes eval/<set file>/<model>.jsonl and
     summary.json per set; returns the headline set's summary."""
     cfg = ctx.cfg
-    local = in_process_models(ctx)
+    steps = Progression(ctx)
+    local = in_process_models(ctx, steps)
     first = model_key(cfg.eval.cascade.student) if cfg.eval.cascade.enabled else None
-    summary = evaluate_set(ctx, cfg.eval.name, ctx.eval_rows, cfg.eval.tokenized, local, first)
+    summary = evaluate_set(ctx, cfg.eval.name, ctx.eval_rows, cfg.eval.tokenized, local, steps, first)
     for name, rows in ctx.eval_sets.items():
-        evaluate_set(ctx, name, rows, cfg.eval.sets[name].tokenized, local, None)
+        evaluate_set(ctx, name, rows, cfg.eval.sets[name].tokenized, local, steps, None)
     return summary
 
 
 def evaluate_set(ctx: RunContext, name: str, rows: Examples, tokenized: bool, local: list[InProcess],
-                 first: str | None) -> EvalSummary:
+                 steps: Progression, first: str | None) -> EvalSummary:
     """One eval set through the harness; the headline set (the context's own eval rows) is also priced."""
     cfg, task, t0, headline = ctx.cfg, ctx.task, time.perf_counter(), rows is ctx.eval_rows
     path, rows = rows.path, rows[: cfg.eval.max_rows] if cfg.eval.max_rows else list(rows)
     asked = [{**r, "input": detokenize(r["input"])} for r in rows] if tokenized else rows
-    answered = answer_all(ctx, asked, local, first)
+    answered = answer_all(ctx, asked, local, steps, first)
     results, predictions = {}, {}
     for key, a in answered.items():
         results[key], predictions[key] = score(ctx, rows, a, path, tokenized)
     if first:
         _add_cascade(ctx, rows, first, results, predictions, {k: a.answers for k, a in answered.items()}, path)
-    add_intervals(ctx, rows, local, results, predictions)
+    add_intervals(ctx, rows, results, predictions)
     spent = sum(a.cost["usd"] for a in answered.values())
     if headline:
-        spent += _serving_cost(ctx, asked, local, results)
+        spent += _serving_cost(ctx, asked, local, steps, results)
     if first:
         cascade.price(results["cascade"], results[first], results["teacher"])
     srcs, refs = [r["input"] for r in rows], [references(r) for r in rows]
@@ -86,6 +87,7 @@ def score(ctx: RunContext, rows: list[dict], a: Answered, path: Path, tokenized:
         failed=sum(x["error"] is not None for x in a.answers), latency_p50_s=round(_percentile(lat, 50), 4),
         latency_p95_s=round(_percentile(lat, 95), 4), throughput_rps=round(len(rows) / a.wall, 3) if a.wall else None,
         wall_seconds=round(a.wall, 2), prompt_tokens=sum(x["prompt_tokens"] for x in a.answers),
+        cached_tokens=sum(x.get("cached_tokens", 0) for x in a.answers),
         completion_tokens=sum(x["completion_tokens"] for x in a.answers), cost_per_1k_usd=per_1k,
         quality_pass_cost_per_1k_usd=per_1k, cost_rule=a.cost["rule"],
         breakdown=task.breakdown(preds, [r["output"] for r in rows]))
@@ -93,10 +95,13 @@ def score(ctx: RunContext, rows: list[dict], a: Answered, path: Path, tokenized:
     return result, preds
 
 
-def add_intervals(ctx: RunContext, rows: list[dict], local: list[InProcess], results: dict[str, ModelResult],
+PROMPT_ONLY = ("base student", "prompted base student", "teacher", "prompted teacher")  # the steps before fine-tuning
+
+
+def add_intervals(ctx: RunContext, rows: list[dict], results: dict[str, ModelResult],
                   predictions: dict[str, list[str]]) -> None:
     """The primary metric's paired-bootstrap interval for every model, its difference to the teacher,
-    and each distilled student's difference to the best prompted base student (was fine-tuning needed?)."""
+    and each prompt-only step's difference to every distilled student (was fine-tuning needed?)."""
     task, n, seed, b = ctx.task, len(rows), ctx.cfg.seed, ctx.cfg.eval.bootstrap_resamples
     metric, refs, srcs = task.primary_metric, [references(r) for r in rows], [r["input"] for r in rows]
     scorers = {k: scorer(task, metric, p, refs, srcs) for k, p in predictions.items()}
@@ -105,13 +110,10 @@ def add_intervals(ctx: RunContext, rows: list[dict], local: list[InProcess], res
         results[k].interval, results[k].vs_teacher = iv["interval"], iv.get("vs_teacher")
         results[k].intervals = metric_intervals(task, list(results[k].metrics), predictions[k], refs, srcs, seed=seed,
                                                 n_resamples=b)
-    prompted = [m.key for m in local if m.role == "prompted base student"]
-    if prompted:
-        best = max(prompted, key=lambda k: results[k].metrics[metric])
-        for m in local:
-            if m.role == "distilled student":
-                d = difference(scorers[m.key], scorers[best], n, seed=seed, n_resamples=b)
-                results[m.key].vs_prompted = {"against": best, **d}
+    students = [k for k, r in results.items() if r.role == "distilled student"]
+    for k, r in results.items():
+        if r.role in PROMPT_ONLY and students:
+            r.vs_student = {s: difference(scorers[k], scorers[s], n, seed=seed, n_resamples=b) for s in students}
 
 
 def _add_cascade(ctx: RunContext, rows, first: str, results: dict[str, ModelResult], predictions: dict, answers: dict,
@@ -133,15 +135,17 @@ def prediction_records(rows: list[dict], preds: list[str], answers: list[dict]) 
             for r, p, a in zip(rows, preds, answers)]
 
 
-def _serving_cost(ctx: RunContext, rows, local: list[InProcess], results: dict[str, ModelResult]) -> float:
+def _serving_cost(ctx: RunContext, rows, local: list[InProcess], steps: Progression,
+                  results: dict[str, ModelResult]) -> float:
     """Replace the quality pass's cost figures by the serving measurement's; returns what measuring cost."""
     cfg, task, sv = ctx.cfg, ctx.task, ctx.cfg.eval.serving
     sample = rows[:sv.requests]
     served = [Served(m.key, m.path, [m.messages(r["input"]) for r in sample], m.hardware) for m in local]
     weights, how = teacher_weights(cfg, ctx.dir) if "teacher" in results else (None, "")
     if weights is not None:
-        served.insert(0, Served("teacher", weights, [task.teacher_messages(r["input"], ctx.shots) for r in sample],
-                                cfg.teacher.hardware))
+        teachers = {"teacher": lambda x: ctx.shots, **{k: steps.shots(k) for k in TEACHER_STEPS if k in results}}
+        served[:0] = [Served(k, weights, [task.teacher_messages(r["input"], shots(r["input"])) for r in sample],
+                             cfg.teacher.hardware) for k, shots in teachers.items()]
     t0 = time.perf_counter()
     measured = measure(served, cfg.pricing, rounds=sv.rounds, batch_size=sv.batch_size or cfg.eval.batch_size,
                        max_new_tokens=cfg.eval.max_new_tokens, threads=sv.threads, precision=sv.precision,
@@ -149,13 +153,16 @@ def _serving_cost(ctx: RunContext, rows, local: list[InProcess], results: dict[s
     wall = time.perf_counter() - t0
     for key, m in measured.items():
         r = results[key]
-        r.serving = {**m, "weights": how if key == "teacher" else "safetensors"}
+        r.serving = {**m, "weights": how if key == "teacher" or key in TEACHER_STEPS else "safetensors"}
         r.cost_per_1k_usd = m["cost_per_1k_usd"]
         r.cost_rule = (f"serving measurement: median of {m['rounds']} interleaved rounds of {m['requests']} requests "
                        f"on {m['engine']}, ${m['usd_per_hour']:g}/h on {m['hardware']}"
-                       + (f"; weights: {how}" if key == "teacher" else "")
+                       + (f"; the {m['cached_tokens']}-token shared prompt prefix computed once (prompt cache)"
+                          if m.get("cached_tokens") else "")
+                       + (f"; weights: {how}" if key == "teacher" or key in TEACHER_STEPS else "")
                        + (f"; the same weights and prompts as {m['measured_as']}: its figures" if "measured_as" in m else ""))
-    if "teacher" in results and weights is None and measured and not cfg.teacher.hosted:
-        results["teacher"].cost_note = f"engines differ: the teacher is priced as {how}"
+    if weights is None and measured and not cfg.teacher.hosted:
+        for key in [k for k in ("teacher", *TEACHER_STEPS) if k in results]:
+            results[key].cost_note = f"engines differ: the teacher is priced as {how}"
     return cost_of(cfg.pricing, hosted=False, model="", hardware=cfg.student.hardware, prompt_tokens=0,
                    completion_tokens=0, seconds=wall)["usd"] if measured else 0.0

@@ -98,6 +98,7 @@ def answers_from(teacher: Teacher, reqs: list[Request], label: str) -> tuple[lis
     return [{"raw": r.get("text") or "", "error": r.get("error"), "latency_s": r.get("latency_s") or 0.0,
              "prompt_tokens": (r.get("usage") or {}).get("prompt_tokens", 0),
              "completion_tokens": (r.get("usage") or {}).get("completion_tokens", 0),
+             "cached_tokens": (r.get("usage") or {}).get("cached_tokens", 0),
              "logprobs": r.get("logprobs")} for r in recs], wall
 
 

@@ -1,18 +1,21 @@
-"""The report stage: report.json, report.md (a CoEdIT-style table) and frontier.png from the stats and
-eval results the earlier stages wrote."""
+"""The report stage: report.json, report.md (a CoEdIT-style table), report.html (every row, one page),
+frontier.png and progression.png from the stats and eval results the earlier stages wrote."""
 from __future__ import annotations
 
 from distill.io import read_json, references, write_json, write_text_atomic
-from distill.report import choose_model, frontier_keys, markdown_table, plot_frontier, render_markdown
+from distill.report import choose_model, frontier_keys, markdown_table, plot_frontier, plot_progression, render_markdown
 from distill.report.ledger import ledger, one_off
 from distill.report.phrases import cost_ratio
+from distill.report.select import cheapest_sufficient, headline_student
 from distill.rundir import RunDir
 from distill.stages.adapt import describe
 from distill.stages.context import RunContext, writes
+from distill.stages.report_page import write_page
 from distill.stats import EvalSummary, FilterStats, GenerateStats, TrainStats
 from distill.teacher import cost_of
 
-ROLE_ORDER = {"teacher": 0, "base student": 1, "prompted base student": 2, "distilled student": 3, "cascade": 4}
+ROLE_ORDER = {"teacher": 0, "prompted teacher": 1, "base student": 2, "prompted base student": 3, "distilled student": 4,
+              "cascade": 5}
 
 
 def _stats(rd: RunDir, name: str) -> dict:
@@ -31,9 +34,11 @@ def build_report(ctx: RunContext) -> dict:
     rows = []
     for key, m in sorted(ev.models.items(), key=lambda kv: ROLE_ORDER.get(kv[1].role, 9)):
         row = {"key": key, **m.model_dump(include={
-            "name", "role", "engine", "parameters", "metrics", "interval", "intervals", "vs_teacher", "vs_prompted",
+            "name", "role", "engine", "parameters", "metrics", "interval", "intervals", "vs_teacher", "vs_student",
             "cost_per_1k_usd", "cost_rule", "cost_note", "serving", "quality_pass_cost_per_1k_usd", "latency_p50_s",
-            "latency_p95_s", "throughput_rps", "prompt", "breakdown", "cascade"})}
+            "latency_p95_s", "throughput_rps", "prompt", "breakdown", "cascade"}),
+               "prompt_tokens": round(m.prompt_tokens / m.n) if m.n else None,
+               "cached_tokens": round(m.cached_tokens / m.n) if m.n else None}
         if teacher:
             tq = teacher.metrics[metric]
             row["pct_of_teacher_quality"] = round(100 * m.metrics[metric] / tq, 1) if tq else None
@@ -41,10 +46,6 @@ def build_report(ctx: RunContext) -> dict:
             row["x_cheaper"] = row["cost_ratio"]["ratio"] if row["cost_ratio"] else None
             row["x_smaller"] = round(teacher.parameters / m.parameters, 2) if teacher.parameters and m.parameters else None
         rows.append(row)
-    by_key = {r["key"]: r for r in rows}
-    for r in rows:
-        if r.get("vs_prompted"):
-            r["cost_vs_prompted"] = cost_ratio(by_key[r["vs_prompted"]["against"]], r)
     gen, filt = GenerateStats.read(rd.stats("generate")), FilterStats.read(rd.stats("filter"))
     train, adapt = TrainStats.read(rd.stats("train")), _stats(rd, "adapt")
     frontier = frontier_keys(rows, metric)
@@ -52,7 +53,9 @@ def build_report(ctx: RunContext) -> dict:
     for r in rows:
         r["on_frontier"] = r["key"] in frontier
         r["chosen"] = r["key"] == selection["chosen"]
+    student = headline_student(rows, metric)
     return {
+        "progression": progression(rows, student),
         "bill": _bill(ctx, rows, gen, filt, train, adapt, ev),
         "prices": _prices(cfg),
         "task": ctx.task.name,
@@ -80,6 +83,19 @@ def build_report(ctx: RunContext) -> dict:
         "wall_seconds": {"generate": gen.totals.wall_seconds if rd.stats("generate").exists() else None,
                          "filter": filt.wall_seconds, "train": train.wall_seconds, "evaluate": ev.wall_seconds},
     }
+
+
+def progression(rows: list[dict], student: dict | None) -> dict | None:
+    """The steps before fine-tuning against the headline student: the cheapest one as good, and what
+    the student saves against it (step cost / student cost per round)."""
+    if student is None:
+        return None
+    by_key, p = {r["key"]: r for r in rows}, cheapest_sufficient(rows, student["key"])
+    if not p["steps"]:
+        return None
+    for k in p["steps"]:
+        by_key[k]["cost_vs_student"] = cost_ratio(by_key[k], student)
+    return p
 
 
 def headline_set(ctx: RunContext, ev: EvalSummary) -> dict:
@@ -127,9 +143,7 @@ def _bill(ctx: RunContext, rows: list[dict], gen, filt, train, adapt: dict, ev: 
               one_off("evaluation", (ev.cost_usd or 0.0) + sum(EvalSummary.read(ctx.dir.eval_summary(r.path)).cost_usd or 0.0
                                                                for r in ctx.eval_sets.values()),
                       "every quality pass and the serving measurement")]
-    distilled = [r for r in rows if r["role"] == "distilled student"]
-    student = next((r for r in distilled if r.get("chosen")), None) or (
-        max(distilled, key=lambda r: r["metrics"][ev.primary_metric]) if distilled else None)
+    student = headline_student(rows, ev.primary_metric)
     teacher = next((r for r in rows if r["role"] == "teacher"), None)
     return ledger(stages, teacher, student, cfg.pricing.expected_requests_per_day)
 
@@ -151,14 +165,18 @@ def _prices(cfg) -> list[dict]:
 def run(ctx: RunContext) -> dict:
     rd = ctx.dir
     rep = build_report(ctx)
-    md = render_markdown(rep, plot=f"![quality vs cost]({rd.frontier_png.name})")
+    md = render_markdown(rep, plot=f"![quality vs cost]({rd.frontier_png.name})",
+                         progression_plot=f"![the progression]({rd.progression_png.name})")
     plot_frontier(rep, rd.frontier_png)
+    plot_progression(rep, rd.progression_png)
     write_json(rd.report_json, rep)
     write_text_atomic(rd.report_md, md)
+    write_page(ctx, rep)
     return rep
 
 
 def views(rep: dict, rd: RunDir) -> tuple[str, str]:
     """(markdown table, the whole report in markdown with the plot named by path): what the console
     and the Prefect artifact show."""
-    return markdown_table(rep), render_markdown(rep, plot=f"Quality vs cost plot: `{rd.frontier_png}`")
+    return markdown_table(rep), render_markdown(rep, plot=f"Quality vs cost plot: `{rd.frontier_png}`",
+                                                progression_plot=f"Progression plot: `{rd.progression_png}`")

@@ -10,7 +10,10 @@ requests is the median over rounds, with the rounds' range as its spread. With o
 the clock is that thread's CPU time: the core-seconds a replica bills, free of the time the scheduler
 handed to other processes on a shared machine; and the replicas the machine is priced for run side by
 side, as they would serve, each thread taking the next model of the round, which measures a round in
-about 1/replicas of the wall time. The same weights under the same prompts are measured once.
+about 1/replicas of the wall time. The same weights under the same prompts are measured once. The
+prompt prefix a model's requests share (system prompt and shots) is computed once, at warm-up, and
+reused, as serving engines' prompt caches (vLLM, SGLang, llama.cpp) do: a long fixed prompt is paid
+for its own tokens' attention, not recomputed per request.
 """
 from __future__ import annotations
 
@@ -84,7 +87,7 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
         clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
         side_by_side = n_replicas if clock is time.thread_time else 1
         dtype = torch.bfloat16 if precision == "auto" and cpu_bf16() else torch.float32
-        seconds = _rounds(list(first.values()), rounds, batch_size, max_new_tokens, trust_remote_code, dtype, clock,
+        seconds, cached = _rounds(list(first.values()), rounds, batch_size, max_new_tokens, trust_remote_code, dtype, clock,
                           side_by_side, log)
         engine = engine_name(batch_size, dtype) + (f" x {n_replicas} replicas" if n_replicas > 1 else "")
     finally:
@@ -94,6 +97,7 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
         price = pricing.hardware[s.hardware].usd_per_hour
         out[s.key] = {"engine": engine, "clock": "thread CPU seconds" if clock is time.thread_time else "wall seconds",
                       "rounds": rounds, "requests": len(s.messages), "replicas": n_replicas,
+                      "cached_tokens": cached[twin[s.key]],
                       "hardware": s.hardware, "usd_per_hour": price, "seconds": [round(x, 3) for x in seconds[twin[s.key]]],
                       **per_1k_cost(seconds[twin[s.key]], len(s.messages), price, n_replicas),
                       **({"measured_as": twin[s.key]} if twin[s.key] != s.key else {})}
@@ -110,22 +114,26 @@ def per_1k_cost(seconds: list[float], requests: int, usd_per_hour: float, replic
 
 
 def _rounds(served: list[Served], rounds: int, batch_size: int, max_new_tokens: int, trust_remote_code: bool,
-            dtype, clock, side_by_side: int, log) -> dict[str, list[float]]:
+            dtype, clock, side_by_side: int, log) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Per model: the seconds of each round, and the length of the shared prompt prefix it cached."""
     loaded = {}
     for s in served:  # models that share weights (the base student under three prompts) load once
         if s.path not in loaded:
             loaded[s.path] = load_model(s.path, trust_remote_code=trust_remote_code, dtype=dtype)
 
+    caches: dict[str, dict] = {s.key: {} for s in served}  # each model's prompt cache, filled at warm-up
+
     def serve(s: Served, messages: list[list[dict]], tokens: int) -> float:
         model, tok = loaded[s.path]  # read-only in eval mode: two threads may decode with one model at once
         t0 = clock()  # in the thread that does the work: its own CPU seconds
-        generate_batched(model, tok, messages, batch_size=batch_size, max_new_tokens=tokens)
+        generate_batched(model, tok, messages, batch_size=batch_size, max_new_tokens=tokens, prefix_cache=caches[s.key])
         return clock() - t0
 
     seconds: dict[str, list[float]] = {s.key: [] for s in served}
     with ThreadPoolExecutor(side_by_side) as pool:
         # warm-up: first-call allocations and kernel selection stay out of the figures (a few tokens do
-        # it: every later decoding step has a new shape anyway)
+        # it: every later decoding step has a new shape anyway); it also computes each model's shared
+        # prompt prefix, which a serving engine keeps in its prompt cache from then on
         list(pool.map(lambda s: serve(s, s.messages[:batch_size], min(8, max_new_tokens)), served))
         for r in range(rounds):
             order = served[r % len(served):] + served[:r % len(served)]
@@ -134,4 +142,4 @@ def _rounds(served: list[Served], rounds: int, batch_size: int, max_new_tokens: 
             for s, secs in zip(order, pool.map(lambda s: serve(s, s.messages, max_new_tokens), order)):
                 seconds[s.key].append(secs)
             log(f"serving round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()))
-    return seconds
+    return seconds, {k: max((len(p) for p in c), default=0) for k, c in caches.items()}

@@ -14,16 +14,22 @@ from distill.stats import GenerateStats
 
 
 def cost_of(pricing: Pricing, *, hosted: bool, model: str, hardware: str, prompt_tokens: int,
-            completion_tokens: int, seconds: float, batch: bool = False) -> dict:
-    """{"usd": ..., "rule": how it was priced}."""
+            completion_tokens: int, seconds: float, batch: bool = False, cached_tokens: int = 0) -> dict:
+    """{"usd": ..., "rule": how it was priced}. `cached_tokens`: prompt tokens the provider read from its
+    prompt cache, priced at its cached-input price when the config gives one."""
     if hosted:
         if model not in pricing.models:
             raise KeyError(f"pricing.models has no entry for hosted model '{model}'")
         p = pricing.models[model]
-        usd = (prompt_tokens * p.input_per_1m + completion_tokens * p.output_per_1m) / 1e6
+        cached = min(cached_tokens, prompt_tokens) if p.cached_input_per_1m is not None else 0
+        usd = ((prompt_tokens - cached) * p.input_per_1m + cached * (p.cached_input_per_1m or 0.0)
+               + completion_tokens * p.output_per_1m) / 1e6
         if batch:
             usd *= p.batch_discount
-        return {"usd": round(usd, 6), "rule": f"hosted tokens x price of {model}" + (" (batch)" if batch else "")}
+        rule = f"hosted tokens x price of {model}" + (" (batch)" if batch else "")
+        if cached:
+            rule += f"; {cached} prompt tokens from the provider's prompt cache at ${p.cached_input_per_1m:g}/1M"
+        return {"usd": round(usd, 6), "rule": rule}
     if hardware not in pricing.hardware:
         raise KeyError(f"pricing.hardware has no entry for '{hardware}'")
     per_hour = pricing.hardware[hardware].usd_per_hour
@@ -32,7 +38,7 @@ def cost_of(pricing: Pricing, *, hosted: bool, model: str, hardware: str, prompt
 
 
 def teacher_cost(cfg: Config, prompt_tokens: int, completion_tokens: int, seconds: float,
-                 batch: bool | None = None) -> dict:
+                 batch: bool | None = None, cached_tokens: int = 0) -> dict:
     """The teacher's cost under its pricing rule.
 
     Generation through the Batch API is priced at the batch discount (batch=None: per the backend);
@@ -42,7 +48,7 @@ def teacher_cost(cfg: Config, prompt_tokens: int, completion_tokens: int, second
     if batch is None:
         batch = t.backend == "openai_batch"
     return cost_of(cfg.pricing, hosted=t.hosted, model=t.model, hardware=t.hardware, prompt_tokens=prompt_tokens,
-                   completion_tokens=completion_tokens, seconds=seconds, batch=batch)
+                   completion_tokens=completion_tokens, seconds=seconds, batch=batch, cached_tokens=cached_tokens)
 
 
 @dataclass

@@ -47,8 +47,10 @@ def estimate_tokens(messages: list[dict]) -> int:
 
 
 def reply_record(req: Request, text: str | None, finish_reason: str | None, prompt_tokens: int | None,
-                 completion_tokens: int | None, latency_s: float | None, **extra) -> dict:
-    """The stored record of one finished request: the same schema from every backend."""
+                 completion_tokens: int | None, latency_s: float | None, cached_tokens: int | None = None,
+                 **extra) -> dict:
+    """The stored record of one finished request: the same schema from every backend (the usage's
+    cached_tokens only when the server said how many prompt tokens it read from its prompt cache)."""
     return {
         "key": req.key,
         "model": req.model,
@@ -56,7 +58,8 @@ def reply_record(req: Request, text: str | None, finish_reason: str | None, prom
         "messages": req.message_dicts(),
         "text": text or "",
         "finish_reason": finish_reason,
-        "usage": {"prompt_tokens": prompt_tokens or 0, "completion_tokens": completion_tokens or 0},
+        "usage": {"prompt_tokens": prompt_tokens or 0, "completion_tokens": completion_tokens or 0,
+                  **({"cached_tokens": cached_tokens} if cached_tokens else {})},
         "latency_s": round(latency_s, 4) if latency_s is not None else None,
         "error": None,
         **extra,

@@ -100,8 +100,9 @@ class OpenAIBackend:
         ch = resp.choices[0]
         u = resp.usage
         extra = {"logprobs": top_logprobs(ch.logprobs)} if dict(req.params).get("logprobs") else {}
+        cached = getattr(getattr(u, "prompt_tokens_details", None), "cached_tokens", None)
         return reply_record(req, ch.message.content, ch.finish_reason, getattr(u, "prompt_tokens", 0),
-                            getattr(u, "completion_tokens", 0), latency, **extra)
+                            getattr(u, "completion_tokens", 0), latency, cached_tokens=cached, **extra)
 
     async def _with_retries(self, client: openai.AsyncOpenAI, req: Request, session: Session) -> dict:
         ep, usage = self.cfg.teacher.endpoint, session.usage
