@@ -21,6 +21,9 @@ TINY = [
     "eval.max_rows=8", "eval.batch_size=8", "eval.max_new_tokens=32",
     # one round of a few requests: the measurement's rounds are test_serving's and test_train_eval's business
     "eval.serving.requests=4", "eval.serving.rounds=1",
+    # the many-shot row with 12 shots, not 50: every slot of the eval server computes its prefix once,
+    # and 8 rows never get to reuse it
+    "eval.progression.many_shot=12",
 ]
 
 

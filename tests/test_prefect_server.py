@@ -144,6 +144,10 @@ def test_deployment_runs_on_a_real_server_and_a_second_trigger_reuses_every_stag
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[first.id])))[0]
             _check_rendered_in_ui(f"http://127.0.0.1:{port}", arts[0].id, report_art.id, tmp_path)
             assert (rd / "report.json").exists()
+            page = client.read_artifacts(  # report.html as a link to the file on the worker's machine
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["distill-report-html"])),
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[first.id])))
+            assert len(page) == 1 and (rd / "report.html").resolve().as_uri() in str(page[0].data)
             sent_after_first = read_json(rd / "stats" / "generate.json")["totals"]["requests_sent"]
 
             second = _wait_final(client, client.create_flow_run_from_deployment(dep.id).id)

@@ -189,7 +189,8 @@ def test_retrieved_shots_beat_the_fixed_shots_where_the_answer_is_in_the_data(tm
 
     config, seeds, evals = _lookup_task(tmp_path)
     sets = ["generation.input_requests=4", "generation.inputs_per_request=2", "training.max_steps=2",
-            "training.batch_size=4", "eval.models=[base_few_shot,base_retrieval,student]", "eval.serving.requests=4",
+            "training.batch_size=4", "eval.models=[base_few_shot,base_retrieval,teacher_retrieval,student]",
+            "eval.serving.requests=4",
             "eval.serving.rounds=1"]
     rd = tmp_path / "run"
     r = subprocess.run(distill_cmd("run", "--config", str(config), "--run-dir", str(rd),
@@ -211,6 +212,11 @@ def test_retrieved_shots_beat_the_fixed_shots_where_the_answer_is_in_the_data(tm
     d = difference(f, g, len(evals), seed=0, n_resamples=2000)
     assert d["low"] > 0, (d, near["metrics"], few["metrics"])
     assert near["metrics"]["accuracy"] > few["metrics"]["accuracy"]
+    # the teacher under the same retrieved shots (here the same model file): the same prompts, so the same lengths
+    tr = {m["key"]: m for m in rep["models"]}["teacher_retrieval"]
+    assert tr["role"] == "prompted teacher" and tr["name"].endswith("(6 retrieved)")
+    assert tr["prompt_tokens"] == near["prompt_tokens"] and tr["metrics"]["accuracy"] > few["metrics"]["accuracy"]
+    assert [p["input"] for p in read_jsonl(rd / "eval" / "eval" / "teacher_retrieval.jsonl")] == srcs
     for k, m in (("base_few_shot", few), ("base_retrieval", near)):  # each step with its difference to the student
         assert "student" in m["vs_student"] and m["cost_per_1k_usd"] > 0
     assert "## Was fine-tuning needed? The progression" in (rd / "report.md").read_text()

@@ -43,6 +43,20 @@ def test_right_means_equal_to_a_reference_up_to_outer_spaces():
     assert is_right(" He goes. ", ["He went.", "He goes."]) and not is_right("he goes.", ["He goes."])
 
 
+def test_view_prints_the_pages_path_and_names_a_run_without_one(tmp_path):
+    """Breaks caught: `distill view` silent where no browser can open (the path is the way to the page),
+    a traceback for a run without a page."""
+    run = tmp_path / "run"
+    run.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BROWSER": "true"}  # `true`: a browser that opens nothing
+    r = subprocess.run(distill_cmd("view", str(run)), capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"error: {run / 'report.html'}: no report.html "
+                                                                   "(run `distill report` first)"], r.stderr
+    (run / "report.html").write_text("<!doctype html><title>x</title>")
+    r = subprocess.run(distill_cmd("view", str(run)), capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == str(run / "report.html"), r.stdout + r.stderr
+
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]

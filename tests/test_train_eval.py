@@ -244,7 +244,7 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     # the progression: many shots (as many as fit a slot of the eval server) and retrieved shots, each with its
     # prompt length, what the server's prompt cache reused, and its paired difference to the student
     many, near = rep["models"][4], rep["models"][5]
-    assert many["name"].endswith("-shot)") and many["prompt_tokens"] > 3 * rep["models"][3]["prompt_tokens"]
+    assert many["name"].endswith("(base, 12-shot)") and many["prompt_tokens"] > 1.5 * rep["models"][3]["prompt_tokens"]
     assert near["name"].endswith("(base, 6 retrieved)") and "TF-IDF" in near["prompt"]
     assert many["cached_tokens"] > 0 and "prompt cache" in many["cost_rule"]
     steps = ["teacher", "base_student", "base_zero_shot", "base_few_shot", "base_many_shot", "base_retrieval"]

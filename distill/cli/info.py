@@ -43,7 +43,7 @@ def view(run: Annotated[Optional[Path], typer.Argument(help="Run directory (defa
     rd = RunDir(run) if run else RunDir.newest()
     if rd is None or not rd.report_html.exists():
         fail(f"{rd.report_html if rd else 'runs/'}: no report.html (run `distill report` first)")
-    console.print(str(rd.report_html), highlight=False, soft_wrap=True)
+    print(rd.report_html)  # stdout: the one thing a script wants from this command
     try:
         webbrowser.open(rd.report_html.resolve().as_uri())
     except webbrowser.Error:
