@@ -30,6 +30,7 @@ from distill.stages import filter as filtering
 from distill.stages.context import ALL_STAGES, RunContext, current, prepare_run
 from distill.stages.shards import answer_shard, input_shard
 from distill.teacher import TeacherFatal
+from distill.text import has_credentials, scrub
 
 # A stage's cache key: the run key (config, run directory, fingerprint of data, templates and code),
 # the upstream stage's result and the task's source.
@@ -200,6 +201,10 @@ def deployment_parameters(config: Path | None, run_dir: Path | None, overrides: 
     """
     load_config(config, overrides)
     named = RunDir.named(name)
+    for o in overrides:
+        if has_credentials(o):  # a URL's user:pass@ would be stored like a key: not taken at all
+            raise ValueError(f"--set {scrub(o)}: credentials in a URL (user:pass@) would be stored in the deployment's "
+                             "parameters, readable from the Prefect API: put the URL in the config file the worker reads")
     public = [o for o in overrides if o.split("=", 1)[0].strip().split(".")[-1] != "api_key"]
     return {"config_path": str(Path(config).resolve()) if config else None,
             "run_dir": str(Path(run_dir or named.root).resolve()), "overrides": public}, len(public) < len(overrides)

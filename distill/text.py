@@ -45,9 +45,19 @@ def edit_ratio(a: str, b: str) -> float:
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 
+# an HTTP Authorization value a server may echo back (httpx sends `Basic base64(user:pass)` for a URL's user:pass@)
+_AUTH_VALUE = re.compile(r"\b(Basic|Bearer)\s+[A-Za-z0-9+/=._~-]{6,}")
+
+
+def has_credentials(text: str) -> bool:
+    """Whether text holds a URL with `user:pass@` in it."""
+    return bool(_URL_CREDENTIALS.search(text))
+
+
 def scrub(text: str, *secrets: str | None) -> str:
-    """Text safe to store or print: `user:pass@` in URLs and every given secret replaced by ***."""
-    text = _URL_CREDENTIALS.sub("***@", text)
+    """Text safe to store or print: `user:pass@` in URLs, Authorization values (Basic or Bearer) and
+    every given secret replaced by ***."""
+    text = _AUTH_VALUE.sub(r"\1 ***", _URL_CREDENTIALS.sub("***@", text))
     for s in secrets:
         if s and len(s) >= 4:  # a 1-3 character "key" would blank out ordinary words
             text = text.replace(s, "***")

@@ -126,13 +126,18 @@ def test_every_request_failing_stops_the_run_with_the_common_error(tmp_path):
 
 
 def test_a_teacher_that_never_answers_usefully_stops_the_run(tmp_path):
-    """Break caught: every reply empty, so no input parsed, and the run going on with the seeds alone (exit 0)."""
+    """Break caught: every reply unusable (blank: a failure; or chatter: no input parsed), and the run
+    going on with the seeds alone (exit 0)."""
     rd = tmp_path / "run"
     with FakeOpenAI(reply=lambda body: "") as fake:
-        code, out = _cli("generate", "--run-dir", str(rd), *_teacher(fake))
+        code, out = _cli("generate", "--run-dir", str(rd), *_teacher(fake, "teacher.endpoint.max_retries=0"))
+    out = " ".join(out.split())
+    assert code == 2 and "no usable row: 6 of 6 input requests failed" in out and "EmptyReply" in out, out
+    assert len(fake.requests) == 6 and not (rd / "data" / "generated.jsonl").exists()
+    with FakeOpenAI(reply=lambda body: "Sure, happy to help.") as fake:
+        code, out = _cli("generate", "--run-dir", str(tmp_path / "run2"), *_teacher(fake))
     out = " ".join(out.split())
     assert code == 2 and "no usable row: 0 of 6 input requests failed, 0 inputs parsed" in out, out
-    assert len(fake.requests) == 6 and not (rd / "data" / "generated.jsonl").exists()
 
 
 def test_credentials_in_the_teacher_url_are_neither_saved_nor_printed(tmp_path):

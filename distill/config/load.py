@@ -158,15 +158,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         base = load_config(parent_path, _chain=(*_chain, path.resolve())).model_dump(
             mode="json", exclude={"teacher": {"endpoint": {"api_key"}}})
         data = _deep_merge(base, data)
+    given = {}  # the fields --set gave: a mistake in one is the --set's, not the file's
     for ov in overrides or []:
         if "=" not in ov:
             raise ConfigError(f"--set {ov}: expected key.path=value")
         k, v = ov.split("=", 1)
         _set_path(data, k.strip(), v, source="--set")
+        given[tuple(_upgrade_keys(k.strip().split(".")))] = ov
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_error(e, source, text)) from None
+        loc = tuple(str(x) for x in e.errors()[0]["loc"])
+        ov = next((o for keys, o in given.items() if loc[:len(keys)] == keys), None)
+        raise ConfigError(_format_error(e, f"--set {ov}", None) if ov else _format_error(e, source, text)) from None
     cfg._source, cfg._text = source, text
     return cfg
 

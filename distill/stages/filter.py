@@ -17,7 +17,7 @@ from distill.records import Message, Row
 from distill.stages.context import RunContext, writes
 from distill.stages.dataset import export_dataset
 from distill.stats import FilterStats
-from distill.teacher import Request, RequestStore, Usage, response_format, teacher_cost
+from distill.teacher import Request, RequestStore, TeacherFatal, Usage, response_format, teacher_cost
 
 
 @writes
@@ -62,6 +62,17 @@ def run(ctx: RunContext) -> FilterStats:
     return stats
 
 
+def check_judged(label: str, replies: list[dict], usage: Usage) -> None:
+    """Stop the stage (one line) when the teacher stopped for good or failed every request of a filter:
+    its drops would say nothing about the rows, and keeping none would pass as a verdict."""
+    if usage.fatal:
+        raise TeacherFatal(f"filter '{label}': teacher: {usage.fatal}")
+    if replies and usage.failed == len(replies) and all(r.get("parsed") is None for r in replies):
+        common = max(usage.errors, key=usage.errors.get) if usage.errors else "no reply"
+        raise TeacherFatal(f"filter '{label}': every one of its {len(replies)} teacher requests failed (most common "
+                           f"error: {common}); nothing was judged: fix the teacher and run `distill filter` again")
+
+
 def check_answered(rows: list[Row], generated) -> None:
     """A row generation did not send must be dropped by the same filters on inputs now: otherwise they
     changed since, and it has no answer to train on."""
@@ -100,6 +111,7 @@ class FilterTeacher:
         if usage.requests_sent:
             self.busy_s += time.perf_counter() - t0
         self.usage.append(usage)
+        check_judged(label, replies, usage)
         return replies
 
     def stats(self) -> dict:

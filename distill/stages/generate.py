@@ -120,6 +120,9 @@ def dry_run_plan(config: Path | None, run_dir: Path | None, overrides: list[str]
     return plan_generation(ctx.cfg, ctx.task, ctx.seeds)
 
 
+PLAN_SAMPLE = 1000  # Self-Instruct requests a plan renders to estimate their prompt size
+
+
 def plan_generation(cfg: Config, task: Task, seeds: list[dict]) -> dict:
     """What a generate run would ask of the teacher, without asking: for --dry-run.
 
@@ -127,13 +130,14 @@ def plan_generation(cfg: Config, task: Task, seeds: list[dict]) -> dict:
     at max_tokens); prompt tokens are estimated at ~4 characters a token.
     """
     g, t = cfg.generation, cfg.teacher
-    plans = input_plans(cfg, task, seeds)
+    sample = input_plans(cfg, task, seeds, first=PLAN_SAMPLE)  # the prompts' size from a sample: never enumerate
     shots = few_shot_examples(cfg, seeds, task)
     answers = g.input_requests * g.inputs_per_request * g.samples_per_input
     if g.max_inputs:
         answers = min(answers, g.max_inputs * g.samples_per_input)
+    avg_input_prompt = sum(estimate_tokens(p[0].message_dicts()) for p in sample) / max(len(sample), 1)
     avg_answer_prompt = sum(estimate_tokens(task.teacher_messages(s["input"], shots)) for s in seeds) / len(seeds)
-    prompt_tokens = sum(estimate_tokens(p[0].message_dicts()) for p in plans) + int(answers * avg_answer_prompt)
+    prompt_tokens = int(g.input_requests * avg_input_prompt) + int(answers * avg_answer_prompt)
     completion_tokens = g.input_requests * g.input_max_tokens + answers * t.max_tokens
     seconds = completion_tokens / t.budget.expected_output_tokens_per_s
     cost = teacher_cost(cfg, prompt_tokens, completion_tokens, seconds)

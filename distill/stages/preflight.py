@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ from pathlib import Path
 from distill.config import Config, ConfigError, EvalSet, config_error, resolve_path
 from distill.filters import UnknownFilter, check_filter
 from distill.io import DataError, Examples, load_benchmark, load_examples, references
-from distill.tasks import Task, load_task
+from distill.records import Row
+from distill.tasks import ClassificationTask, ExtractionTask, Task, load_task
 from distill.teacher import TeacherError
 from distill.text import dedup_key, scrub
 
@@ -39,6 +41,9 @@ def preflight(cfg: Config, stages: tuple[str, ...]) -> Inputs:
     evals = load_eval_set(cfg, cfg.eval, eval_path, columns, ["eval"])
     sets = {name: load_eval_set(cfg, es, None, columns, ["eval", "sets", name]) for name, es in cfg.eval.sets.items()}
     check_published(cfg)
+    for rows, fields in ((seeds, columns), (evals, {**columns, **(cfg.eval.fields or {})}),
+                         *((rows, {**columns, **(cfg.eval.sets[n].fields or {})}) for n, rows in sets.items())):
+        check_answers(task, rows, fields["output"])
     for rows in (evals, *sets.values()):
         check_no_overlap(seeds, rows)
     if "generate" in stages or ("evaluate" in stages and "teacher" in cfg.eval.models):
@@ -62,6 +67,22 @@ def load_eval_set(cfg: Config, es: EvalSet, default: Path | None, columns: dict,
     if path is None:
         raise config_error(cfg, [*key, "path"], "an eval set needs its `path` (or `source` + `references`)")
     return load_examples(path, columns={**columns, **(es.fields or {})}, what="eval set")
+
+
+def check_answers(task: Task, rows: Examples, column) -> None:
+    """Seed and eval answers a classification or extraction task can hold: a label of `labels`, an
+    object the schema accepts (a seed outside them would be shown to the teacher as an example, an
+    eval row scored against an answer no model may give)."""
+    if not isinstance(task, (ClassificationTask, ExtractionTask)):
+        return
+    name = column[0] if isinstance(column, list) else column
+    for r in rows:
+        for ref in references(r):
+            text = ref if isinstance(ref, str) else json.dumps(ref)
+            problem = task.format_problem(Row(id=r["id"], input=r["input"], output=text))
+            if problem:
+                labels = f" ({', '.join(task.labels)})" if isinstance(task, ClassificationTask) else ""
+                raise DataError(f"{rows.where(r['id'])}: field '{name}': {problem}{labels}: {text[:60]!r}")
 
 
 def check_published(cfg: Config) -> None:

@@ -100,12 +100,13 @@ def vote(task: Task, replies: list[dict]) -> tuple[str | None, dict[str, int], s
     return next(a for a in answers if normalise(a) == winner), dict(counts), None
 
 
-def input_plans(cfg: Config, task: Task, seeds: list[dict]) -> list[tuple[Request, list[str], str]]:
-    """The Self-Instruct requests of a run: (request, seed ids shown, topic), fixed by cfg.seed."""
+def input_plans(cfg: Config, task: Task, seeds: list[dict], first: int | None = None) -> list[tuple[Request, list[str], str]]:
+    """The Self-Instruct requests of a run: (request, seed ids shown, topic), fixed by cfg.seed; only
+    the `first` ones when given (a plan estimates from a sample rather than enumerate them all)."""
     g = cfg.generation
     rng = random.Random(cfg.seed)
     plans = []
-    for i in range(g.input_requests):
+    for i in range(g.input_requests if first is None else min(first, g.input_requests)):
         examples = rng.sample(seeds, min(g.seeds_per_prompt, len(seeds)))
         topic = rng.choice(task.topics)
         msgs = task.new_inputs_messages(examples, topic, g.inputs_per_request)

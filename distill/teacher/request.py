@@ -11,6 +11,10 @@ class TeacherError(RuntimeError):
     pass
 
 
+class EmptyReply(TeacherError):
+    """A reply with no text (content null or blank): a failure, never an answer to keep or reuse."""
+
+
 class TeacherFatal(TeacherError):
     """The teacher cannot help this run (a rejected key, an unknown model, no usable reply): a retry
     would only resend the same requests."""
@@ -50,7 +54,8 @@ def reply_record(req: Request, text: str | None, finish_reason: str | None, prom
                  completion_tokens: int | None, latency_s: float | None, cached_tokens: int | None = None,
                  **extra) -> dict:
     """The stored record of one finished request: the same schema from every backend (the usage's
-    cached_tokens only when the server said how many prompt tokens it read from its prompt cache)."""
+    cached_tokens only when the server said how many prompt tokens it read from its prompt cache). A
+    reply with no text is a failed record: the store never hands it back as an answer."""
     return {
         "key": req.key,
         "model": req.model,
@@ -61,7 +66,7 @@ def reply_record(req: Request, text: str | None, finish_reason: str | None, prom
         "usage": {"prompt_tokens": prompt_tokens or 0, "completion_tokens": completion_tokens or 0,
                   **({"cached_tokens": cached_tokens} if cached_tokens else {})},
         "latency_s": round(latency_s, 4) if latency_s is not None else None,
-        "error": None,
+        "error": None if (text or "").strip() else "EmptyReply: the reply has no text",
         **extra,
     }
 

@@ -7,11 +7,17 @@ from pathlib import Path
 from distill.io import AppendLog, DataError
 
 
+def answered(rec: dict) -> bool:
+    """A reply to reuse: no error and some text (a store written before empty replies counted as
+    failures may hold blank "successes"; they are asked again)."""
+    return rec.get("error") is None and bool((rec.get("text") or "").strip())
+
+
 class RequestStore:
     """Append-only JSONL of finished requests, keyed by Request.key: a re-run skips what is here.
 
-    Only successful replies count as finished; a failed request is logged for the ledger but sent
-    again on the next run.
+    Only answered requests count as finished; a failed one (an error, an empty reply) is logged for
+    the ledger but sent again on the next run.
     """
 
     def __init__(self, path: Path, writer: str | None = None, journal: Path | None = None, sending: Path | None = None):
@@ -35,7 +41,7 @@ class RequestStore:
         for rec in records:
             if "key" not in rec:
                 raise DataError(f"{path}: a record without 'key'; the store is damaged")
-            if rec.get("error") is None:
+            if answered(rec):
                 self.done[rec["key"]] = rec
 
     def get(self, key: str) -> dict | None:
@@ -43,7 +49,7 @@ class RequestStore:
 
     def put(self, rec: dict) -> None:
         self.log.append(rec)
-        if rec.get("error") is None:
+        if answered(rec):
             self.done[rec["key"]] = rec
 
     def intend(self, key: str, usd_at_most: float) -> None:

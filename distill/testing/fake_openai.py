@@ -21,7 +21,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FAULTS = ["429", "500", "502", "503", "reset", "timeout", "empty", "truncated", "malformed", "chatter"]
+FAULTS = ["429", "500", "502", "503", "reset", "timeout", "empty", "null", "truncated", "malformed", "chatter"]
 
 
 def plausible_reply(body: dict) -> str:
@@ -195,11 +195,14 @@ class FakeOpenAI:
                     text = "Sure! Here is the corrected sentence for you:"
                 if text is None:
                     text = outer.reply(body)
+                if fault == "null":  # what some servers send for a refusal or a filtered reply
+                    text = None
                 self._send(200, {
                     "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body["model"],
                     "choices": [{"index": 0, "finish_reason": finish,
                                  "message": {"role": "assistant", "content": text},
-                                 "logprobs": fake_logprobs(text, body.get("top_logprobs")) if body.get("logprobs") else None}],
+                                 "logprobs": fake_logprobs(text or "", body.get("top_logprobs"))
+                                 if body.get("logprobs") else None}],
                     "usage": outer.usage(body),
                 })
 

@@ -16,7 +16,7 @@ import openai
 
 from distill.config import Config
 from distill.teacher.cached import Session
-from distill.teacher.request import Request, TeacherError, failed_record, reply_record, top_logprobs
+from distill.teacher.request import EmptyReply, Request, TeacherError, failed_record, reply_record, top_logprobs
 from distill.text import scrub
 
 
@@ -98,6 +98,8 @@ class OpenAIBackend:
         if not resp.choices:
             raise TeacherError("reply has no choices")
         ch = resp.choices[0]
+        if not (ch.message.content or "").strip():
+            raise EmptyReply(f"content {'null' if ch.message.content is None else 'blank'} (finish_reason {ch.finish_reason})")
         u = resp.usage
         extra = {"logprobs": top_logprobs(ch.logprobs)} if dict(req.params).get("logprobs") else {}
         cached = getattr(getattr(u, "prompt_tokens_details", None), "cached_tokens", None)
@@ -133,6 +135,8 @@ class OpenAIBackend:
                     session.stop(f"{FATAL[status]}: HTTP {status} from {scrub(self.base_url)} for model "
                                  f"'{req.model}' ({why})")
                 retryable = status is None or status == 429 or status >= 500 or status == 408
+                if isinstance(e, EmptyReply) and dict(req.params).get("temperature", 1.0) == 0:
+                    retryable = False  # a greedy request answers the same again: failed now, re-sent next run
                 if not retryable or attempt >= ep.max_retries:
                     return failed_record(req, why, attempts=attempt + 1)
                 wait = retry_after_seconds(getattr(getattr(e, "response", None), "headers", None))
