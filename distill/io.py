@@ -121,18 +121,32 @@ def _jsonl_records(path: Path) -> Iterator[dict]:
             yield rec
 
 
+def _lock_nowait(f) -> bool:
+    """An exclusive lock on an open file, held until it closes, if no one else holds one."""
+    import fcntl
+
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
 class AppendLog:
     """Append-only JSONL where each line is durable once `append` returns.
 
-    A crash can leave at most one partial last line; opening the log cuts it off, so a resumed run
-    neither trips over it nor appends after garbage.
+    A crash can leave at most one partial last line; the log's writer cuts it off when it opens the
+    log, so a resumed run neither trips over it nor appends after garbage. The writer is whoever holds
+    the file's lock (flock): a second opener while it is held (a notebook, a monitoring script) reads
+    but never cuts a line the writer may be in the middle of, and may not append.
     """
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.discarded_partial = self._repair()
         self._f = open(self.path, "a", encoding="utf-8")
+        self.writer = _lock_nowait(self._f)
+        self.discarded_partial = self._repair() if self.writer else False
 
     def _repair(self) -> bool:
         if not self.path.exists():
@@ -159,7 +173,8 @@ class AppendLog:
         return False
 
     def __iter__(self) -> Iterator[dict]:
-        return _jsonl_records(self.path)
+        # the writer's log is whole (its torn tail cut); another's may end in the line being written
+        return _jsonl_records(self.path) if self.writer else AppendLog.read(self.path)
 
     @staticmethod
     def read(path: Path) -> Iterator[dict]:
@@ -174,6 +189,8 @@ class AppendLog:
                     continue
 
     def append(self, obj: dict) -> None:
+        if not self.writer:
+            raise RuntimeError(f"{self.path}: another process is writing this log (it holds its lock)")
         self._f.write(json.dumps(obj, ensure_ascii=False) + "\n")
         self._f.flush()
         os.fsync(self._f.fileno())

@@ -165,3 +165,33 @@ def test_url_credentials_never_reach_a_deployment_nor_an_echoing_servers_record(
     for p in [p for p in rd.rglob("*") if p.is_file()]:
         assert not any(x in p.read_bytes() for x in leaks), p
     assert not any(x.decode() in out for x in leaks), out
+
+
+def test_opening_a_store_another_process_writes_never_cuts_its_line(tmp_path):
+    """Item 3: a second process opening the request store while a run appended to it (a notebook, a
+    monitoring script) truncated the record being written: paid, not stored, paid again. Only the
+    log's writer (the lock holder) repairs a torn tail; others read around it."""
+    import subprocess
+    import sys
+
+    from distill.io import AppendLog
+    from tests.conftest import ROOT
+
+    path = tmp_path / "requests.jsonl"
+    writer = AppendLog(path)
+    writer.append({"key": "a", "text": "one", "error": None})
+    line = json.dumps({"key": "b", "text": "two", "error": None}) + "\n"
+    writer._f.write(line[:15])  # the writer in the middle of its next line
+    writer._f.flush()
+    probe = ("from distill.teacher import RequestStore; import sys; s = RequestStore(sys.argv[1]); "
+             "print(sorted(s.done))")
+    r = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "['a']", r.stdout + r.stderr  # it read what is whole
+    other = AppendLog(path)  # in this process too: another open file, not the writer
+    assert not other.writer and list(other) == [{"key": "a", "text": "one", "error": None}]
+    other.close()
+    writer._f.write(line[15:])
+    writer._f.flush()
+    writer.close()
+    assert [rec["key"] for rec in AppendLog.read(path)] == ["a", "b"]  # the line finished whole
+    assert AppendLog(path).writer  # the lock went with its holder
