@@ -195,3 +195,26 @@ def test_opening_a_store_another_process_writes_never_cuts_its_line(tmp_path):
     writer.close()
     assert [rec["key"] for rec in AppendLog.read(path)] == ["a", "b"]  # the line finished whole
     assert AppendLog(path).writer  # the lock went with its holder
+
+
+def test_a_generated_file_cut_at_a_line_boundary_is_named_not_trained_on(tmp_path):
+    """Item 7: generated.jsonl cut at a line boundary trained on fewer rows without a word (the stats said
+    44 rows, the filter read 39)."""
+    rd = tmp_path / "run"
+    with FakeOpenAI() as fake:
+        code, out = _cli("generate", "--run-dir", str(rd), *_teacher(fake))
+        assert code == 0, out
+        path = rd / "data" / "generated.jsonl"
+        lines = path.read_text().splitlines(keepends=True)
+        made = json.loads((rd / "stats" / "generate.json").read_text())["counts"]["rows"]
+        assert made == len(lines)
+        path.write_text("".join(lines[:-5]))
+        code, out = _cli("filter", "--run-dir", str(rd))
+        out = " ".join(out.split())
+        assert code == 2 and f"{len(lines) - 5} rows, but generation wrote {made}" in out, out
+        assert not (rd / "data" / "train.jsonl").exists()
+        sent = len(fake.requests)
+        code, out = _cli("generate", "--run-dir", str(rd), *_teacher(fake))  # rebuilt from the store
+        assert code == 0 and len(fake.requests) == sent and len(path.read_text().splitlines()) == made, out
+    code, out = _cli("filter", "--run-dir", str(rd))
+    assert code == 0, out

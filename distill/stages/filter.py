@@ -11,12 +11,12 @@ import time
 
 from distill.config import ConfigError
 from distill.filters import FilterContext, before_answer, run_filters
-from distill.io import read_jsonl, write_jsonl
+from distill.io import DataError, read_jsonl, write_jsonl
 from distill.progress import progress_bar
 from distill.records import Message, Row
 from distill.stages.context import RunContext, writes
 from distill.stages.dataset import export_dataset
-from distill.stats import FilterStats
+from distill.stats import FilterStats, GenerateStats
 from distill.teacher import Request, RequestStore, TeacherFatal, Usage, response_format, teacher_cost
 
 
@@ -27,6 +27,7 @@ def run(ctx: RunContext) -> FilterStats:
     if not rd.generated.exists():
         raise FileNotFoundError(f"{rd.generated}: not found (run `distill generate` first)")
     generated = [Row.from_dict(g) for g in read_jsonl(rd.generated)]
+    check_whole(rd, len(generated))
     teacher = FilterTeacher(ctx)
     fctx = FilterContext(task=ctx.task, seeds=ctx.seeds, eval_rows=ctx.all_eval_rows, teacher=teacher)
     specs = ctx.cfg.filter_specs()
@@ -60,6 +61,16 @@ def run(ctx: RunContext) -> FilterStats:
     export_dataset(ctx, kept, stats)
     stats.write(rd.stats("filter"))
     return stats
+
+
+def check_whole(rd, rows: int) -> None:
+    """generated.jsonl holds every row generation wrote (a file cut at a line boundary parses clean)."""
+    if rd.stats("generate").exists():
+        made = GenerateStats.read(rd.stats("generate")).counts.rows
+        if made and rows != made:
+            raise DataError(f"{rd.generated}: {rows} rows, but generation wrote {made} (stats/generate.json): the file "
+                            "was cut or edited; run `distill generate` again (it rebuilds the file from the request "
+                            "store without sending anything twice)")
 
 
 def check_judged(label: str, replies: list[dict], usage: Usage) -> None:
