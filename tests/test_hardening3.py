@@ -218,3 +218,32 @@ def test_a_generated_file_cut_at_a_line_boundary_is_named_not_trained_on(tmp_pat
         assert code == 0 and len(fake.requests) == sent and len(path.read_text().splitlines()) == made, out
     code, out = _cli("filter", "--run-dir", str(rd))
     assert code == 0, out
+
+
+def test_broken_templates_topics_and_schemas_are_named_before_anything_is_sent(tmp_path):
+    """Item 5: a task folder's templates (a Jinja syntax error, an undefined variable, a missing
+    template), an empty topics.txt and an invalid JSON schema were found only when first used:
+    requests sent first, then a traceback. Now one line naming the file (and line), exit 2."""
+    from tests.test_own_task import _init
+
+    folder, config = _init(tmp_path, "tickets", "classification")
+    cases = [
+        ("user.j2", "Ticket: {{ input }\n", "user.j2:1: template syntax:"),
+        ("new_inputs.j2", "Examples:\n{{ exampels }}\nWrite {{ n }}.\n", "new_inputs.j2:2: 'exampels' is undefined"),
+        ("system.j2", None, "system.j2: template not found"),
+        ("topics.txt", "\n  \n", "topics.txt: no topics"),
+    ]
+    for name, text, expect in cases:
+        path = folder / name
+        good = path.read_text()
+        path.unlink() if text is None else path.write_text(text)
+        r = _dry_run(config, tmp_path)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and expect in r.stderr, (name, r.stderr)
+        path.write_text(good)
+    assert _dry_run(config, tmp_path).returncode == 0
+    folder, config = _init(tmp_path, "invoices", "extraction")
+    spec = folder / "task.yaml"
+    spec.write_text(spec.read_text().replace("type: object", "type: objekt", 1))
+    r = _dry_run(config, tmp_path)
+    assert r.returncode == 2 and f"{spec}: field 'schema': not a valid JSON schema" in r.stderr, r.stderr
+    assert not (tmp_path / "runs").exists()

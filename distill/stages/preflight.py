@@ -41,6 +41,7 @@ def preflight(cfg: Config, stages: tuple[str, ...]) -> Inputs:
     evals = load_eval_set(cfg, cfg.eval, eval_path, columns, ["eval"])
     sets = {name: load_eval_set(cfg, es, None, columns, ["eval", "sets", name]) for name, es in cfg.eval.sets.items()}
     check_published(cfg)
+    check_templates(cfg, task, seeds)
     for rows, fields in ((seeds, columns), (evals, {**columns, **(cfg.eval.fields or {})}),
                          *((rows, {**columns, **(cfg.eval.sets[n].fields or {})}) for n, rows in sets.items())):
         check_answers(task, rows, fields["output"])
@@ -67,6 +68,47 @@ def load_eval_set(cfg: Config, es: EvalSet, default: Path | None, columns: dict,
     if path is None:
         raise config_error(cfg, [*key, "path"], "an eval set needs its `path` (or `source` + `references`)")
     return load_examples(path, columns={**columns, **(es.fields or {})}, what="eval set")
+
+
+def check_templates(cfg: Config, task: Task, seeds: Examples) -> None:
+    """Every prompt the run will render, rendered once against a seed, and the task's JSON schema checked,
+    before anything is spent: a syntax error, an undefined variable, a missing template, an empty
+    topics.txt or an invalid schema is one line naming the file (and line)."""
+    import jinja2
+    import jsonschema
+
+    folder, seed = task.folder, seeds[0]
+    if task.spec.json_schema is not None:
+        try:
+            jsonschema.Draft202012Validator.check_schema(task.spec.json_schema)
+        except jsonschema.SchemaError as e:
+            raise DataError(f"{folder / 'task.yaml'}: field 'schema': not a valid JSON schema: {e.message[:120]}") from None
+    topics = folder / "topics.txt"
+    if topics.exists() and not task.topics:
+        raise DataError(f"{topics}: no topics (one a line), or delete the file")
+    renders = [lambda: task.student_messages(seed["input"]), lambda: task.teacher_messages(seed["input"], [seed])]
+    if (folder / "new_inputs.j2").exists() or task.programmatic_inputs(cfg.seed, 1, set()) is None:
+        renders.append(lambda: task.new_inputs_messages([seed], task.topics[0], cfg.generation.inputs_per_request))
+    if any(name == "judge" for name, _ in cfg.filter_specs()) or (folder / "judge.j2").exists():
+        renders.append(lambda: task.judge_messages(seed["input"], str(seed["output"])))
+    for render in renders:
+        try:
+            render()
+        except jinja2.TemplateNotFound as e:
+            raise DataError(f"{folder / e.name}: template not found") from None
+        except jinja2.TemplateSyntaxError as e:
+            raise DataError(f"{folder / (e.name or '?')}:{e.lineno}: template syntax: {e.message}") from None
+        except jinja2.UndefinedError as e:
+            raise DataError(f"{_template_place(e, folder)}: {e.message} (the variables: input, examples, topic, n, "
+                            "labels, description, schema; judge.j2 also output and part)") from None
+
+
+def _template_place(e: Exception, folder: Path) -> str:
+    """file:line of the template frame an error was raised in (jinja keeps them in the traceback)."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename.endswith(".j2")]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else str(folder)
 
 
 def check_answers(task: Task, rows: Examples, column) -> None:
