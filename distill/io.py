@@ -323,6 +323,36 @@ def _place_words(place: str) -> str:
     return place.lstrip(": ") if "row" in place else f"line {place.lstrip(':')}"
 
 
+def _check_csv_widths(path: Path, sep: str) -> None:
+    """The first row whose field count differs from the header's, by line (pyarrow's error names none)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f, delimiter=sep)
+        header = next(reader, None)
+        for row in reader:
+            if header is not None and row and len(row) != len(header):
+                raise DataError(f"{path}:{reader.line_num}: {len(row)} fields where the header has {len(header)}")
+
+
+def yaml_load(text: str):
+    """YAML as yaml.safe_load reads it, but a key given twice in one mapping is an error at its line
+    (safe_load keeps the last silently: a config's first setting would vanish unseen)."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for knode, _ in node.value:
+                key = self.construct_object(knode, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"key '{key}' given twice", knode.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=UniqueKeys)
+
+
 def _records(path: Path) -> Iterator[tuple[str, dict]]:
     """(":line" or ": row n", record) for every record of a JSONL, CSV or parquet file."""
     suffix = path.suffix.lower()
@@ -334,6 +364,7 @@ def _records(path: Path) -> Iterator[tuple[str, dict]]:
             if suffix == ".parquet" or suffix == ".pq":
                 ds = datasets.Dataset.from_parquet(str(path), keep_in_memory=True)
             else:
+                _check_csv_widths(path, "\t" if suffix == ".tsv" else ",")
                 ds = datasets.Dataset.from_csv(str(path), keep_in_memory=True, sep="\t" if suffix == ".tsv" else ",")
         except Exception as e:  # noqa: BLE001 - pyarrow's parse errors have many types; the message says enough
             raise DataError(f"{path}: cannot read ({str(e).splitlines()[0][:200]})") from None
@@ -346,7 +377,9 @@ def _records(path: Path) -> Iterator[tuple[str, dict]]:
     except UnicodeDecodeError as e:
         line = path.read_bytes()[: e.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
-    for n, line in enumerate(text.splitlines(), 1):
+    # records end at "\n" only: str.splitlines() also breaks at U+2028, U+0085 and others, which JSON
+    # strings may hold raw
+    for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:

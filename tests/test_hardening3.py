@@ -247,3 +247,40 @@ def test_broken_templates_topics_and_schemas_are_named_before_anything_is_sent(t
     r = _dry_run(config, tmp_path)
     assert r.returncode == 2 and f"{spec}: field 'schema': not a valid JSON schema" in r.stderr, r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_unclear_messages_and_silent_acceptance_each_get_one_clear_line(tmp_path):
+    """Unclear messages and silent acceptance: valid JSONL with a raw U+2028/U+0085 inside a string refused
+    as malformed; a ragged CSV row's line lost; a store record without `key` named without its line;
+    `max_tokens` of any size sent as is; a filter listed twice (`--set filters.X.enabled=false` switched only
+    the first); a YAML key given twice resolved silently; `keep_layers: 999` on a 30-layer model trained
+    uncut."""
+    import pytest
+
+    from distill.config import ConfigError, load_config
+    from distill.io import DataError, load_examples
+    from distill.stages.preflight import check_ladder
+
+    jsonl = tmp_path / "s.jsonl"
+    jsonl.write_text(json.dumps({"input": "a\u2028b", "output": "c\u0085d"}, ensure_ascii=False) + "\n"
+                     + json.dumps({"input": "e", "output": "f"}) + "\n", encoding="utf-8")
+    assert [r["input"] for r in load_examples(jsonl)] == ["a\u2028b", "e"]
+    csv = tmp_path / "s.csv"
+    csv.write_text("input,output\nx,y\nz,w,extra\n")
+    with pytest.raises(DataError, match=r"s\.csv:3: 3 fields where the header has 2"):
+        load_examples(csv)
+    store = tmp_path / "requests.jsonl"
+    store.write_text('{"key": "a", "text": "t", "error": null}\n\n{"text": "no key"}\n')
+    with pytest.raises(DataError, match=r"requests\.jsonl:3: a record without 'key'"):
+        RequestStore(store)
+    with pytest.raises(ConfigError, match=r"--set teacher.max_tokens=.*less than or equal to 1048576"):
+        load_config(None, ["teacher.max_tokens=100000000000000000000000"])
+    with pytest.raises(ConfigError, match=r"'length' is listed twice"):
+        load_config(None, ["filters=[length, {name: length, min_words: 2}]"])
+    config = tmp_path / "c.yaml"
+    config.write_text("task: grammar\ntraining:\n  epochs: 1\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match=rf"{config}:4: invalid YAML: key 'epochs' given twice"):
+        load_config(config)
+    config.write_text("task: grammar\nstudents:\n  - {name: small, keep_layers: 999}\n")
+    with pytest.raises(ConfigError, match=rf"{config}:3: field 'students.0.keep_layers': 999 is not fewer than the 30"):
+        check_ladder(load_config(config))

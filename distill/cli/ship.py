@@ -2,7 +2,6 @@
 serve-model (the student behind an OpenAI-compatible endpoint)."""
 from __future__ import annotations
 
-import subprocess
 from typing import Annotated, Optional
 
 import typer
@@ -43,8 +42,13 @@ def serve_model(student: StudentOpt = None,
     """Serve the distilled student over the OpenAI protocol (llama.cpp server on its GGUF, exported first if
     missing) until interrupted. On a GPU, serve export/hf with `vllm serve` instead (README)."""
     from distill.stages import export as stage
-    from distill.teacher.gguf_server import engine_of, server_cmd
+    from distill.teacher import TeacherError
+    from distill.teacher.gguf_server import engine_of, port_in_use, serve_until_stopped, server_cmd
 
+    if not 1 <= port <= 65535:
+        fail(f"--port {port}: not a TCP port (1-65535)")
+    if port_in_use(host, port):
+        fail(f"--port {port}: {host}:{port} is in use by another process: choose another port")
     ctx = setup(config, run_dir, set, new=False)
     try:
         name, scfg = stage.pick_student(ctx, student)
@@ -56,8 +60,13 @@ def serve_model(student: StudentOpt = None,
     else:
         ctx.close()
     alias = name or scfg.name
-    console.print(f"serving {gguf} at http://{host}:{port}/v1 as model '{alias}' (Ctrl-C stops)", highlight=False)
     local = ctx.cfg.teacher.endpoint.local
     cmd = server_cmd(engine_of(local), gguf, alias, host=host, port=port, n_ctx=n_ctx, threads=threads,
                      slots=local.parallel)
-    raise typer.Exit(subprocess.call(cmd))
+    probe = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/v1"
+    try:  # announced once it answers on that port; stopped with this process (Ctrl-C or SIGTERM)
+        code = serve_until_stopped(cmd, probe, "llama-server", lambda: console.print(
+            f"serving {gguf} at http://{host}:{port}/v1 as model '{alias}' (Ctrl-C stops)", highlight=False))
+    except TeacherError as e:
+        fail(str(e))
+    raise typer.Exit(code)

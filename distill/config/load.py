@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from distill.config.schema import Config
 from distill.config.teacher import TeacherConfig
-from distill.io import write_text_atomic
+from distill.io import write_text_atomic, yaml_load
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"  # package data: the wheel ships them
@@ -114,6 +114,9 @@ def _yaml_line(text: str, keys: list[str]) -> str:
         return ""
     found = None
     for k in keys:
+        if isinstance(node, yaml.SequenceNode) and k.isdigit() and int(k) < len(node.value):
+            found = node = node.value[int(k)]  # a list entry (students.0): its own line
+            continue
         if not isinstance(node, yaml.MappingNode):
             break
         for knode, vnode in node.value:
@@ -142,7 +145,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except UnicodeDecodeError as e:
         raise ConfigError(f"{source}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml_load(text) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
@@ -171,12 +174,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         loc = tuple(str(x) for x in e.errors()[0]["loc"])
         ov = next((o for keys, o in given.items() if loc[:len(keys)] == keys), None)
         raise ConfigError(_format_error(e, f"--set {ov}", None) if ov else _format_error(e, source, text)) from None
-    cfg._source, cfg._text = source, text
+    cfg._source, cfg._text, cfg._given = source, text, given
     return cfg
 
 
 def config_error(cfg: Config, keys: list[str], msg: str) -> ConfigError:
     """A one-line error naming the config file, the line of `keys` in it (when found) and the field."""
+    given = next((o for k, o in cfg._given.items() if tuple(keys[:len(k)]) == k or k[:len(keys)] == tuple(keys)), None)
+    if given:  # the value came from a --set, not from the file
+        return ConfigError(f"--set {given}: field '{'.'.join(keys)}': {msg}")
     line = _yaml_line(cfg._text, keys) if cfg._text else ""
     return ConfigError(f"{cfg._source}{line}: field '{'.'.join(keys)}': {msg}")
 
@@ -217,7 +223,7 @@ def config_changes(saved: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 def read_saved_config(path: Path) -> dict:
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    return yaml_load(Path(path).read_text(encoding="utf-8")) or {}
 
 
 def save_config(cfg: Config, path: Path) -> None:

@@ -18,7 +18,7 @@ class Generation(Strict):
     inputs_per_request: int = Field(3, ge=1, le=20, description="New inputs asked for in each Self-Instruct request.")
     seeds_per_prompt: int = Field(3, ge=1, le=20, description="Seeds sampled into each Self-Instruct prompt as style examples.")
     input_temperature: float = Field(0.9, ge=0, le=2, description="Sampling temperature for writing new inputs (diversity).")
-    input_max_tokens: int = Field(96, ge=8, description="Completion token limit for Self-Instruct requests.")
+    input_max_tokens: int = Field(96, ge=8, le=1_048_576, description="Completion token limit for Self-Instruct requests.")
     samples_per_input: int = Field(1, ge=1, le=16, description="k teacher answers per input; the majority answer wins (self-consistency) and the votes are kept.")
     sample_temperature: float = Field(0.7, ge=0, le=2, description="Temperature used for the k samples when samples_per_input > 1.")
     unchanged_fraction: float = Field(0.1, ge=0, le=1, description="Share of new inputs left as written (for tasks with an error injector) so the student also learns to leave correct text alone.")
@@ -137,7 +137,7 @@ class Eval(EvalSet):
     published: list[Published] = Field(default_factory=list, description="Results reported elsewhere (system, set, metric, value, source), shown in that set's table marked as such; never used by a verdict.")
     max_rows: int | None = Field(None, ge=1, description="Evaluate only the first N rows (smoke runs).")
     batch_size: int = Field(16, ge=1, description="Eval requests batched together for in-process (transformers) models; also the concurrency against servers.")
-    max_new_tokens: int = Field(64, ge=1, description="Generation limit per eval answer.")
+    max_new_tokens: int = Field(64, ge=1, le=1_048_576, description="Generation limit per eval answer.")
     engine: Literal["auto", "llama-server", "transformers"] = Field("auto", description="What answers the eval set for the self-hosted models: llama-server = each as a GGUF of the local teacher's type behind llama.cpp's server with the teacher's slots; transformers = in-process, fp32, in batches of batch_size; auto = llama-server when built and every model can be written as GGUF. The serving-cost measurement stays on transformers either way.")
     models: list[Literal["teacher", "base_student", "base_zero_shot", "base_few_shot", "base_many_shot", "base_retrieval",
                          "teacher_many_shot", "teacher_retrieval", "student"]] = Field(
@@ -236,6 +236,7 @@ class Config(Strict):
     # where the config came from, for error messages that name a line (set by load_config)
     _source: str = PrivateAttr("config")
     _text: str | None = PrivateAttr(None)
+    _given: dict = PrivateAttr(default_factory=dict)  # the fields --set gave: (keys) -> "key=value"
 
     def filter_specs(self) -> list[tuple[str, dict[str, Any]]]:
         out = []
@@ -257,6 +258,15 @@ class Config(Strict):
                     if getattr(s, k) is not None}
             out.append((s.name, s, self.training.model_copy(update=over)))
         return out
+
+    @field_validator("filters")
+    @classmethod
+    def _each_filter_once(cls, v):
+        names = [f if isinstance(f, str) else f.name for f in v]
+        if twice := next((n for n in names if names.count(n) > 1), None):
+            raise ValueError(f"'{twice}' is listed twice: give each filter once, its parameters in one entry "
+                             "(`--set filters.<name>.<param>=` addresses it by name)")
+        return v
 
     @field_validator("students")
     @classmethod

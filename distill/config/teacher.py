@@ -96,7 +96,7 @@ class TeacherConfig(Strict):
     structured_output: Literal["auto", "json_schema", "json_object", "none"] = Field("auto", description="How a JSON schema reaches the server: json_schema = response_format json_schema (OpenAI, vLLM); json_object = {type: json_object, schema} (llama-cpp-python's grammar); auto = json_object for the local llama.cpp server, else json_schema; none = the prompt alone asks for JSON (replies are still validated).")
     structured_retries: int = Field(2, ge=0, le=10, description="Extra attempts (new seed, temperature >= 0.7) for a reply that fails its JSON schema; after them the row is recorded as failed with the raw text.")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature for answers (0 = greedy; raised automatically when samples_per_input > 1).")
-    max_tokens: int = Field(64, ge=1, description="Completion token limit for answers.")
+    max_tokens: int = Field(64, ge=1, le=1_048_576, description="Completion token limit for answers.")
     hosted: bool = Field(False, description="Price the teacher per token from pricing.models (hosted API) instead of measured seconds x hardware price.")
     hardware: str = Field("cpu-2core", description="Key of pricing.hardware the teacher runs on (self-hosted pricing).")
     parameters: int | None = Field(None, ge=1, description="Teacher size for the report; null = counted from the local GGUF (unknown for hosted models).")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -197,6 +198,16 @@ def student_parameters(cfg: Student) -> int:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
     return parameter_count(model)
+
+
+def student_layers(cfg: Student) -> int | None:
+    """Transformer blocks of the base student without loading its weights (GGUF header or config.json)."""
+    if not cfg.base or cfg.gguf_file:
+        reader = read_gguf(resolve_path(Path(cfg.base) / cfg.gguf_file) if cfg.base else default_gguf())
+        field = next((f for name, f in reader.fields.items() if name.endswith(".block_count")), None)
+        return int(field.parts[field.data[0]][0]) if field is not None else None
+    config = resolve_path(cfg.base) / "config.json"
+    return json.loads(config.read_text()).get("num_hidden_layers") if config.exists() else None
 
 
 def training_bytes(params: int, *, lora: bool) -> int:

@@ -155,8 +155,14 @@ def check_ladder(cfg: Config) -> None:
     """A logit-level candidate learns from the teacher, its stored logprobs, or a student trained
     before it; a candidate starts from the base or from a student trained before it."""
     earlier: list[str] = []
+    depth: dict[str | None, int | None] = {}  # the layers each candidate has, where known
     for name, s, t in cfg.student_candidates():
         where = ["students", str(len(earlier))] if name else ["training"]
+        have = depth.get(s.init_from) if s.init_from else _base_layers(s)
+        if s.keep_layers and have and s.keep_layers >= have:
+            raise config_error(cfg, [*(where if name else ["student"]), "keep_layers"],
+                               f"{s.keep_layers} is not fewer than the {have} layers it would be cut from")
+        depth[name] = s.keep_layers or have
         if t.method != "sft" and t.kd_teacher not in ("teacher", "logprobs", *earlier):
             raise config_error(cfg, [*where, "kd_teacher"], f"'{t.kd_teacher}' is neither 'teacher', 'logprobs' nor a "
                                "student listed before this one in `students` (it must be trained first to teach)")
@@ -164,6 +170,15 @@ def check_ladder(cfg: Config) -> None:
             raise config_error(cfg, [*where, "init_from"], f"'{s.init_from}' is not a student listed before this one "
                                "in `students` (it must be trained first)")
         earlier.append(name)
+
+
+def _base_layers(student) -> int | None:
+    from distill.models.load import student_layers
+
+    try:
+        return student_layers(student)
+    except (OSError, ValueError):
+        return None  # an unreadable base is the memory check's and the trainer's to name
 
 
 def check_cascade(cfg: Config) -> None:

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from distill.config import ConfigError
+from distill.io import yaml_load
 
 KINDS = ("classification", "extraction", "generation", "rewrite")
 
@@ -53,7 +54,7 @@ def read_spec(path: Path) -> TaskSpec:
     """Parse task.yaml; errors name the file, line and field."""
     try:
         text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text) or {}
+        data = yaml_load(text) or {}
     except FileNotFoundError:
         raise TaskError(f"{path}: task file not found") from None
     except yaml.YAMLError as e:

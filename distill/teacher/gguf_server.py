@@ -173,6 +173,35 @@ def serve_gguf(engine: str, gguf: Path, alias: str, *, slots: int, n_ctx: int, t
             log.close()
 
 
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+            return False
+        except OSError:
+            return True
+
+
+def serve_until_stopped(cmd: list[str], base_url: str, what: str, on_ready, startup_timeout_s: float = 120.0) -> int:
+    """Run a server in the foreground until it exits or this process is interrupted or terminated
+    (SIGTERM too); the server never outlives this process. `on_ready` runs once it answers."""
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent)
+
+    def terminated(signum, frame):
+        raise SystemExit(128 + signum)  # unwinds to the `finally` below, which stops the server
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        wait_until_serving(proc, base_url, startup_timeout_s, what)
+        on_ready()
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _stop(proc)
+
+
 def wait_until_serving(proc: subprocess.Popen, base_url: str, timeout_s: float, what: str,
                        log_path: Path | None = None) -> None:
     """Block until an OpenAI-protocol server started as proc lists its models; raise if it dies or stalls."""

@@ -7,6 +7,16 @@ from pathlib import Path
 from distill.io import AppendLog, DataError
 
 
+def _line_of(path: Path, n: int) -> int:
+    """The line of the n-th record (blank lines hold none)."""
+    seen = 0
+    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8", errors="replace").split("\n"), 1):
+        seen += bool(line.strip())
+        if seen == n:
+            return line_no
+    return n
+
+
 def answered(rec: dict) -> bool:
     """A reply to reuse: no error and some text (a store written before empty replies counted as
     failures may hold blank "successes"; they are asked again)."""
@@ -38,9 +48,10 @@ class RequestStore:
         self.sending_path, self._sending = sending, None
 
     def _index(self, records, path: Path) -> None:
-        for rec in records:
+        for n, rec in enumerate(records, 1):
             if "key" not in rec:
-                raise DataError(f"{path}: a record without 'key'; the store is damaged")
+                raise DataError(f"{path}:{_line_of(path, n)}: a record without 'key'; the store is damaged (`distill "
+                                "doctor --fix` sets damaged lines aside)")
             if answered(rec):
                 self.done[rec["key"]] = rec
 
