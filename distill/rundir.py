@@ -142,9 +142,9 @@ class RunDir:
         return sorted(p for pat in ("requests*.jsonl", "batches*.jsonl", "sending*.jsonl") for p in self.data.glob(pat))
 
     def whole_outputs(self) -> list[Path]:
-        """Files a stage writes whole (and atomically): its rows and its stats."""
-        rows = [p for p in (self.generated, self.train, self.dropped) if p.exists()]
-        return rows + sorted((self.root / "stats").glob("*.json"))
+        """Files a stage writes whole (and atomically): its rows, its stats, the eval summaries and the report."""
+        rows = [p for p in (self.generated, self.train, self.dropped, self.report_json) if p.exists()]
+        return rows + sorted((self.root / "stats").glob("*.json")) + sorted((self.root / "eval").glob("*/summary.json"))
 
     def sending(self, writer: str | None = None) -> Path:
         """Budgeted requests about to be sent, one line each, written before they go (what a budget counts)."""

@@ -171,7 +171,8 @@ class EvalSummary(Stats):
     tokenized: bool = False
     n: int = 0
     primary_metric: str = ""
-    copy_baseline: dict[str, float] = Field(default_factory=dict)
+    baseline: dict[str, float] = Field(default_factory=dict)  # the trivial answer's metrics (Task.baseline)
+    baseline_name: str = "copy the input"
     models: dict[str, ModelResult] = Field(default_factory=dict)
     wall_seconds: float | None = None
     cost_usd: float | None = None  # what evaluating cost: every quality pass plus the serving measurement

@@ -284,3 +284,29 @@ def test_unclear_messages_and_silent_acceptance_each_get_one_clear_line(tmp_path
     config.write_text("task: grammar\nstudents:\n  - {name: small, keep_layers: 999}\n")
     with pytest.raises(ConfigError, match=rf"{config}:3: field 'students.0.keep_layers': 999 is not fewer than the 30"):
         check_ladder(load_config(config))
+
+
+def test_doctor_names_a_corrupt_eval_summary_and_report(tmp_path):
+    """Unclear messages: `doctor` said "0 problems" with a corrupt eval/*/summary.json."""
+    rd = tmp_path / "run"
+    (rd / "eval" / "eval").mkdir(parents=True)
+    (rd / "config.yaml").write_text("task: grammar\n")
+    (rd / "eval" / "eval" / "summary.json").write_text('{"name": "main", "models": {"teach')
+    code, out = _cli("doctor", "--run-dir", str(rd))
+    out = " ".join(out.split())
+    assert code == 1 and "summary.json" in out and "1 problem(s)" in out, out
+
+
+def test_the_trivial_baseline_fits_the_kind_of_task():
+    """The report on a user's own task: the trivial baseline was "copy the input" for every kind; for
+    classification it is the seeds' majority label, for extraction the empty object."""
+    from distill.tasks import load_task
+
+    task = load_task("sentiment")
+    seeds = [{"input": "a", "output": task.labels[1]}, {"input": "b", "output": task.labels[1]},
+             {"input": "c", "output": task.labels[0]}]
+    name, answers = task.baseline(["x", "y", "z", "w"], seeds)
+    assert name == f"always '{task.labels[1]}' (the seeds' majority label)" and answers == [task.labels[1]] * 4
+    refs = [[task.labels[1]], [task.labels[0]], [task.labels[1]], [task.labels[0]]]
+    assert task.metrics(answers, refs, ["x", "y", "z", "w"])["accuracy"] == 50.0
+    assert load_task("grammar").baseline(["She go."], [])[1] == ["She go."]

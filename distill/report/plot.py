@@ -48,9 +48,9 @@ def plot_frontier(rep: dict, path: Path) -> None:
                    label=f"target: {rep['selection']['target'] * 100:g}% of teacher")
     if len(front) > 1 or chosen or bar is not None:
         ax.legend(loc="best", fontsize=7, framealpha=0.9)
-    copy = rep["eval"]["copy_baseline"][metric]
+    copy = rep["eval"]["baseline"][metric]
     ax.axhline(copy, color="lightgray", linestyle="--", linewidth=1)
-    ax.text(ax.get_xlim()[0], copy, " copy-the-input baseline", va="bottom", fontsize=7, color="gray")
+    ax.text(ax.get_xlim()[0], copy, f" baseline: {rep['eval']['baseline_name']}", va="bottom", fontsize=7, color="gray")
     ax.set_xscale("log")
     xs = [max(r["cost_per_1k_usd"], 1e-9) for r in rep["models"]]
     if xs:

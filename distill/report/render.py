@@ -23,8 +23,8 @@ def markdown_table(rep: dict) -> str:
                  f"{r['latency_p50_s']:.2f} s / {r['latency_p95_s']:.2f} s",
                  "**chosen**" if r.get("chosen") else "yes" if r.get("on_frontier") else "-"]
         lines.append("| " + " | ".join(cells) + " |")
-    copy = rep["eval"]["copy_baseline"]
-    lines.append("| copy the input (baseline) | - | - | - | - | " + " | ".join(str(copy[k]) for k in names)
+    base = rep["eval"]["baseline"]
+    lines.append(f"| {rep['eval']['baseline_name']} (baseline) | - | - | - | - | " + " | ".join(str(base[k]) for k in names)
                  + " | - | - | $0 | - | - | - |")
     lines += [f"| {p['system']} (reported in {p['source']}) | published | - | - | - | "
               + " | ".join(str(p["value"]) if k == p["metric"] else "-" for k in names) + " | - | - | - | - | - | - |"
@@ -42,8 +42,8 @@ def set_table(es: dict) -> str:
         lines.append("| " + " | ".join([r["name"], r["role"], r.get("prompt") or "-",
                                         *[f"{r['metrics'][k]}" + (f" {interval_text(ivs[k])}" if k in ivs else "") for k in names],
                                         difference_text(r.get("vs_teacher"))]) + " |")
-    copy = es["copy_baseline"]
-    lines.append("| copy the input (baseline) | - | - | " + " | ".join(str(copy[k]) for k in names) + " | - |")
+    base = es["baseline"]
+    lines.append(f"| {es['baseline_name']} (baseline) | - | - | " + " | ".join(str(base[k]) for k in names) + " | - |")
     lines += [f"| {p['system']} (reported in {p['source']}) | published | - | "
               + " | ".join(str(p["value"]) if k == p["metric"] else "-" for k in names) + " | - |"
               for p in es.get("published") or []]
@@ -202,7 +202,7 @@ Eval set{f" '{rep['eval']['name']}'" if rep.get('eval_sets') else ''}: `{rep['ev
 {rules}
 {_prices(rep.get('prices'))}
 ## Data
-{d['generated']} rows generated, {d['kept']} kept ({d['kept_with_edit']} with an edit; by source {d['kept_by_source']}), {d['dropped']} dropped (ledger: `data/dropped.jsonl`).
+{d['generated']} rows generated, {d['kept']} kept ({f"{d['kept_with_edit']} with an edit; " if rep['eval'].get('edits') else ''}by source {d['kept_by_source']}), {d['dropped']} dropped (ledger: `data/dropped.jsonl`).
 
 | stage | in | kept | dropped | top reasons |
 |---|---|---|---|---|

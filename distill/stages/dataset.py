@@ -26,14 +26,16 @@ def export_dataset(ctx: RunContext, kept: list[Row], stats: FilterStats) -> Path
         parquet, card = RunDir.dataset_files(tmp)
         parquet.parent.mkdir(parents=True)
         ds.to_parquet(str(parquet))
-        card.write_text(dataset_card(cfg, rd, stats, ctx.seeds_path), encoding="utf-8")
+        card.write_text(dataset_card(cfg, rd, stats, ctx.seeds_path, ctx.task.spec.kind in ("rewrite", "generation")), encoding="utf-8")
     if cfg.export.push_to_hub:
         push_to_hub(cfg, final)
     return final
 
 
-def dataset_card(cfg: Config, rd: RunDir, stats: FilterStats, seeds_path: Path) -> str:
+def dataset_card(cfg: Config, rd: RunDir, stats: FilterStats, seeds_path: Path, edits: bool = True) -> str:
+    """The dataset's card; `edits`: the task rewrites its input, so how many kept rows change it is said."""
     usage = GenerateStats.read(rd.stats("generate")).totals.model_dump(exclude={"errors", "cost_rule", "finished_at"})
+    edits = f" ({stats.kept_with_edit} with an edit)" if edits else ""
     g = cfg.generation
     filters = "\n".join(f"| `{s['stage']}` | `{json.dumps(s['params'])}` | {s['in']} | {s['kept']} | {s['dropped']} |"
                         for s in stats.stages)
@@ -59,7 +61,7 @@ Synthetic data made by `distill` from a seed set and a teacher model, then filte
 - **Teacher:** `{cfg.teacher.model}` ({cfg.teacher.adaptation.few_shot}-shot, temperature {cfg.teacher.temperature}, {g.samples_per_input} sample(s) per input)
 - **Generation:** {g.input_requests} Self-Instruct requests x {g.inputs_per_request} inputs, {g.seeds_per_prompt} seeds per prompt, input temperature {g.input_temperature}
 - **Teacher usage:** {json.dumps(usage)}
-- **Rows:** {stats.generated} generated, {stats.kept} kept ({stats.kept_with_edit} with an edit), {stats.dropped} dropped
+- **Rows:** {stats.generated} generated, {stats.kept} kept{edits}, {stats.dropped} dropped
 
 ## Filters
 | filter | params | in | kept | dropped |

@@ -65,8 +65,10 @@ def evaluate_set(ctx: RunContext, name: str, rows: Examples, tokenized: bool, lo
     if first:
         cascade.price(results["cascade"], results[first], results["teacher"])
     srcs, refs = [r["input"] for r in rows], [references(r) for r in rows]
+    trivial, answers = task.baseline(srcs, list(ctx.seeds))
     summary = EvalSummary(name=name, eval_path=str(path), n=len(rows), primary_metric=task.primary_metric,
-                          tokenized=tokenized, copy_baseline=task.metrics(srcs, refs, srcs), models=results,
+                          tokenized=tokenized, baseline=task.metrics(answers, refs, srcs), baseline_name=trivial,
+                          models=results,
                           wall_seconds=round(time.perf_counter() - t0, 2), cost_usd=round(spent, 6))
     summary.write(ctx.dir.eval_summary(path))
     return summary

@@ -101,7 +101,8 @@ def progression(rows: list[dict], student: dict | None) -> dict | None:
 def headline_set(ctx: RunContext, ev: EvalSummary) -> dict:
     """The headline eval set as the report describes it."""
     return {"name": ev.name, "path": ev.eval_path, "n": ev.n, "primary_metric": ev.primary_metric,
-            "tokenized": ev.tokenized, "copy_baseline": ev.copy_baseline, "published": published(ctx.cfg, ev.name),
+            "tokenized": ev.tokenized, "baseline": ev.baseline, "baseline_name": ev.baseline_name,
+            "published": published(ctx.cfg, ev.name), "edits": ctx.task.spec.kind in ("rewrite", "generation"),
             "references_per_row": max((len(references(r)) for r in ctx.eval_rows), default=1)}
 
 
@@ -119,7 +120,8 @@ def other_set(ctx: RunContext, name: str, rows) -> dict:
     models = [{"key": k, **m.model_dump(include={"name", "role", "prompt", "metrics", "interval", "intervals", "vs_teacher"})}
               for k, m in sorted(ev.models.items(), key=lambda kv: ROLE_ORDER.get(kv[1].role, 9))]
     return {"name": name, "path": ev.eval_path, "n": ev.n, "primary_metric": ev.primary_metric, "tokenized": ev.tokenized,
-            "references_per_row": max((len(references(r)) for r in rows), default=1), "copy_baseline": ev.copy_baseline,
+            "references_per_row": max((len(references(r)) for r in rows), default=1), "baseline": ev.baseline,
+            "baseline_name": ev.baseline_name,
             "models": models, "published": published(ctx.cfg, name), "cost_usd": ev.cost_usd}
 
 

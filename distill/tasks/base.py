@@ -145,6 +145,10 @@ class Task:
     def metric_names(self) -> list[str]:
         return self.spec.metrics or ["exact_match"]
 
+    def baseline(self, sources: list[str], seeds: list[dict]) -> tuple[str, list[str]]:
+        """The trivial answer every model must beat, named: for text, the input copied unchanged."""
+        return "copy the input", list(sources)
+
     def metrics(self, predictions: list[str], references: list, sources: list[str]) -> dict[str, float]:
         """Every configured metric. A row's reference may be a list (several annotators): the built-in
         metrics use them all where their definition allows; the task's own metrics get the first."""

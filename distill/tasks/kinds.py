@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from functools import cached_property
 
 import jsonschema
@@ -93,6 +94,12 @@ class ClassificationTask(Task):
     def format_problem(self, row: Row) -> str | None:
         return None if row.output in self.labels else "output is not a label"
 
+    def baseline(self, sources: list[str], seeds: list[dict]) -> tuple[str, list[str]]:
+        """The majority label of the seeds (the labels' order breaks a tie), for every row."""
+        counts = Counter(s["output"] for s in seeds)
+        top = max(self.labels, key=lambda lab: (counts[lab], -self.labels.index(lab)))
+        return f"always '{top}' (the seeds' majority label)", [top] * len(sources)
+
     def check(self, row: Row) -> str | None:
         ref = row.reference
         if ref is None:
@@ -148,6 +155,9 @@ class ExtractionTask(Task):
 
     def format_problem(self, row: Row) -> str | None:
         return self.schema_problem(row.output)
+
+    def baseline(self, sources: list[str], seeds: list[dict]) -> tuple[str, list[str]]:
+        return "always the empty object {}", ["{}"] * len(sources)
 
     def metric_names(self) -> list[str]:
         return self.spec.metrics or ["field_f1", "field_accuracy", "object_match", "schema_valid"]
