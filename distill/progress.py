@@ -13,3 +13,16 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[], None]]:
                   TimeRemainingColumn(), transient=False) as p:
         t = p.add_task(description, total=total)
         yield lambda n=1: p.advance(t, n)
+
+
+def quiet_libraries() -> None:
+    """One progress bar per stage: the libraries' own bars (weights loading, dataset mapping) off, and
+    their deprecation notices about their own internals (raised inside TRL and PEFT) not printed."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=r".*is deprecated and will be removed in v6", category=FutureWarning)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from distill.config import Training, resolve_path
 from distill.models.load import cpu_bf16, load_model
+from distill.progress import progress_bar, quiet_libraries
 
 
 def device_plan(t: Training, *, cuda: bool, bf16_ok: bool, flash_attn: bool) -> dict:
@@ -59,7 +60,7 @@ def sft_config(t: Training, plan: dict, output_dir: Path):
         # with a max_length, though its dataset preparation truncates to it all the same
         padding_free=plan["packing"],
         completion_only_loss=True,
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,
         deepspeed=str(resolve_path(t.deepspeed)) if t.deepspeed else None,
         # multi-process runs (DDP): LoRA freezes most weights, so skip the search for unused parameters
         ddp_find_unused_parameters=False,
@@ -70,7 +71,7 @@ def sft_config(t: Training, plan: dict, output_dir: Path):
         data_seed=t.seed,
         report_to=[],
         dataloader_num_workers=0,
-        disable_tqdm=False,
+        disable_tqdm=True,  # one rich progress bar instead (one_progress_bar)
         # similar lengths together, so padded CPU batches carry little padding
         train_sampling_strategy="random" if plan["padding_free"] or plan["packing"] else "group_by_length",
     )
@@ -155,12 +156,39 @@ def run_sft(t: Training, base_dir: Path, records: list[dict], ckpt_dir: Path, *,
     if t.method != "sft":  # the KD losses take plain padded batches
         plan = {**plan, "padding_free": False, "packing": False}
     torch.manual_seed(t.seed)
+    quiet_libraries()
     model, tok = load_model(base_dir, trust_remote_code=trust_remote_code, dtype=dtype)
     trainer = make_trainer(t, plan, model, tok, records, ckpt_dir, kd=kd)
+    one_progress_bar(trainer)
     resume = last_checkpoint(ckpt_dir)
     with compact_lm_head_on_cpu():
         result = trainer.train(resume_from_checkpoint=resume)
     return trainer, plan, tok, resume, result
+
+
+def one_progress_bar(trainer) -> None:
+    """The trainer shows one progress bar of its steps; its per-step log dictionaries are not printed
+    (they are in the checkpoints' trainer_state.json and the student's train_stats.json)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback, TrainerCallback
+
+    class StepBar(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                self.bar = progress_bar(state.max_steps, "train: steps")
+                self.advance = self.bar.__enter__()
+                self.advance(state.global_step)  # a resumed run starts where it stopped
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                self.advance()
+
+        def on_train_end(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                self.bar.__exit__(None, None, None)
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(StepBar())
 
 
 @contextmanager
