@@ -334,3 +334,19 @@ def test_training_prints_one_progress_bar_and_no_deprecation_or_step_dictionarie
     assert "train: steps" in out and "{'loss'" not in out and "Warning" not in out, out[-3000:]
     assert "Loading weights" not in out and "Tokenizing train dataset" not in out, out[-3000:]
     assert len(json.loads((rd / "student" / "train_stats.json").read_text())["losses"]) == 4
+
+
+def test_dry_run_prints_one_request_of_each_phase_with_seeds_as_text(tmp_path):
+    """First run: `--dry-run` printed a plan table but not the prompt the README says it shows."""
+    from tests.test_own_task import _init
+
+    folder, config = _init(tmp_path, "tickets", "classification")
+    path = folder / "seeds.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows[0]["input"] = "[bold]Refund[/bold] me <b>now</b>, I was charged twice."
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = _dry_run(config, tmp_path)
+    out = " ".join(r.stdout.split())
+    assert r.returncode == 0, r.stderr
+    assert "a Self-Instruct request, as the teacher would get it" in out and "an answer request, as the teacher" in out
+    assert "[bold]Refund[/bold] me <b>now</b>" in out  # the user's text, not rich markup

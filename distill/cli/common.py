@@ -13,7 +13,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from distill.config import ConfigError
 from distill.io import DataError
@@ -84,9 +86,14 @@ def show_dry_run(config: Path | None, run_dir: Path | None, overrides: list[str]
         plan = dry_run_plan(config, run_dir, overrides or [])
     except (ConfigError, DataError) as e:
         fail(str(e))
+    prompts = plan.pop("prompts", {})
     t = Table("planned", "value", title="dry run: nothing was sent to the teacher")
     for k, v in plan.items():
         t.add_row(k, str(v))
-    Console().print(t)
+    out = Console()
+    out.print(t)
+    for what, messages in prompts.items():  # seeds are the user's text: shown as text, never as markup
+        out.print(Panel(Text("\n\n".join(f"[{m['role']}]\n{m['content']}" for m in messages)),
+                        title=f"{what}, as the teacher would get it", title_align="left"))
 
 

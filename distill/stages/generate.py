@@ -117,7 +117,17 @@ def dry_run_plan(config: Path | None, run_dir: Path | None, overrides: list[str]
     """What `generate --dry-run` prints: the run's (or the given) config checked through the same
     `prepare_run` as a run, the plan made; nothing is sent, written or started."""
     ctx = prepare_run(config, run_dir, overrides, save=False, plan_only=True)
-    return plan_generation(ctx.cfg, ctx.task, ctx.seeds)
+    return plan_generation(ctx.cfg, ctx.task, ctx.seeds) | {"prompts": example_prompts(ctx)}
+
+
+def example_prompts(ctx: RunContext) -> dict[str, list[dict]]:
+    """One Self-Instruct request and one answer request as the teacher would get them (the first of each)."""
+    cfg, task, seeds = ctx.cfg, ctx.task, ctx.seeds
+    out = {}
+    if task.programmatic_inputs(cfg.seed, 1, set()) is None:
+        out["a Self-Instruct request"] = input_plans(cfg, task, seeds, first=1)[0][0].message_dicts()
+    out["an answer request"] = task.teacher_messages(seeds[0]["input"], ctx.shots)
+    return out
 
 
 PLAN_SAMPLE = 1000  # Self-Instruct requests a plan renders to estimate their prompt size
