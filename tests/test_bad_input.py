@@ -188,7 +188,7 @@ def test_every_row_filtered_out_is_one_line_not_a_traceback(tmp_path):
 
 @pytest.mark.parametrize("damaged,expected", [
     ('{"key": "k2", "te', "requests.jsonl:2: not a JSON record"),
-    ('{"text": "y", "error": null}', "requests.jsonl: a record without 'key'; the store is damaged"),
+    ('{"text": "y", "error": null}', "requests.jsonl:2: a record without 'key'; the store is damaged"),
 ])
 def test_a_damaged_line_in_the_middle_of_the_store_is_named(tmp_path, damaged, expected):
     """Breaks caught: a JSONDecodeError or KeyError traceback naming no file or line, and requests sent

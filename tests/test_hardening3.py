@@ -350,3 +350,29 @@ def test_dry_run_prints_one_request_of_each_phase_with_seeds_as_text(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "a Self-Instruct request, as the teacher would get it" in out and "an answer request, as the teacher" in out
     assert "[bold]Refund[/bold] me <b>now</b>" in out  # the user's text, not rich markup
+
+
+def test_a_plugin_beside_its_config_is_found_by_later_stages_run_with_the_run_dir_only(tmp_path):
+    """Unclear messages: a plugin beside its config was not importable by later stages run with
+    `--run-dir` only (they read the run's saved config, in another folder)."""
+    import subprocess
+
+    from tests.conftest import ROOT, distill_cmd
+
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "myfilters_r3.py").write_text(
+        "from distill.filters import Verdict, register_filter\n\n"
+        "@register_filter('no_q_r3')\n"
+        "def no_q(rows):\n"
+        "    return [Verdict.drop('has q') if 'q' in r.input else Verdict.keep() for r in rows]\n")
+    (proj / "c.yaml").write_text("task: grammar\nplugins: [myfilters_r3]\nfilters: [exact_dedup, no_q_r3]\n")
+    rd = tmp_path / "run"
+    with FakeOpenAI() as fake:
+        code, out = _cli("generate", "--config", str(proj / "c.yaml"), "--run-dir", str(rd), *_teacher(fake))
+    assert code == 0, out
+    assert "plugin_dir" in (rd / "config.yaml").read_text()
+    r = subprocess.run(distill_cmd("filter", "--run-dir", str(rd)), cwd=tmp_path, capture_output=True, text=True,
+                       env={**__import__("os").environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert any(s["stage"] == "no_q_r3" for s in json.loads((rd / "stats" / "filter.json").read_text())["stages"])

@@ -52,6 +52,8 @@ def _anchor_paths(data: dict, folder: Path) -> None:
             cur = cur.get(k) if isinstance(cur, dict) else None
         return cur if isinstance(cur, dict) and isinstance(cur.get(keys[-1]), str) else None
 
+    if data.get("plugins") and not data.get("plugin_dir"):  # plugins import from this file's folder, for good
+        data["plugin_dir"] = str(folder.resolve())
     for keys, always in [*((k, True) for k in _PATHS), *((k, False) for k in _MAYBE_PATHS)]:
         if (parent := at(keys)) is not None:
             p = Path(parent[keys[-1]]).expanduser()

@@ -224,6 +224,7 @@ class Config(Strict):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="The teacher model and how to reach it.")
     generation: Generation = Field(default_factory=Generation, description="Seed expansion and answering.")
     plugins: list[str] = Field(default_factory=list, description="Python modules imported before anything else, e.g. ones that register your own filters or tasks.")
+    plugin_dir: str | None = Field(None, description="The folder `plugins` import from; null = the config file's folder, recorded in the run's saved config so later stages run with --run-dir find them.")
     filters: list[str | FilterSpec] = Field(default_factory=list, description="Filter stages in order: a name or {name: ..., param: value}.")
     student: Student = Field(default_factory=Student, description="The student model (when `students` is empty).")
     students: list[LadderStudent] = Field(default_factory=list, description="The progression path: several student candidates trained on the same filtered data and evaluated in the same harness; empty = the one `student`.")

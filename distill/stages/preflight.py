@@ -202,7 +202,7 @@ def check_cascade(cfg: Config) -> None:
 
 def import_plugins(cfg: Config) -> None:
     """Modules named under `plugins:` (they register filters or tasks), importable from the config's folder."""
-    folder = str(Path(cfg._source).resolve().parent) if cfg._source != "config" else None
+    folder = cfg.plugin_dir or (str(Path(cfg._source).resolve().parent) if cfg._source != "config" else None)
     for i, mod in enumerate(cfg.plugins):
         added = folder is not None and folder not in sys.path
         if added:
