@@ -132,21 +132,28 @@ def test_gpu_config_trains_bf16_padding_free_and_fans_generation_out_on_dask():
     assert not cfg.teacher.endpoint.launch_local and cfg.teacher.endpoint.base_url.endswith("/v1")
 
 
-def test_earlier_flat_teacher_keys_still_work_and_say_where_they_moved(tmp_path):
-    """Breaks if an old key is dropped, lands in the wrong section, or loses to the file it overrides."""
+def test_earlier_flat_teacher_keys_still_work_and_say_where_they_moved(tmp_path, capsys):
+    """Breaks if an old key is dropped, lands in the wrong section, or loses to the file it overrides.
+    Issue 36 (first run): the notice is one short line per key, not a Python FutureWarning with a source line."""
+    from distill.config import teacher as teacher_config
+
+    teacher_config._NOTICED.clear()
     old = tmp_path / "old.yaml"
     old.write_text("teacher:\n  launch_local: false\n  base_url: http://x/v1\n  few_shot: 2\n  max_requests: 7\n"
                    "  adaptation: few_shot\n")
-    with pytest.warns(FutureWarning, match="teacher.base_url is now teacher.endpoint.base_url"):
-        cfg = load_config(old)
+    cfg = load_config(old)
+    load_config(old)  # named once per process
+    err = capsys.readouterr().err
+    assert err.count("note: teacher.base_url is now teacher.endpoint.base_url (the old key still works)\n") == 1, err
+    assert "Warning" not in err
     t = cfg.teacher
     assert (t.endpoint.launch_local, t.endpoint.base_url, t.adaptation.few_shot, t.budget.max_requests) == \
         (False, "http://x/v1", 2, 7)
     # --set with an old key overrides the new-style section of the file, and a method shorthand keeps the section
     child = tmp_path / "child.yaml"
     child.write_text("extends: old.yaml\nteacher:\n  adaptation:\n    few_shot: 4\n")
-    with pytest.warns(FutureWarning):
-        cfg = load_config(child, ["teacher.max_concurrency=3", "teacher.adaptation=lora"])
+    cfg = load_config(child, ["teacher.max_concurrency=3", "teacher.adaptation=lora"])
+    assert "teacher.max_concurrency is now teacher.endpoint.max_concurrency" in capsys.readouterr().err
     assert cfg.teacher.endpoint.max_concurrency == 3 and cfg.teacher.endpoint.base_url == "http://x/v1"
     assert cfg.teacher.adaptation.method == "lora" and cfg.teacher.adaptation.few_shot == 4
     assert "launch_local" not in cfg.redacted()["teacher"]  # saved in the new layout

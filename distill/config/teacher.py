@@ -3,11 +3,11 @@
 endpoint (where requests go), backend settings (batch, offline), adaptation (how the teacher learns the
 task from the seeds) and budget (when to stop sending). The flat keys of earlier versions
 (`teacher.base_url`, `teacher.few_shot`, `teacher.max_requests`, ...) are still accepted and moved into
-their section, with a FutureWarning naming the new key.
+their section, with a one-line notice naming the new key (once per key and process).
 """
 from __future__ import annotations
 
-import warnings
+import sys
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -76,6 +76,8 @@ class BudgetConfig(Strict):
 
 
 # old flat key -> (section, key in the section)
+_NOTICED: set[str] = set()  # the old keys already named in this process
+
 FLAT_KEYS = {
     **{k: ("endpoint", k) for k in Endpoint.model_fields},
     "few_shot": ("adaptation", "few_shot"), "adapt_base": ("adaptation", "base"),
@@ -105,7 +107,10 @@ class TeacherConfig(Strict):
     def upgrade_key(key: str) -> list[str]:
         """The path of an earlier version's flat key in its section (others are returned as they are)."""
         if key in FLAT_KEYS:
-            warnings.warn(f"teacher.{key} is now teacher.{'.'.join(FLAT_KEYS[key])}", FutureWarning, stacklevel=3)
+            if key not in _NOTICED:
+                _NOTICED.add(key)
+                print(f"note: teacher.{key} is now teacher.{'.'.join(FLAT_KEYS[key])} (the old key still works)",
+                      file=sys.stderr)
             return list(FLAT_KEYS[key])
         return [key]
 
