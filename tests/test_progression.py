@@ -220,3 +220,22 @@ def test_retrieved_shots_beat_the_fixed_shots_where_the_answer_is_in_the_data(tm
     for k, m in (("base_few_shot", few), ("base_retrieval", near)):  # each step with its difference to the student
         assert "student" in m["vs_student"] and m["cost_per_1k_usd"] > 0
     assert "## Was fine-tuning needed? The progression" in (rd / "report.md").read_text()
+
+
+def test_the_embedding_retriever_uses_the_base_models_own_hidden_states():
+    """The option beside TF-IDF: cosine over the mean-pooled last hidden state of a local model (the base
+    student's by default, nothing downloaded). Breaks caught: padding averaged into the embedding (a
+    short text's vector changes with the batch it is embedded in), vectors not unit length."""
+    import numpy as np
+
+    from distill.config import load_config
+    from distill.models.load import base_student_dir
+    from distill.stages.prompt_examples import mean_pooled
+
+    embed = mean_pooled(base_student_dir(load_config(None).student))
+    texts = ["The cat sleeps on the warm sofa.", "Quarterly revenue grew by four percent.", "A dog barks."]
+    together = embed(texts)
+    alone = np.concatenate([embed([t]) for t in texts])
+    assert np.allclose(together, alone, atol=1e-4) and np.allclose(np.linalg.norm(together, axis=1), 1, atol=1e-5)
+    pool = [{"input": t, "output": t} for t in texts]
+    assert Retriever(pool, 1, embed)("The cat sleeps on the sofa.")[0]["input"] == texts[0]

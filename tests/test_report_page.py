@@ -135,3 +135,20 @@ def test_the_offline_defaults_page_in_chromium_with_the_network_blocked(tmp_path
             assert dialogs == [] and asked == []
         finally:
             browser.close()
+
+
+def test_a_classification_page_has_the_label_filter_the_heatmap_and_the_routed_filter():
+    """Breaks caught: the label filter or the confusion heatmap missing for a classification task, the
+    cascade's routed filter missing when the run has a cascade, a heatmap shade not the cell's share of
+    the largest count."""
+    from distill.report.html import shaded_confusion
+
+    page = _page([{"id": "r1", "input": "x", "refs": ["bug"], "answers": {"teacher": "bug"}, "right": {"teacher": True},
+                   "routed": True}])
+    page |= {"labels": ["bug", "billing"], "diff": False, "routed": True,
+             "confusion": [shaded_confusion("T", "teacher", {"bug": {"bug": 4, "billing": 1},
+                                                             "billing": {"bug": 0, "billing": 2}})]}
+    html = render_html(page)
+    assert '<select id="label"><option value="">any</option><option>bug</option><option>billing</option></select>' in html
+    assert '<option value="routed">' in html and 'id="confusion"' in html
+    assert "rgba(58,123,213,0.75)\">4<" in html and "rgba(58,123,213,0.188)\">1<" in html
