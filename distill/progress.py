@@ -17,12 +17,13 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[], None]]:
 
 def quiet_libraries() -> None:
     """One progress bar per stage: the libraries' own bars (weights loading, dataset mapping) off, and
-    their deprecation notices about their own internals (raised inside TRL and PEFT) not printed."""
+    their deprecation notices about their own internals (raised inside TRL and PEFT) not printed. Only
+    libraries already imported are touched (importing them here would cost every command seconds)."""
+    import sys
     import warnings
 
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=r".*is deprecated and will be removed in v6", category=FutureWarning)
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()

@@ -257,7 +257,6 @@ def test_unclear_messages_and_silent_acceptance_each_get_one_clear_line(tmp_path
     `max_tokens` of any size sent as is; a filter listed twice (`--set filters.X.enabled=false` switched only
     the first); a YAML key given twice resolved silently; `keep_layers: 999` on a 30-layer model trained
     uncut."""
-    import pytest
 
     from distill.config import ConfigError, load_config
     from distill.io import DataError, load_examples
@@ -312,28 +311,6 @@ def test_the_trivial_baseline_fits_the_kind_of_task():
     refs = [[task.labels[1]], [task.labels[0]], [task.labels[1]], [task.labels[0]]]
     assert task.metrics(answers, refs, ["x", "y", "z", "w"])["accuracy"] == 50.0
     assert load_task("grammar").baseline(["She go."], [])[1] == ["She go."]
-
-
-@pytest.mark.slow
-def test_training_prints_one_progress_bar_and_no_deprecation_or_step_dictionaries(tmp_path):
-    """First run: TRL's raw per-step dictionaries, tqdm bars and FutureWarnings flooded the console between
-    the rich progress bars; now one bar for training, the losses in the student's train_stats.json."""
-    import subprocess
-
-    from distill.io import write_jsonl
-    from distill.stages.context import prepare_run
-    from tests.conftest import ROOT, TINY, distill_cmd
-
-    rd = tmp_path / "run"
-    prepare_run(None, rd, TINY).close()
-    seeds = read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "seeds.jsonl")[:16]
-    write_jsonl(rd / "data" / "train.jsonl", [{**s, "reference": s["output"], "meta": {}} for s in seeds])
-    r = subprocess.run(distill_cmd("train", "--run-dir", str(rd)), cwd=ROOT, capture_output=True, text=True, timeout=900)
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out[-3000:]
-    assert "train: steps" in out and "{'loss'" not in out and "Warning" not in out, out[-3000:]
-    assert "Loading weights" not in out and "Tokenizing train dataset" not in out, out[-3000:]
-    assert len(json.loads((rd / "student" / "train_stats.json").read_text())["losses"]) == 4
 
 
 def test_dry_run_prints_one_request_of_each_phase_with_seeds_as_text(tmp_path):

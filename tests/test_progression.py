@@ -115,7 +115,7 @@ def test_was_fine_tuning_needed_names_the_step_and_the_cost_ratio(step_cost, exp
            "progression": {"student": "student", "steps": ["base_retrieval"], "step": "base_retrieval",
                            "closest": "base_retrieval"}}
     text = fine_tuning_needed(rep)
-    assert text.startswith(f"**Was fine-tuning needed?** {expect}") and "base_retrieval (the 6 nearest seeds)" in text
+    assert text.startswith(f"**Was fine-tuning needed?** {expect}: base_retrieval reaches the distilled student's gleu")
     assert ("4.0x cheaper" in text) == (step_cost == 0.004)
     assert ("ship the prompt" in text) == (step_cost == 0.001)
 

@@ -78,7 +78,8 @@ def _shown_ids(page) -> list[str]:
 def test_the_offline_defaults_page_in_chromium_with_the_network_blocked(tmp_path):
     """The offline default (tiny) with a hostile eval row: the verdict, all 60 rows over two pages, the
     "student wrong, teacher right" filter exactly as the predictions files say, the loss curve, the
-    funnel, and the hostile input shown as text with no dialog raised."""
+    funnel, and the hostile input shown as text with no dialog raised. The run's console shows one
+    progress bar per stage (issue 36, first run)."""
     from playwright.sync_api import sync_playwright
 
     rows = read_jsonl(ROOT / "distill" / "tasks" / "grammar" / "eval.jsonl")[:59]
@@ -89,6 +90,10 @@ def test_the_offline_defaults_page_in_chromium_with_the_network_blocked(tmp_path
     r = subprocess.run(distill_cmd("run", "--run-dir", str(rd), *[a for s in sets for a in ("--set", s)]), cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
+    # issue 36 (first run): one progress bar per stage; no step dictionaries, library bars or deprecation notices
+    out = r.stdout + r.stderr
+    assert "train: steps" in out and "{'loss'" not in out and "Warning" not in out, out[-3000:]
+    assert not any(x in out for x in ("Loading weights", "Tokenizing train dataset", "Creating parquet")), out[-3000:]
     page_file = rd / "report.html"
     assert page_file.stat().st_size > 10_000
     preds = {k: read_jsonl(rd / "eval" / "eval" / f"{k}.jsonl") for k in ("teacher", "student")}

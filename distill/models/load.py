@@ -15,6 +15,7 @@ from pathlib import Path
 from distill.config import Student, resolve_path
 from distill.io import atomic_path
 from distill.models.prune import cut, even_layers
+from distill.progress import quiet_libraries
 
 
 def default_gguf() -> Path:
@@ -165,6 +166,7 @@ def load_model(path: Path, *, trust_remote_code: bool = False, dtype=None):
     import torch
     from transformers import AutoModelForCausalLM
 
+    quiet_libraries()  # no "Loading weights" bar of its own
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True,
                                                  trust_remote_code=trust_remote_code)
     return model, load_tokenizer(path, trust_remote_code=trust_remote_code)

@@ -156,6 +156,9 @@ def run_sft(t: Training, base_dir: Path, records: list[dict], ckpt_dir: Path, *,
     if t.method != "sft":  # the KD losses take plain padded batches
         plan = {**plan, "padding_free": False, "packing": False}
     torch.manual_seed(t.seed)
+    import datasets  # noqa: F401 - imported now so its bars are off before the trainer maps the data
+    import transformers  # noqa: F401
+
     quiet_libraries()
     model, tok = load_model(base_dir, trust_remote_code=trust_remote_code, dtype=dtype)
     trainer = make_trainer(t, plan, model, tok, records, ckpt_dir, kd=kd)

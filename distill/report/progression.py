@@ -50,7 +50,7 @@ def fine_tuning_needed(rep: dict) -> str:
 
 
 def _step(r: dict) -> str:
-    return f"{r['name']} ({r['prompt']})"
+    return r["name"]  # its name says the step: "SmolLM2-135M-Instruct (base, 6 retrieved)"
 
 
 def section(rep: dict, plot: str) -> str:

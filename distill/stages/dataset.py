@@ -7,6 +7,7 @@ from pathlib import Path
 
 from distill.config import Config
 from distill.io import atomic_dir
+from distill.progress import quiet_libraries
 from distill.records import Row, prompt_completion
 from distill.rundir import RunDir
 from distill.stages.context import RunContext
@@ -16,6 +17,7 @@ from distill.stats import FilterStats, GenerateStats
 def export_dataset(ctx: RunContext, kept: list[Row], stats: FilterStats) -> Path:
     from datasets import Dataset
 
+    quiet_libraries()
     cfg, rd = ctx.cfg, ctx.dir
     records = [{"id": r.id, "input": r.input, "output": r.output,
                 **prompt_completion(ctx.task.student_messages(r.input), r.output),
