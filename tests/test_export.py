@@ -186,10 +186,14 @@ def test_the_gguf_student_served_over_the_openai_protocol_answers_like_the_safet
     finally:
         os.kill(proc.pid, signal.SIGTERM)  # serve-model alone, not its process group
         proc.wait(timeout=30)
+    import psutil
+
     deadline = time.monotonic() + 15
-    while port_in_use("127.0.0.1", port):  # llama-server went with it
-        assert time.monotonic() < deadline, "llama-server outlived serve-model"
+    while left := [p for p in psutil.process_iter(["cmdline"]) if str(port) in (p.info["cmdline"] or [])
+                   and "llama-server" in " ".join(p.info["cmdline"] or [])]:  # llama-server went with it
+        assert time.monotonic() < deadline, f"llama-server outlived serve-model: {left}"
         time.sleep(0.5)
+    assert not port_in_use("127.0.0.1", port)
     same = sum(g.strip() == w.strip() for g, w in zip(got, want))
     print(f"identical answers: {same}/20")
     assert same >= 18, list(zip(got, want))

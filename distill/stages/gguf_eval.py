@@ -95,11 +95,17 @@ def answers_from(teacher: Teacher, reqs: list[Request], label: str) -> tuple[lis
     with progress_bar(len(reqs), f"eval: {label}") as advance:
         recs, _ = teacher.ask(reqs, on_done=advance)
     wall = time.perf_counter() - t0
-    return [{"raw": r.get("text") or "", "error": r.get("error"), "latency_s": r.get("latency_s") or 0.0,
+    return [{"raw": r.get("text") or "", "error": _failure(r.get("error")), "latency_s": r.get("latency_s") or 0.0,
              "prompt_tokens": (r.get("usage") or {}).get("prompt_tokens", 0),
              "completion_tokens": (r.get("usage") or {}).get("completion_tokens", 0),
              "cached_tokens": (r.get("usage") or {}).get("cached_tokens", 0),
              "logprobs": r.get("logprobs")} for r in recs], wall
+
+
+def _failure(error: str | None) -> str | None:
+    """A request's failure as the evaluation counts it: a blank reply is the model's answer (scored as
+    such), not a failed request; only generation treats it as no answer at all."""
+    return None if error and error.startswith("EmptyReply") else error
 
 
 def answer_with_server(cfg: Config, srv: RunningServer, alias: str, messages: list[list[dict]], *, max_new_tokens: int,

@@ -174,7 +174,10 @@ def serve_gguf(engine: str, gguf: Path, alias: str, *, slots: int, n_ctx: int, t
 
 
 def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on host:port (connections of a server gone, in TIME_WAIT, do not count:
+    SO_REUSEADDR, as servers bind)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
             return False
