@@ -67,8 +67,10 @@ def test_checker_filter_keeps_only_answers_that_agree_with_the_known_label():
 @pytest.mark.slow
 def test_sentiment_runs_end_to_end_offline(tmp_path):
     rd = tmp_path / "run"
+    # the progression's many-shot and retrieval rows are test_progression's and test_train_eval's business
+    sets = [*TINY, "eval.models=[teacher,base_student,base_zero_shot,base_few_shot,student]"]
     r = subprocess.run(distill_cmd("run", "--config", "configs/sentiment.yaml", "--run-dir", str(rd),
-                                   *[a for s in TINY for a in ("--set", s)]), cwd=ROOT, capture_output=True, text=True)
+                                   *[a for s in sets for a in ("--set", s)]), cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     gen = read_jsonl(rd / "data" / "generated.jsonl")
     teacher_rows = [g for g in gen if g["meta"]["source"] == "teacher"]
