@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from distill.io import DataError, read_json, write_json
 
@@ -173,6 +173,15 @@ class EvalSummary(Stats):
     primary_metric: str = ""
     baseline: dict[str, float] = Field(default_factory=dict)  # the trivial answer's metrics (Task.baseline)
     baseline_name: str = "copy the input"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_name(cls, data):
+        """A summary written before the baseline fit the task kind called it copy_baseline (the copied input)."""
+        if isinstance(data, dict) and "copy_baseline" in data:
+            data = {**data, "baseline": data.get("baseline") or data["copy_baseline"]}
+            data.pop("copy_baseline")
+        return data
     models: dict[str, ModelResult] = Field(default_factory=dict)
     wall_seconds: float | None = None
     cost_usd: float | None = None  # what evaluating cost: every quality pass plus the serving measurement

@@ -81,3 +81,10 @@ def opened(ctx):
     """(context, config, run directory) of a prepared run, closed when the test ends."""
     _OPENED.append(ctx)
     return ctx, ctx.cfg, ctx.dir.root
+
+
+# Debian's Chromium, headless, for the pages tests open. Without the background-networking flags
+# Chromium keeps dialling out, and this network refuses it.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]

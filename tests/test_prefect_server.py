@@ -12,7 +12,7 @@ import pytest
 
 from distill.io import read_json, read_jsonl
 from distill.teacher.gguf_server import free_port
-from tests.conftest import ROOT, TINY, distill_cmd
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, TINY, distill_cmd
 
 pytestmark = pytest.mark.slow
 PREFECT = str(Path(sys.executable).parent / "prefect")
@@ -56,10 +56,6 @@ def _task_states(client, flow_run_id, expected: int, timeout=120) -> dict:
         time.sleep(2)
 
 
-CHROMIUM = "/usr/bin/chromium"
-# Without the background-networking flags Chromium keeps dialling out, and this network refuses it.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 def _check_rendered_in_ui(ui: str, table_id, report_id, tmp_path: Path) -> None:

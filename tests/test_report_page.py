@@ -10,7 +10,7 @@ import pytest
 from distill.io import read_json, read_jsonl, write_jsonl
 from distill.report.html import bold, render_html, script_json
 from distill.stages.report_page import is_right
-from tests.conftest import ROOT, TINY, distill_cmd
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, TINY, distill_cmd
 
 HOSTILE = "She go </textarea><script>alert(1)</script> to school."
 
@@ -57,9 +57,6 @@ def test_view_prints_the_pages_path_and_names_a_run_without_one(tmp_path):
     assert r.returncode == 0 and r.stdout.strip() == str(run / "report.html"), r.stdout + r.stderr
 
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 
 def _shown_ids(page) -> list[str]:

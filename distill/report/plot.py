@@ -59,12 +59,20 @@ def plot_frontier(rep: dict, path: Path) -> None:
         v for r in rep["models"] if r.get("interval") for v in (r["interval"]["low"], r["interval"]["high"])]
     span = max(ys) - min(ys) or 1
     ax.set_ylim(min(ys) - 0.1 * span, max(ys) + 0.12 * span)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:g}"))
     # label the 2s and 5s between decades too: runs rarely span more than one or two decades
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"${v:g}" if f"{v:.0e}"[0] in "25" else ""))
+    save_cost_figure(fig, ax, path, metric, f"{rep['task']}: quality (95% CI) vs serving cost (range over rounds)")
+
+
+def save_cost_figure(fig, ax, path: Path, metric: str, title: str) -> None:
+    """The axes every quality-vs-cost figure shares (dollars on x, the metric on y), the figure written whole."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:g}"))
     ax.set_xlabel("cost per 1k requests (USD, log scale)")
     ax.set_ylabel(metric.upper() if len(metric) <= 5 else metric)
-    ax.set_title(f"{rep['task']}: quality (95% CI) vs serving cost (range over rounds)")
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.io import atomic_path
 from distill.report.phrases import _diff, _iv, cost_phrase
+from distill.report.plot import save_cost_figure
 
 ORDER = ["base_student", "base_zero_shot", "base_few_shot", "base_many_shot", "base_retrieval", "teacher",
          "teacher_many_shot", "teacher_retrieval"]
@@ -93,8 +93,6 @@ def plot_progression(rep: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
-
     rows, s = steps(rep)
     if not rows:
         return
@@ -119,12 +117,4 @@ def plot_progression(rep: dict, path: Path) -> None:
     xs = [x for x, _ in points]
     ax.set_xscale("log")
     ax.set_xlim(min(xs) / 2, max(xs) * 5)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:g}"))
-    ax.set_xlabel("cost per 1k requests (USD, log scale)")
-    ax.set_ylabel(metric.upper() if len(metric) <= 5 else metric)
-    ax.set_title(f"{rep['task']}: the steps before fine-tuning, and the student (95% CI)")
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_cost_figure(fig, ax, path, metric, f"{rep['task']}: the steps before fine-tuning, and the student (95% CI)")

@@ -2,8 +2,8 @@
 training and wall time."""
 from __future__ import annotations
 
-from distill.report import progression
 from distill.report.phrases import cascade_line, cost_phrase, verdict
+from distill.report.progression import section, tokens_text
 from distill.report.tables import filter_rows, fmt_params
 
 
@@ -15,7 +15,7 @@ def markdown_table(rep: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rep["models"]:
         ivs = r.get("intervals") or {}
-        cells = [r["name"], r["role"], r.get("prompt") or "-", progression.tokens_text(r), fmt_params(r["parameters"]),
+        cells = [r["name"], r["role"], r.get("prompt") or "-", tokens_text(r), fmt_params(r["parameters"]),
                  *[f"{r['metrics'][k]}" + (f" {interval_text(ivs[k])}" if k in ivs and k != metric else "") for k in names],
                  interval_text(r.get("interval")),
                  difference_text(r.get("vs_teacher")), cost_text(r),
@@ -195,7 +195,7 @@ Eval set{f" '{rep['eval']['name']}'" if rep.get('eval_sets') else ''}: `{rep['ev
 {plot}
 
 {cascade_line(rep)}
-{progression.section(rep, progression_plot)}
+{section(rep, progression_plot)}
 {other_sets(rep)}
 {bill_lines(rep.get('bill'))}
 ## How each model was priced
