@@ -145,6 +145,7 @@ class ModelResult(Stats):
     failed: int = 0
     latency_p50_s: float = 0.0
     latency_p95_s: float = 0.0
+    latency_rule: str = ""  # what the latency figures time (one request alone, or the quality pass's requests in flight)
     throughput_rps: float | None = None
     wall_seconds: float = 0.0
     prompt_tokens: int = 0

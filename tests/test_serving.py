@@ -58,6 +58,10 @@ def test_the_same_weights_under_the_same_prompt_are_measured_once(tmp_path):
     assert len(lines) == 3 and all(x.split(": ", 1)[1].startswith(("teacher ", "base_student "))
                                    and x.count(" s") == 2 and "base_few_shot" not in x for x in lines)
     assert ("bf16" if cpu_bf16() else "fp32") in out["teacher"]["engine"]
+    # issue 36: latency is each request served alone (one figure per request, the twin's the same), not the
+    # quality pass's send-to-reply time with the other requests queued and batched alongside
+    assert len(out["teacher"]["latency_s"]) == len(shots) and all(x > 0 for x in out["teacher"]["latency_s"])
+    assert out["base_few_shot"]["latency_s"] == out["teacher"]["latency_s"] != out["base_student"]["latency_s"]
     fp32 = measure(served[:1], load_config(None, []).pricing, rounds=3, batch_size=4, max_new_tokens=4, threads=1,
                    precision="fp32", log=lines.append)
     assert "fp32" in fp32["teacher"]["engine"]

@@ -266,7 +266,11 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
                                             zip(stu["serving"]["usd_per_1k"], tea["serving"]["usd_per_1k"])]
     routed = [p["routed"] for p in read_jsonl(rd / "eval" / "eval" / "cascade.jsonl")]
     assert len(routed) == 8 and sum(routed) / 8 == share
+    # latency is time per request (each served alone) wherever the serving measurement ran
+    lat = sorted(stu["serving"]["latency_s"])
+    assert len(lat) == stu["serving"]["requests"] and lat[0] <= stu["latency_p50_s"] <= stu["latency_p95_s"] <= lat[-1]
     md = (rd / "report.md").read_text()
+    assert f"Latency: {len(lat)} requests, each alone" in md
     for text in ("gleu 95% CI", "gleu minus teacher (95% CI)", "gleu is the GLEU of grammatical error correction",
                  "sari is Xu et al.'s SARI", "## Was fine-tuning needed? The progression", "![the progression](progression.png)",
                  "| step | prompt | prompt tokens |", "## The whole bill", "Break-even",

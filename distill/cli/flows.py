@@ -28,6 +28,19 @@ def _deployment_params(config: Path | None, run_dir: Path | None, overrides: lis
     return params
 
 
+def _check_api(url: str) -> None:
+    """One line, before the config is read or anything is created, when the Prefect API does not answer."""
+    import httpx
+
+    from distill.text import scrub
+
+    try:
+        httpx.get(url.rstrip("/") + "/health", timeout=10).raise_for_status()
+    except httpx.HTTPError as e:
+        fail(scrub(f"PREFECT_API_URL {url}: the Prefect API does not answer ({type(e).__name__}: {e}); "
+                   "start it with `prefect server start`"))
+
+
 @app.command()
 def deploy(name: Annotated[str, typer.Option(help="Deployment name.")] = "nightly",
            pool: Annotated[str, typer.Option(help="Process work pool (created if missing).")] = "distill",
@@ -42,6 +55,7 @@ def deploy(name: Annotated[str, typer.Option(help="Deployment name.")] = "nightl
 
     if not os.environ.get("PREFECT_API_URL"):
         fail("PREFECT_API_URL is not set: start a server (`prefect server start`) and point PREFECT_API_URL at it")
+    _check_api(os.environ["PREFECT_API_URL"])
     dep_id = create_deployment(name, pool, cron, active, _deployment_params(config, run_dir, set, name))
     print(f"deployment distill/{name} ({dep_id}) on pool '{pool}', schedule '{cron}' {'active' if active else 'inactive'}")
     print(f"start a worker:  prefect worker start --pool {pool}")

@@ -2,6 +2,7 @@
 PREFECT_API_URL names a server (then that server is used as is)."""
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import subprocess
@@ -27,6 +28,24 @@ def use_local_prefect(rd: RunDir) -> None:
     # a new database is migrated at first start; Prefect's default 20 s is too short on 2 cold cores
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     seed_database(home)
+
+
+class _NoTraceback(logging.Filter):
+    def __init__(self, expected: tuple[type[BaseException], ...]):
+        super().__init__()
+        self.expected = expected
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], self.expected):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_tracebacks(expected: tuple[type[BaseException], ...]) -> None:
+    """Prefect logs a failed flow or task run with its traceback; for the errors `distill run` ends in
+    one line of its own, the traceback says nothing more."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(_NoTraceback(expected))
 
 
 def seed_database(home: Path) -> None:

@@ -84,16 +84,18 @@ def run(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None,
     from distill.stages.context import ALL_STAGES
 
     ctx = setup(config, run_dir, set, new=True, stages=ALL_STAGES, force=force)
-    from distill.cli.prefect_home import use_local_prefect
+    from distill.cli.prefect_home import quiet_tracebacks, use_local_prefect
     from distill.flow import distill_flow
     from distill.report.console import show_report
     from distill.rundir import RunDirError
     from distill.teacher import TeacherError
 
     use_local_prefect(ctx.dir)
+    expected = (ConfigError, DataError, RunDirError, TeacherError)
+    quiet_tracebacks(expected)  # they end in one line below; Prefect's log keeps the message
     with ctx:  # the flow runs on this open run (found by its key): one preflight, one teacher, the key in memory only
         try:
             report = distill_flow(run_dir=str(ctx.dir.root), run_key=ctx.key)
-        except (ConfigError, DataError, RunDirError, TeacherError) as e:
+        except expected as e:
             fail(str(e))
     show_report(report, ctx.dir.report_md)

@@ -43,6 +43,11 @@ class Student(Strict):
     trust_remote_code: bool = Field(False, description="Allow model repositories to run their own Python code. Off unless you trust the source.")
     hardware: str = Field("cpu-2core", description="Key of pricing.hardware the student is evaluated and priced on.")
 
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v):
+        return check_name(v, "student name")  # it names students/<name>/ and checkpoints/<name>/
+
 
 class LadderStudent(Student):
     keep_layers: int | None = Field(None, ge=1, description="Keep this many decoder layers of the weights it starts from (the base model, or init_from's) before fine-tuning: a smaller student initialised from a larger one (DistilBERT/Minitron style); which layers: `prune`. null = all.")
@@ -54,11 +59,6 @@ class LadderStudent(Student):
     method: Literal["sft", "logit_kd", "on_policy"] | None = Field(None, description="Training method for this candidate (see training.method); null = training.method. One ladder can compare methods on the same rows.")
     kd_teacher: str | None = Field(None, description="Where this candidate's logit-level signal comes from (see training.kd_teacher); null = training.kd_teacher.")
     init_from: str | None = Field(None, description="Start from the trained weights of a student listed before this one instead of the base: e.g. on_policy after an SFT warm start, as GKD does (a student that samples nonsense gives the teacher nothing to correct). With keep_layers those weights are cut: Minitron's order, the larger model first corrected on the data, then pruned, then distilled. Without, the layers are that student's.")
-
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, v):
-        return check_name(v, "student name")  # it names students/<name>/ and checkpoints/<name>/
 
 
 class Training(Strict):

@@ -101,6 +101,22 @@ def _build_tokenizer(gguf, writer, model_dir: Path, tok) -> str | None:
             "differently from transformers in rare cases")
 
 
+def check_weights(model_dir: Path) -> None:
+    """Every safetensors file of model_dir opens and its header's tensors fit the file: a damaged
+    (cut, overwritten) file is named here, before anything is written."""
+    from safetensors import safe_open
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise ExportError(f"{model_dir}: no *.safetensors file (run `distill train` again)")
+    for f in files:
+        try:
+            with safe_open(str(f), framework="np") as weights:
+                weights.keys()
+        except Exception as e:
+            raise ExportError(f"{f}: damaged safetensors file ({e}); run `distill train` again") from None
+
+
 def write_gguf(model_dir: Path, target: Path, *, quant: str = "q8_0", name: str = "student",
                reference: Path | None = None) -> str | None:
     """Write model_dir (a safetensors Llama directory) to target atomically; returns a caveat or None."""

@@ -1,4 +1,4 @@
-"""report.md: the verdict, the CoEdIT-style table, how each model was priced, data, teacher usage,
+"""report.md: the verdict, the CoEdIT-style table, how each model was priced and timed, data, teacher usage,
 training and wall time."""
 from __future__ import annotations
 
@@ -181,7 +181,8 @@ def render_markdown(rep: dict, plot: str, progression_plot: str = "") -> str:
     stages = "\n".join(f"| {r['stage']} | {r['in']} | {r['kept']} | {r['dropped']} | {r['top reasons']} |"
                        for r in filter_rows(d["by_stage"]))
     rules = "\n".join(f"- **{r['name']}** ({r['prompt']}; quality pass on {r['engine']}): {r['cost_rule']}"
-                      + (f". ¹ {r['cost_note']}" if r.get("cost_note") else "") for r in rep["models"])
+                      + (f". ¹ {r['cost_note']}" if r.get("cost_note") else "")
+                      + (f". Latency: {r['latency_rule']}" if r.get("latency_rule") else "") for r in rep["models"])
     wall = ", ".join(f"{k} {v:.0f} s" for k, v in rep["wall_seconds"].items() if v is not None)
     return f"""# distill report: {rep['task']}
 
@@ -198,7 +199,7 @@ Eval set{f" '{rep['eval']['name']}'" if rep.get('eval_sets') else ''}: `{rep['ev
 {section(rep, progression_plot)}
 {other_sets(rep)}
 {bill_lines(rep.get('bill'))}
-## How each model was priced
+## How each model was priced and timed
 {rules}
 {_prices(rep.get('prices'))}
 ## Data

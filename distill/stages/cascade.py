@@ -66,6 +66,7 @@ def cascade_result(task, metric: str, student: ModelResult, teacher: ModelResult
         metrics=task.metrics(preds, refs, srcs), n=len(rows), failed=sum(a["error"] is not None for a in answers),
         latency_p50_s=round(statistics.median(lat), 4) if lat else 0.0,
         latency_p95_s=round(lat[min(len(lat) - 1, math.ceil(0.95 * len(lat)) - 1)], 4) if lat else 0.0,
+        latency_rule="the quality pass's: the student's time to reply, plus the teacher's for a routed row",
         breakdown=task.breakdown(preds, [r["output"] for r in rows]),
         cascade={"confidence": "mean token logprob of the student's answer", "threshold": thr,
                  "routed_share": share, "target": target, "bar": round(bar, 6), "meets_target": choice["meets"],

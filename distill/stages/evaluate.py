@@ -87,7 +87,8 @@ def score(ctx: RunContext, rows: list[dict], a: Answered, path: Path, tokenized:
         name=a.name, role=a.role, engine=a.engine, parameters=a.parameters, prompt=a.prompt,
         metrics=task.metrics(preds, refs, [r["input"] for r in rows]), n=len(rows),
         failed=sum(x["error"] is not None for x in a.answers), latency_p50_s=round(_percentile(lat, 50), 4),
-        latency_p95_s=round(_percentile(lat, 95), 4), throughput_rps=round(len(rows) / a.wall, 3) if a.wall else None,
+        latency_p95_s=round(_percentile(lat, 95), 4), latency_rule=QUALITY_PASS_LATENCY,
+        throughput_rps=round(len(rows) / a.wall, 3) if a.wall else None,
         wall_seconds=round(a.wall, 2), prompt_tokens=sum(x["prompt_tokens"] for x in a.answers),
         cached_tokens=sum(x.get("cached_tokens", 0) for x in a.answers),
         completion_tokens=sum(x["completion_tokens"] for x in a.answers), cost_per_1k_usd=per_1k,
@@ -97,6 +98,7 @@ def score(ctx: RunContext, rows: list[dict], a: Answered, path: Path, tokenized:
     return result, preds
 
 
+QUALITY_PASS_LATENCY = "the quality pass: send to reply, the other eval requests in flight (queue and shared batch included)"
 PROMPT_ONLY = ("base student", "prompted base student", "teacher", "prompted teacher")  # the steps before fine-tuning
 
 
@@ -157,6 +159,9 @@ def _serving_cost(ctx: RunContext, rows, local: list[InProcess], steps: Progress
         r = results[key]
         r.serving = {**m, "weights": how if key == "teacher" or key in TEACHER_STEPS else "safetensors"}
         r.cost_per_1k_usd = m["cost_per_1k_usd"]
+        r.latency_p50_s, r.latency_p95_s = (round(_percentile(m["latency_s"], q), 4) for q in (50, 95))
+        r.latency_rule = (f"{len(m['latency_s'])} requests, each alone (a batch of one, warm) on the serving "
+                          "measurement's engine: wall seconds")
         r.cost_rule = (f"serving measurement: median of {m['rounds']} interleaved rounds of {m['requests']} requests "
                        f"on {m['engine']}, ${m['usd_per_hour']:g}/h on {m['hardware']}"
                        + (f"; the {m['cached_tokens']}-token shared prompt prefix computed once (prompt cache)"

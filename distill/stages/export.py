@@ -10,7 +10,7 @@ from pathlib import Path
 
 from distill.config import ConfigError
 from distill.io import atomic_dir, read_json, write_text_atomic
-from distill.models.gguf_export import ExportError, write_gguf
+from distill.models.gguf_export import ExportError, check_weights, write_gguf
 from distill.models.load import base_gguf
 from distill.report import markdown_table, verdict
 from distill.stages.context import RunContext, writes
@@ -66,6 +66,10 @@ def run(ctx: RunContext, *, student: str | None = None, formats: list[str] | Non
         raise FileNotFoundError(f"{src}: no trained student (run `distill train` first)")
     if cfg.export.push_model and not (cfg.export.hub_model_repo and os.environ.get(cfg.export.hub_token_env)):
         raise ConfigError(f"export.push_model needs export.hub_model_repo and a token in ${cfg.export.hub_token_env}")
+    try:
+        check_weights(src)
+    except ExportError as e:
+        raise ConfigError(str(e)) from None
     out = Exported(name, rd.export(name))
     rep = read_json(rd.report_json) if rd.report_json.exists() else None
     stats = TrainStats.read(rd.student_stats(name)) if rd.student_stats(name).exists() else TrainStats()

@@ -36,7 +36,7 @@ def build_report(ctx: RunContext) -> dict:
         row = {"key": key, **m.model_dump(include={
             "name", "role", "engine", "parameters", "metrics", "interval", "intervals", "vs_teacher", "vs_student",
             "cost_per_1k_usd", "cost_rule", "cost_note", "serving", "quality_pass_cost_per_1k_usd", "latency_p50_s",
-            "latency_p95_s", "throughput_rps", "prompt", "breakdown", "cascade"}),
+            "latency_p95_s", "latency_rule", "throughput_rps", "prompt", "breakdown", "cascade"}),
                "prompt_tokens": round(m.prompt_tokens / m.n) if m.n else None,
                "cached_tokens": round(m.cached_tokens / m.n) if m.n else None}
         if teacher:

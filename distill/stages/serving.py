@@ -13,7 +13,9 @@ side, as they would serve, each thread taking the next model of the round, which
 about 1/replicas of the wall time. The same weights under the same prompts are measured once. The
 prompt prefix a model's requests share (system prompt and shots) is computed once, at warm-up, and
 reused, as serving engines' prompt caches (vLLM, SGLang, llama.cpp) do: a long fixed prompt is paid
-for its own tokens' attention, not recomputed per request.
+for its own tokens' attention, not recomputed per request. Latency is timed last, apart from cost: each
+model serves the same requests one at a time (batch of one, warm, prefix cached), so it is the time a
+request takes on an idle replica, with no queue and no batch to share.
 """
 from __future__ import annotations
 
@@ -87,8 +89,8 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
         clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
         side_by_side = n_replicas if clock is time.thread_time else 1
         dtype = torch.bfloat16 if precision == "auto" and cpu_bf16() else torch.float32
-        seconds, cached = _rounds(list(first.values()), rounds, batch_size, max_new_tokens, trust_remote_code, dtype, clock,
-                          side_by_side, log)
+        seconds, cached, latency = _rounds(list(first.values()), rounds, batch_size, max_new_tokens, trust_remote_code,
+                                           dtype, clock, side_by_side, log)
         engine = engine_name(batch_size, dtype) + (f" x {n_replicas} replicas" if n_replicas > 1 else "")
     finally:
         torch.set_num_threads(before)
@@ -100,6 +102,7 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
                       "cached_tokens": cached[twin[s.key]],
                       "hardware": s.hardware, "usd_per_hour": price, "seconds": [round(x, 3) for x in seconds[twin[s.key]]],
                       **per_1k_cost(seconds[twin[s.key]], len(s.messages), price, n_replicas),
+                      "latency_s": [round(x, 4) for x in latency[twin[s.key]]],
                       **({"measured_as": twin[s.key]} if twin[s.key] != s.key else {})}
     return out
 
@@ -114,8 +117,9 @@ def per_1k_cost(seconds: list[float], requests: int, usd_per_hour: float, replic
 
 
 def _rounds(served: list[Served], rounds: int, batch_size: int, max_new_tokens: int, trust_remote_code: bool,
-            dtype, clock, side_by_side: int, log) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """Per model: the seconds of each round, and the length of the shared prompt prefix it cached."""
+            dtype, clock, side_by_side: int, log) -> tuple[dict[str, list[float]], dict[str, int], dict[str, list[float]]]:
+    """Per model: the seconds of each round, the length of the shared prompt prefix it cached, and the
+    latency of each request served alone (batch of one, after the rounds: warm, prefix cached)."""
     loaded = {}
     for s in served:  # models that share weights (the base student under three prompts) load once
         if s.path not in loaded:
@@ -128,6 +132,12 @@ def _rounds(served: list[Served], rounds: int, batch_size: int, max_new_tokens: 
         t0 = clock()  # in the thread that does the work: its own CPU seconds
         generate_batched(model, tok, messages, batch_size=batch_size, max_new_tokens=tokens, prefix_cache=caches[s.key])
         return clock() - t0
+
+    def alone(s: Served, tokens: int) -> list[float]:
+        model, tok = loaded[s.path]
+        answers = generate_batched(model, tok, s.messages, batch_size=1, max_new_tokens=tokens,
+                                   prefix_cache=caches[s.key])
+        return [a["latency_s"] for a in answers]
 
     seconds: dict[str, list[float]] = {s.key: [] for s in served}
     with ThreadPoolExecutor(side_by_side) as pool:
@@ -142,4 +152,6 @@ def _rounds(served: list[Served], rounds: int, batch_size: int, max_new_tokens: 
             for s, secs in zip(order, pool.map(lambda s: serve(s, s.messages, max_new_tokens), order)):
                 seconds[s.key].append(secs)
             log(f"serving round {r + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()))
-    return seconds, {k: max((len(p) for p in c), default=0) for k, c in caches.items()}
+        # latency: what one request waits on an idle replica, with no queue and no batch to share
+        latency = dict(zip((s.key for s in served), pool.map(lambda s: alone(s, max_new_tokens), served)))
+    return seconds, {k: max((len(p) for p in c), default=0) for k, c in caches.items()}, latency

@@ -18,6 +18,7 @@ import importlib
 import importlib.resources
 import importlib.util
 import sys
+import traceback
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -90,6 +91,14 @@ def load_folder(folder: Path) -> Task:
     return cls(spec, folder)
 
 
+def _raised_at(error: Exception, path: Path) -> str:
+    """`file:line` of the deepest frame of the task's own file in the error's traceback."""
+    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if Path(f.filename) == path]
+    if isinstance(error, SyntaxError) and error.lineno:
+        lines.append(error.lineno)
+    return f"{path}:{lines[-1]}" if lines else str(path)
+
+
 def _python_class(spec: TaskSpec, folder: Path) -> type[Task] | None:
     ref = spec.python or ("task.py" if (folder / "task.py").exists() else None)
     if ref is None:
@@ -107,12 +116,18 @@ def _python_class(spec: TaskSpec, folder: Path) -> type[Task] | None:
             module_spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(module_spec)
             sys.modules[name] = module
-            module_spec.loader.exec_module(module)
+            try:
+                module_spec.loader.exec_module(module)
+            except Exception as e:
+                del sys.modules[name]
+                raise TaskError(f"{_raised_at(e, path)}: {type(e).__name__}: {e} (while importing the task's code)") from None
     else:
         try:
             module = importlib.import_module(mod_ref)
         except ImportError as e:
             raise TaskError(f"{where}: cannot import '{mod_ref}' ({e})") from None
+        except Exception as e:
+            raise TaskError(f"{where}: importing '{mod_ref}' raised {type(e).__name__}: {e}") from None
     if cls_name:
         cls = getattr(module, cls_name, None)
         if not (isinstance(cls, type) and issubclass(cls, Task)):
