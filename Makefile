@@ -8,13 +8,14 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 # apt needs root; as another user it goes through sudo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
+# llama.cpp is compiled once (build_server) for llama-server and llama-cpp-python's bindings alike: the
+# bindings go in uncompiled, kept out of pip's cache (which would hand them to other installs). -qq: pip
+# still prints errors, not setuptools' notes on editable installs.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=24"
-	# llama.cpp is compiled once, below, for llama-server and llama-cpp-python's bindings alike: the
-	# bindings go in uncompiled (kept out of pip's cache, which would hand them to other installs)
-	CMAKE_ARGS=-DLLAMA_BUILD=OFF $(PY) -m pip install --quiet --no-cache-dir --no-deps -c constraints.txt llama-cpp-python
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[local,test]'
+	$(PY) -m pip install -qq --upgrade "pip>=24"
+	CMAKE_ARGS=-DLLAMA_BUILD=OFF $(PY) -m pip install -qq --no-cache-dir --no-deps -c constraints.txt llama-cpp-python
+	$(PY) -m pip install -qq -c constraints.txt -e '.[local,test]'
 	$(PY) -m distill.teacher.build_server --if-missing
 	touch $@
 

@@ -153,7 +153,7 @@ def test_api_key_reaches_the_server_but_no_file_or_log(tmp_path):
         sets = ["teacher.endpoint.launch_local=false", f"teacher.endpoint.base_url={fake.base_url}", "teacher.model=fake-model",
                 f"teacher.api_key={sentinel}", "teacher.budget.max_requests=20",
                 "generation.input_requests=4", "training.max_steps=2", "eval.max_rows=4", "eval.max_new_tokens=8",
-                "eval.models=[teacher,student]", "eval.serving.requests=4"]
+                "eval.models=[teacher,student]", "eval.serving.requests=4", "eval.serving.rounds=1"]
         r = subprocess.run(distill_cmd("run", "--run-dir", str(rd), *[a for x in sets for a in ("--set", x)]),
                            cwd=ROOT, env=env, capture_output=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -1,6 +1,7 @@
 """Issue 36 (hardening round 3): each item reproduced against the real CLI or the real component, its
 docstring naming the item."""
 import json
+import os
 
 import pytest
 
@@ -464,3 +465,22 @@ def test_intervals_of_percentages_have_two_decimals_and_of_fractions_four():
     preds = [f"She goes to the {w} now ." if i % 3 else "He go ." for i, w in enumerate("abcdefghijklm")]
     iv = metric_intervals(grammar, ["google_bleu"], preds, ["She goes to the shop now ."] * 13, ["x"] * 13)["google_bleu"]
     assert all(0 <= v <= 1 and round(v, 4) == v for v in iv.values()) and any(round(v, 2) != v for v in iv.values()), iv
+
+
+def test_a_second_distill_run_on_a_busy_run_directory_is_refused_before_prefect_starts(tmp_path):
+    """Tracebacks: a second `distill run` on a busy run directory was refused only after ~26 s of starting
+    a Prefect server; the lock is checked first."""
+    import subprocess
+
+    from distill.stages.context import prepare_run
+    from tests.conftest import distill_cmd
+    from tests.test_hardening import _env
+
+    rd = tmp_path / "run"
+    ctx = prepare_run(None, rd, ["generation.input_requests=6"])
+    with ctx.dir.lock():  # this process is the run that holds it
+        r = subprocess.run(distill_cmd("run", "--run-dir", str(rd)), env={**_env(), "PREFECT_HOME": str(tmp_path / "p")},
+                           capture_output=True, text=True, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 2 and f"run directory in use by pid {os.getpid()}" in out, out[-2000:]
+    assert "Starting temporary server" not in out and "Traceback" not in out, out[-2000:]
