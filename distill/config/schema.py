@@ -96,6 +96,7 @@ class Serving(Strict):
     rounds: int = Field(3, ge=1, description="Interleaved rounds of the serving measurement; each round serves every self-hosted model in turn, in a rotated order, so drift in the machine's load lands on all of them alike.")
     requests: int = Field(16, ge=1, description="Eval requests each model serves per round (the first N eval rows, in each model's own prompt).")
     batch_size: int | None = Field(None, ge=1, description="Requests per batch on the serving engine; null = eval.batch_size.")
+    latency_requests: int = Field(8, ge=1, description="Requests each model serves one at a time, after the rounds, for its latency (the first N of `requests`): the time one request takes on an idle replica, with no queue and no batch to share.")
     precision: Literal["auto", "fp32"] = Field("auto", description="What the serving engine computes in, for every model alike. auto = bf16 weights where the CPU computes bf16 natively (AVX512-BF16 or AMX: one thread served the 6-shot teacher's batch of 16 in 6.9 s of CPU time instead of 13.0 s in fp32 on Zen 4, with the same greedy answers), else fp32; fp32 = always fp32.")
     threads: int | None = Field(1, ge=1, description="CPU threads per model replica while measuring; the machine is taken to serve cpu_count // threads replicas side by side, so a request costs its replica's seconds x the hourly price / replicas. One thread per replica serves small models fastest on CPU and keeps a busy core from skewing the comparison. null = torch's default, one replica. Ignored on a GPU.")
 

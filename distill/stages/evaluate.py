@@ -153,6 +153,7 @@ def _serving_cost(ctx: RunContext, rows, local: list[InProcess], steps: Progress
     t0 = time.perf_counter()
     measured = measure(served, cfg.pricing, rounds=sv.rounds, batch_size=sv.batch_size or cfg.eval.batch_size,
                        max_new_tokens=cfg.eval.max_new_tokens, threads=sv.threads, precision=sv.precision,
+                       latency_requests=sv.latency_requests,
                        trust_remote_code=cfg.student.trust_remote_code)
     wall = time.perf_counter() - t0
     for key, m in measured.items():

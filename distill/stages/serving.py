@@ -66,7 +66,7 @@ def replicas(threads: int | None) -> tuple[int | None, int]:
 
 
 def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: int, max_new_tokens: int,
-            threads: int | None = 1, precision: str = "auto", trust_remote_code: bool = False,
+            threads: int | None = 1, precision: str = "auto", trust_remote_code: bool = False, latency_requests: int = 8,
             log=print) -> dict[str, dict]:
     """Per model key: seconds and cost per 1k requests per round, the median and the spread."""
     import torch
@@ -90,7 +90,7 @@ def measure(served: list[Served], pricing: Pricing, *, rounds: int, batch_size: 
         side_by_side = n_replicas if clock is time.thread_time else 1
         dtype = torch.bfloat16 if precision == "auto" and cpu_bf16() else torch.float32
         seconds, cached, latency = _rounds(list(first.values()), rounds, batch_size, max_new_tokens, trust_remote_code,
-                                           dtype, clock, side_by_side, log)
+                                           dtype, clock, side_by_side, log, latency_requests)
         engine = engine_name(batch_size, dtype) + (f" x {n_replicas} replicas" if n_replicas > 1 else "")
     finally:
         torch.set_num_threads(before)
@@ -117,9 +117,11 @@ def per_1k_cost(seconds: list[float], requests: int, usd_per_hour: float, replic
 
 
 def _rounds(served: list[Served], rounds: int, batch_size: int, max_new_tokens: int, trust_remote_code: bool,
-            dtype, clock, side_by_side: int, log) -> tuple[dict[str, list[float]], dict[str, int], dict[str, list[float]]]:
+            dtype, clock, side_by_side: int, log,
+            latency_requests: int) -> tuple[dict[str, list[float]], dict[str, int], dict[str, list[float]]]:
     """Per model: the seconds of each round, the length of the shared prompt prefix it cached, and the
-    latency of each request served alone (batch of one, after the rounds: warm, prefix cached)."""
+    latency of each of its first `latency_requests` requests served alone (a batch of one, after the
+    rounds: warm, the prefix cached)."""
     loaded = {}
     for s in served:  # models that share weights (the base student under three prompts) load once
         if s.path not in loaded:
@@ -135,7 +137,7 @@ def _rounds(served: list[Served], rounds: int, batch_size: int, max_new_tokens: 
 
     def alone(s: Served, tokens: int) -> list[float]:
         model, tok = loaded[s.path]
-        answers = generate_batched(model, tok, s.messages, batch_size=1, max_new_tokens=tokens,
+        answers = generate_batched(model, tok, s.messages[:latency_requests], batch_size=1, max_new_tokens=tokens,
                                    prefix_cache=caches[s.key])
         return [a["latency_s"] for a in answers]
 
