@@ -106,6 +106,13 @@ def test_on_policy_settings_reach_trl_and_vllm_sampling_is_planned_for_a_gpu(tmp
     args = distillation_config(t, cpu, tmp_path)
     assert (args.beta, args.temperature, args.max_completion_length, args.max_steps) == (0.5, 0.7, 24, 7)
     assert args.use_vllm is False and args.use_cpu and args.learning_rate == t.learning_rate
+    # the memory setting reaches TRL under transformers' current name (the old one warned on every run)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        saving = distillation_config(t.model_copy(update={"gradient_checkpointing": True}), cpu, tmp_path)
+    assert saving.activation_checkpointing is True and args.activation_checkpointing is False
     gpu_t = t.model_copy(update={"on_policy_vllm": True})
     with pytest.raises(ValueError, match="on_policy_vllm needs a GPU"):
         distillation_config(gpu_t, cpu, tmp_path)

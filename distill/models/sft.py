@@ -139,7 +139,7 @@ def distillation_config(t: Training, plan: dict, output_dir: Path):
     sft = sft_config(t, plan, output_dir)
     same = ("output_dir", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
             "learning_rate", "lr_scheduler_type", "warmup_steps", "logging_steps", "save_steps", "save_total_limit",
-            "gradient_checkpointing", "deepspeed", "ddp_find_unused_parameters", "bf16", "fp16", "use_cpu", "seed",
+            "activation_checkpointing", "deepspeed", "ddp_find_unused_parameters", "bf16", "fp16", "use_cpu", "seed",
             "data_seed", "report_to", "dataloader_num_workers", "disable_tqdm")
     return DistillationConfig(**{k: getattr(sft, k) for k in same}, temperature=t.kd_temperature, beta=t.kd_beta,
                               max_completion_length=t.on_policy_max_new_tokens, use_vllm=t.on_policy_vllm,
