@@ -45,7 +45,9 @@ def quiet_tracebacks(expected: tuple[type[BaseException], ...]) -> None:
     """Prefect logs a failed flow or task run with its traceback; for the errors `distill run` ends in
     one line of its own, the traceback says nothing more."""
     for name in ("prefect.flow_runs", "prefect.task_runs"):
-        logging.getLogger(name).addFilter(_NoTraceback(expected))
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _NoTraceback) for f in log.filters):  # once per process
+            log.addFilter(_NoTraceback(expected))
 
 
 def seed_database(home: Path) -> None:
