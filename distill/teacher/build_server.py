@@ -56,7 +56,7 @@ def build(target: Path, version: str | None = None, log=print) -> Path:
     with tempfile.TemporaryDirectory(prefix="llama-server-") as tmp:
         t = Path(tmp)
         log(f"llama-server: downloading the llama-cpp-python {version} sdist")
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+        subprocess.run([sys.executable, "-m", "pip", "download", "-qq", "--no-deps", "--no-binary", ":all:",
                         f"llama_cpp_python=={version}", "-d", str(t)], check=True)
         sdist = next(t.glob("llama_cpp_python-*.tar.gz"))
         with tarfile.open(sdist) as tar:
