@@ -53,6 +53,158 @@ def full_usage(body: dict) -> dict:
     return {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """One request to the fake server; the FakeOpenAI it belongs to holds the script and records."""
+
+    @property
+    def fake(self) -> "FakeOpenAI":
+        return self.server.fake
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        self.fake.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
+        self.fake.gets.append(self.path)
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if parts[1:2] == ["files"] and parts[-1] == "content":
+            data = self.fake.files[parts[2]]
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        if parts[1:2] == ["batches"]:
+            with self.fake._lock:
+                if len(parts) == 2:
+                    return self._send(200, {"object": "list", "has_more": False,
+                                            "data": list(reversed(self.fake.batches.values()))})
+                return self._send(200, self.fake._advance(parts[2]))
+        self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in self.fake.models]})
+
+    def do_POST(self):
+        if self.path.startswith("/v1/files"):
+            return self._upload_file()
+        if self.path.startswith("/v1/batches"):
+            return self._create_batch()
+        return self._chat()
+
+    def _upload_file(self):
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        msg = email.parser.BytesParser().parsebytes(
+            b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
+        fields = {p.get_param("name", header="content-disposition"): p.get_payload(decode=True)
+                  for p in msg.walk() if not p.is_multipart()}
+        assert fields["purpose"].strip() == b"batch", fields.get("purpose")
+        with self.fake._lock:
+            fid = f"file-{next(self.fake._ids)}"
+            self.fake.files[fid] = fields["file"]
+        return self._send(200, {"id": fid, "object": "file", "bytes": len(fields["file"]),
+                                "created_at": 0, "filename": "batch.jsonl", "purpose": "batch"})
+
+    def _create_batch(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with self.fake._lock:
+            bid = f"batch_{next(self.fake._ids)}"
+            lines = [json.loads(x) for x in self.fake.files[body["input_file_id"]].splitlines() if x.strip()]
+            self.fake.batch_lines += [x["custom_id"] for x in lines]
+            self.fake.batches[bid] = {
+                "id": bid, "object": "batch", "endpoint": body["endpoint"], "errors": None,
+                "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
+                "status": "validating", "output_file_id": None, "error_file_id": None, "created_at": 0,
+                "request_counts": {"total": len(lines), "completed": 0, "failed": 0}}
+            return self._send(200, self.fake.batches[bid])
+
+    def _chat(self):
+        try:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        except (ValueError, TypeError):  # a client that gave up mid-request (after a reset)
+            return
+        with self.fake._lock:
+            self.fake.requests.append(body)
+            self.fake.times.append(time.monotonic())
+            self.fake.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
+            if self.fake.script:
+                step = self.fake.script.pop(0)
+            elif self.fake.fault_rate and self.fake.rng.random() < self.fake.fault_rate:
+                step = {"fault": self.fake.rng.choice(self.fake.faults)}
+            else:
+                step = dict(self.fake.default)
+            if "fault" in step:
+                self.fake.injected[step["fault"]] = self.fake.injected.get(step["fault"], 0) + 1
+        try:
+            self._respond(body, step)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _respond(self, body, step):
+        fault = step.get("fault")
+        if fault in ("429", "500", "502", "503"):
+            headers = {"Retry-After": "0"} if fault == "429" else {}
+            return self._send(int(fault), {"error": {"message": f"injected {fault}"}}, headers)
+        if fault == "reset":
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if fault == "timeout":
+            time.sleep(self.fake.timeout_sleep_s)
+            return
+        if fault == "drip":  # headers at once, then a byte a second: no read ever times out
+            data = json.dumps({"choices": [], "padding": " " * 4096}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(1.0)
+            return
+        if fault == "malformed":
+            data = b'{"id": "chatcmpl-fake", "choices": [{"index": 0, "message": {"content": "He'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        status = step.get("status", 200)
+        if status != 200:
+            # echo_auth: a careless server that quotes the request's credentials in its error
+            echo = f" for {self.headers.get('Authorization')}" if step.get("echo_auth") else ""
+            return self._send(status, {"error": {"message": f"injected {status}{echo}"}}, step.get("headers", {}))
+        text = step.get("text")
+        finish = step.get("finish_reason", "stop")
+        if fault == "empty":
+            text = ""
+        elif fault == "truncated":
+            text, finish = self.fake.reply(body)[:12], "length"
+        elif fault == "chatter":
+            text = "Sure! Here is the corrected sentence for you:"
+        if text is None:
+            text = self.fake.reply(body)
+        if fault == "null":  # what some servers send for a refusal or a filtered reply
+            text = None
+        self._send(200, {
+            "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": finish,
+                         "message": {"role": "assistant", "content": text},
+                         "logprobs": fake_logprobs(text or "", body.get("top_logprobs"))
+                         if body.get("logprobs") else None}],
+            "usage": self.fake.usage(body),
+        })
+
+    def _send(self, status, obj, headers=None):
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+
 class FakeOpenAI:
     def __init__(self, script: list[dict] | None = None, reply=plausible_reply, fault_rate: float = 0.0,
                  faults: list[str] = FAULTS, seed: int = 0, models: list[str] = ("fake-model",),
@@ -78,145 +230,8 @@ class FakeOpenAI:
         self.batch_lines: list[str] = []  # custom_id of every line ever submitted in a batch
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                outer.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
-                outer.gets.append(self.path)
-                parts = self.path.split("?")[0].strip("/").split("/")
-                if parts[1:2] == ["files"] and parts[-1] == "content":
-                    data = outer.files[parts[2]]
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/octet-stream")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    return
-                if parts[1:2] == ["batches"]:
-                    with outer._lock:
-                        if len(parts) == 2:
-                            return self._send(200, {"object": "list", "has_more": False,
-                                                    "data": list(reversed(outer.batches.values()))})
-                        return self._send(200, outer._advance(parts[2]))
-                self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in outer.models]})
-
-            def do_POST(self):
-                if self.path.startswith("/v1/files"):
-                    raw = self.rfile.read(int(self.headers["Content-Length"]))
-                    msg = email.parser.BytesParser().parsebytes(
-                        b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + raw)
-                    fields = {p.get_param("name", header="content-disposition"): p.get_payload(decode=True)
-                              for p in msg.walk() if not p.is_multipart()}
-                    assert fields["purpose"].strip() == b"batch", fields.get("purpose")
-                    with outer._lock:
-                        fid = f"file-{next(outer._ids)}"
-                        outer.files[fid] = fields["file"]
-                    return self._send(200, {"id": fid, "object": "file", "bytes": len(fields["file"]),
-                                            "created_at": 0, "filename": "batch.jsonl", "purpose": "batch"})
-                if self.path.startswith("/v1/batches"):
-                    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                    with outer._lock:
-                        bid = f"batch_{next(outer._ids)}"
-                        lines = [json.loads(x) for x in outer.files[body["input_file_id"]].splitlines() if x.strip()]
-                        outer.batch_lines += [x["custom_id"] for x in lines]
-                        outer.batches[bid] = {
-                            "id": bid, "object": "batch", "endpoint": body["endpoint"], "errors": None,
-                            "input_file_id": body["input_file_id"], "completion_window": body["completion_window"],
-                            "status": "validating", "output_file_id": None, "error_file_id": None, "created_at": 0,
-                            "request_counts": {"total": len(lines), "completed": 0, "failed": 0}}
-                        return self._send(200, outer.batches[bid])
-                try:
-                    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                except (ValueError, TypeError):  # a client that gave up mid-request (after a reset)
-                    return
-                with outer._lock:
-                    outer.requests.append(body)
-                    outer.times.append(time.monotonic())
-                    outer.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
-                    if outer.script:
-                        step = outer.script.pop(0)
-                    elif outer.fault_rate and outer.rng.random() < outer.fault_rate:
-                        step = {"fault": outer.rng.choice(outer.faults)}
-                    else:
-                        step = dict(outer.default)
-                    if "fault" in step:
-                        outer.injected[step["fault"]] = outer.injected.get(step["fault"], 0) + 1
-                try:
-                    self._respond(body, step)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def _respond(self, body, step):
-                fault = step.get("fault")
-                if fault in ("429", "500", "502", "503"):
-                    headers = {"Retry-After": "0"} if fault == "429" else {}
-                    return self._send(int(fault), {"error": {"message": f"injected {fault}"}}, headers)
-                if fault == "reset":
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                if fault == "timeout":
-                    time.sleep(outer.timeout_sleep_s)
-                    return
-                if fault == "drip":  # headers at once, then a byte a second: no read ever times out
-                    data = json.dumps({"choices": [], "padding": " " * 4096}).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    for i in range(len(data)):
-                        self.wfile.write(data[i:i + 1])
-                        self.wfile.flush()
-                        time.sleep(1.0)
-                    return
-                if fault == "malformed":
-                    data = b'{"id": "chatcmpl-fake", "choices": [{"index": 0, "message": {"content": "He'
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    return
-                status = step.get("status", 200)
-                if status != 200:
-                    # echo_auth: a careless server that quotes the request's credentials in its error
-                    echo = f" for {self.headers.get('Authorization')}" if step.get("echo_auth") else ""
-                    return self._send(status, {"error": {"message": f"injected {status}{echo}"}}, step.get("headers", {}))
-                text = step.get("text")
-                finish = step.get("finish_reason", "stop")
-                if fault == "empty":
-                    text = ""
-                elif fault == "truncated":
-                    text, finish = outer.reply(body)[:12], "length"
-                elif fault == "chatter":
-                    text = "Sure! Here is the corrected sentence for you:"
-                if text is None:
-                    text = outer.reply(body)
-                if fault == "null":  # what some servers send for a refusal or a filtered reply
-                    text = None
-                self._send(200, {
-                    "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": finish,
-                                 "message": {"role": "assistant", "content": text},
-                                 "logprobs": fake_logprobs(text or "", body.get("top_logprobs"))
-                                 if body.get("logprobs") else None}],
-                    "usage": outer.usage(body),
-                })
-
-            def _send(self, status, obj, headers=None):
-                data = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server.fake = self
         self.server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
