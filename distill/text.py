@@ -62,3 +62,16 @@ def scrub(text: str, *secrets: str | None) -> str:
         if s and len(s) >= 4:  # a 1-3 character "key" would blank out ordinary words
             text = text.replace(s, "***")
     return text
+
+
+def raised_at(error: BaseException, filename: str, default_line: int | None = None) -> str:
+    """`file:line` of the deepest frame of `filename` in the error's traceback (a syntax error's own
+    line counts), else `file:default_line`, else the file alone: where user code went wrong."""
+    import traceback
+
+    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if f.filename == filename]
+    if isinstance(error, SyntaxError) and error.lineno and error.filename == filename:
+        lines.append(error.lineno)
+    line = lines[-1] if lines else default_line
+    return f"{filename}:{line}" if line else filename
+

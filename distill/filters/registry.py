@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import time
-import traceback
 from collections import Counter
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -13,6 +12,7 @@ from typing import Callable, Protocol
 from distill.io import DataError
 from distill.records import Message, Row
 from distill.tasks import Task
+from distill.text import raised_at
 
 
 @dataclass(frozen=True)
@@ -136,19 +136,15 @@ def apply_filter(name: str, params: dict, rows: list[Row], ctx: FilterContext) -
     except Exception as e:
         if str(getattr(fn, "__module__", "")).startswith("distill."):
             raise  # the built-ins' own errors (a teacher that stopped answering) carry their message
-        raise FilterFailed(f"filter '{name}' ({_raised_at(e, fn)}) raised {type(e).__name__}: {e}") from None
+        raise FilterFailed(f"filter '{name}' ({_where(e, fn)}) raised {type(e).__name__}: {e}") from None
     if len(verdicts) != len(rows):
         raise RuntimeError(f"filter '{name}' returned {len(verdicts)} verdicts for {len(rows)} rows")
     return verdicts
 
 
-def _raised_at(error: Exception, fn: FilterFn) -> str:
-    """file:line of the deepest frame in the filter's own file, else where the function is defined."""
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return str(getattr(fn, "__module__", fn))
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == code.co_filename]
-    return f"{code.co_filename}:{frames[-1].lineno if frames else code.co_firstlineno}"
+def _where(error: Exception, fn: FilterFn) -> str:
+    code = getattr(fn, "__code__", None)  # a plain function; a callable object is named by its module
+    return raised_at(error, code.co_filename, code.co_firstlineno) if code else str(getattr(fn, "__module__", fn))
 
 
 def run_filters(specs: list[tuple[str, dict]], rows: list[Row], ctx: FilterContext):

@@ -18,13 +18,13 @@ import importlib
 import importlib.resources
 import importlib.util
 import sys
-import traceback
 from importlib.metadata import entry_points
 from pathlib import Path
 
 from distill.tasks.base import Task
 from distill.tasks.kinds import KINDS, ClassificationTask, ExtractionTask, GenerationTask
 from distill.tasks.spec import TaskError, TaskSpec, read_spec
+from distill.text import raised_at
 
 ENTRY_POINTS = "distill.tasks"
 _TASKS: dict[str, type[Task]] = {}
@@ -91,14 +91,6 @@ def load_folder(folder: Path) -> Task:
     return cls(spec, folder)
 
 
-def _raised_at(error: Exception, path: Path) -> str:
-    """`file:line` of the deepest frame of the task's own file in the error's traceback."""
-    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if Path(f.filename) == path]
-    if isinstance(error, SyntaxError) and error.lineno:
-        lines.append(error.lineno)
-    return f"{path}:{lines[-1]}" if lines else str(path)
-
-
 def _python_class(spec: TaskSpec, folder: Path) -> type[Task] | None:
     ref = spec.python or ("task.py" if (folder / "task.py").exists() else None)
     if ref is None:
@@ -120,7 +112,7 @@ def _python_class(spec: TaskSpec, folder: Path) -> type[Task] | None:
                 module_spec.loader.exec_module(module)
             except Exception as e:
                 del sys.modules[name]
-                raise TaskError(f"{_raised_at(e, path)}: {type(e).__name__}: {e} (while importing the task's code)") from None
+                raise TaskError(f"{raised_at(e, str(path))}: {type(e).__name__}: {e} (while importing the task's code)") from None
     else:
         try:
             module = importlib.import_module(mod_ref)
