@@ -68,13 +68,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake.gets.append(self.path)
         parts = self.path.split("?")[0].strip("/").split("/")
         if parts[1:2] == ["files"] and parts[-1] == "content":
-            data = self.fake.files[parts[2]]
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return
+            return self._send_bytes(200, self.fake.files[parts[2]], "application/octet-stream")
         if parts[1:2] == ["batches"]:
             with self.fake._lock:
                 if len(parts) == 2:
@@ -161,13 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(1.0)
             return
         if fault == "malformed":
-            data = b'{"id": "chatcmpl-fake", "choices": [{"index": 0, "message": {"content": "He'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return
+            return self._send_bytes(200, b'{"id": "chatcmpl-fake", "choices": [{"index": 0, "message": {"content": "He')
         status = step.get("status", 200)
         if status != 200:
             # echo_auth: a careless server that quotes the request's credentials in its error
@@ -195,9 +183,11 @@ class _Handler(BaseHTTPRequestHandler):
         })
 
     def _send(self, status, obj, headers=None):
-        data = json.dumps(obj).encode()
+        self._send_bytes(status, json.dumps(obj).encode(), headers=headers)
+
+    def _send_bytes(self, status, data: bytes, content_type="application/json", headers=None):
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
