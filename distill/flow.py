@@ -25,7 +25,7 @@ from prefect.filesystems import LocalFileSystem
 from distill.config import Config, load_config
 from distill.report import comparison_rows, filter_rows
 from distill.rundir import RunDir
-from distill.stages import adapt, evaluate, generate, report, train
+from distill.stages import adapt, evaluate, generate, report, rounds, train
 from distill.stages import filter as filtering
 from distill.stages.context import ALL_STAGES, RunContext, current, prepare_run
 from distill.stages.shards import answer_shard, input_shard
@@ -93,6 +93,17 @@ def generate_task(run_key: str) -> dict:
     with shard_mapper(ctx.cfg) if ctx.cfg.generation.shards > 1 else nullcontext() as map_shards:
         stats = generate.run(ctx, map_shards or generate.sequential)
     get_run_logger().info("generate: %s", stats.last.model_dump(include={"requests_sent", "cache_hits", "failed", "cost_usd"}))
+    return stats.model_dump(mode="json")
+
+
+@task(name="generation-round", cache_policy=CACHE, retries=2, retry_delay_seconds=10, retry_condition_fn=transient,
+      log_prints=False)
+def round_task(run_key: str, round_no: int, upstream: dict | None) -> dict:
+    ctx = current(run_key)
+    with shard_mapper(ctx.cfg) if ctx.cfg.generation.shards > 1 else nullcontext() as map_shards:
+        stats = rounds.run(ctx, round_no, map_shards or generate.sequential)
+    get_run_logger().info("round %d: the student missed %d of %d probe rows; %d rows added", round_no, stats.missed,
+                          stats.probe_rows, stats.rows_added)
     return stats.model_dump(mode="json")
 
 
@@ -171,7 +182,8 @@ def distill_flow(config_path: str | None = None, run_dir: str | None = None, ove
 
 def run_stages(ctx: RunContext, stages: list[str]) -> dict | None:
     """The stage tasks in order, each given the run's key and its upstream's result, under the run's lock
-    (the whole flow is one writer: no other process writes between its stages)."""
+    (the whole flow is one writer: no other process writes between its stages). With generation.rounds > 1
+    each later round follows the filter stage and the filter stage runs again over every round's rows."""
     with ctx.dir.lock():
         # results live in the run directory; Prefect wants the storage block saved server-side first
         results_dir = ctx.dir.prefect_results.resolve()
@@ -188,6 +200,9 @@ def run_stages(ctx: RunContext, stages: list[str]) -> dict | None:
                     adapt_task.with_options(**opts)(ctx.key)
                 fn = steps[name].with_options(**opts)
                 upstream = results[name] = fn(ctx.key) if name == "generate" else fn(ctx.key, upstream)
+                for round_no in range(2, ctx.cfg.generation.rounds + 1) if name == "filter" else ():
+                    upstream = round_task.with_options(**opts)(ctx.key, round_no, upstream)  # the rows filtered again
+                    upstream = results[name] = fn(ctx.key, upstream)
         publish(ctx.dir, results.get("filter"), results.get("report"))
     return results.get("report")
 

@@ -14,6 +14,7 @@ what earlier stages wrote. Who may write to it at a time is `distill.runlock`.
       teacher/                the LoRA-adapted teacher (adapter/, merged/, checkpoints/)
       stats/<stage>.json      counts, tokens, cost, wall time
       checkpoints/[<name>/]   training checkpoints
+      rounds/<n>/             a later generation round's probing student (student/, checkpoints/, probes.jsonl)
       student/ | students/<name>/   the distilled student(s)
       eval/<eval-file>/       predictions per model + summary.json
       served/[<name>/]        a student's GGUF as evaluated, when not of the export's type (else the export's)
@@ -204,7 +205,26 @@ class RunDir:
         return self.root / "student" if name is None else self.root / "students" / name
 
     def student_stats(self, name: str | None = None) -> Path:
-        return self.student(name) / "train_stats.json"
+        return self.student_stats_in(self.student(name))
+
+    @staticmethod
+    def student_stats_in(folder: Path) -> Path:
+        """A trained student's own stats, inside its folder."""
+        return folder / "train_stats.json"
+
+    def round_dir(self, round_no: int) -> Path:
+        """What generation round round_no (2 and up) trained to find the student's misses."""
+        return self.root / "rounds" / str(round_no)
+
+    def round_student(self, round_no: int) -> Path:
+        return self.round_dir(round_no) / "student"
+
+    def round_checkpoints(self, round_no: int) -> Path:
+        return self.round_dir(round_no) / "checkpoints"
+
+    def round_probes(self, round_no: int) -> Path:
+        """The probe rows with the teacher's, the known and the probing student's answers."""
+        return self.round_dir(round_no) / "probes.jsonl"
 
     def checkpoints(self, name: str | None = None) -> Path:
         return self.root / "checkpoints" if name is None else self.root / "checkpoints" / name

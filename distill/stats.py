@@ -132,6 +132,23 @@ class TrainStats(Stats):
     students: dict[str, "TrainStats"] | None = None
 
 
+class RoundStats(Stats):
+    """A later generation round (stats/round<n>.json): how the student before it did on its probe rows and
+    the eval set, and what the round asked and kept."""
+
+    round: int | None = None
+    probe_rows: int | None = None  # kept rows of the round before, held out of the probing student's training
+    missed: int | None = None  # of those, the ones it got wrong: the round's Self-Instruct examples
+    missed_ids: list[str] = Field(default_factory=list)
+    by_checker: int | None = None  # misses the task's checker found (the rest: disagreements with the teacher)
+    trained_rows: int | None = None  # what the probing student was trained on
+    student_quality: dict[str, Any] | None = None  # the probing student on the headline eval set: {metric, value, low, high}
+    input_requests: int | None = None  # this round's Self-Instruct requests
+    rows_added: int | None = None  # rows of this round in generated.jsonl
+    usage: Usage | None = None
+    wall_seconds: float | None = None
+
+
 class ModelResult(Stats):
     """One model on the eval set, through the one harness."""
 

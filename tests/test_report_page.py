@@ -20,7 +20,7 @@ def _page(rows):
             "verdict": ["**The distilled student beats** <b>the teacher</b>"], "comparison_head": ["model"],
             "comparison": [{"model": "<i>m</i>"}], "figures": [], "models": [{"key": "teacher", "name": "T", "role": "teacher"}],
             "rows": rows, "student": None, "student_name": "s", "teacher": "teacher", "labels": [], "diff": True,
-            "routed": False, "confusion": [], "funnel": {"generated": 1, "kept": 1, "dropped": 0, "stages": []},
+            "routed": False, "confusion": [], "funnel": {"generated": 1, "kept": 1, "dropped": 0, "stages": []}, "rounds": [],
             "losses": [], "bill": {"one_off": [], "one_off_usd": 0.0, "serving_per_1k": {}, "break_even": None}}
 
 

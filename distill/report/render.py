@@ -173,6 +173,22 @@ def _confusion_lines(models: list[dict]) -> str:
     return ("\n## Confusion by label\n" + "\n".join(out) + "\n") if out else ""
 
 
+def rounds_lines(rounds: list[dict] | None) -> str:
+    """The generation rounds (generation.rounds > 1): what each added and how the student after it did."""
+    if not rounds:
+        return ""
+    lines = ["## Generation rounds",
+             "After each round but the last a student trained on the rows kept so far, less the probe rows, answered "
+             "those probe rows; the next round asked for inputs like the ones it got wrong. Round 1's rows include the seeds.",
+             "", "| round | rows kept | probe rows the student after it got wrong | its quality [95% CI] |", "|---|---|---|---|"]
+    for r in rounds:
+        p, q = r.get("probe"), r.get("student")
+        missed = f"{p['missed']} of {p['rows']} ({p['missed_pct']}%)" if p else "- (the last round)"
+        quality = f"{q['metric']} {q['value']:g} {interval_text(q)}" if q else "-"
+        lines.append(f"| {r['round']} | {r['rows_kept']} | {missed} | {quality} |")
+    return "\n".join(lines) + "\n"
+
+
 def render_markdown(rep: dict, plot: str, progression_plot: str = "") -> str:
     """report.md; `plot` and `progression_plot` are how the figures are shown (the Prefect UI cannot
     load a file of the run directory, so its artifact names the files instead)."""
@@ -209,6 +225,7 @@ Eval set{f" '{rep['eval']['name']}'" if rep.get('eval_sets') else ''}: `{rep['ev
 |---|---|---|---|---|
 {stages}
 
+{rounds_lines(rep.get('rounds'))}
 ## Teacher usage
 Adapted to the seeds by {rep['teacher_adaptation']['description']}. Generation: {u.get('requests_sent', 0)} requests sent ({u.get('cache_hits', 0)} reused from the store, {u.get('failed', 0)} failed), {u.get('prompt_tokens', 0)} prompt + {u.get('completion_tokens', 0)} completion tokens, ${u.get('cost_usd', 0):.4f} ({u.get('cost_rule')}).{_judge_line(rep.get('judge_usage'))}
 

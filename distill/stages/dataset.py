@@ -39,6 +39,8 @@ def dataset_card(cfg: Config, rd: RunDir, stats: FilterStats, seeds_path: Path, 
     usage = GenerateStats.read(rd.stats("generate")).totals.model_dump(exclude={"errors", "cost_rule", "finished_at"})
     edits = f" ({stats.kept_with_edit} with an edit)" if edits else ""
     g = cfg.generation
+    rounds = (f"; in {g.rounds} rounds, {g.round_share:.0%} of the requests for the rounds after the first, which ask for "
+              "inputs like the ones a student trained on the earlier rounds got wrong") if g.rounds > 1 else ""
     filters = "\n".join(f"| `{s['stage']}` | `{json.dumps(s['params'])}` | {s['in']} | {s['kept']} | {s['dropped']} |"
                         for s in stats.stages)
     return f"""---
@@ -61,7 +63,7 @@ Synthetic data made by `distill` from a seed set and a teacher model, then filte
 
 - **Seeds:** `{seeds_path}`
 - **Teacher:** `{cfg.teacher.model}` ({cfg.teacher.adaptation.few_shot}-shot, temperature {cfg.teacher.temperature}, {g.samples_per_input} sample(s) per input)
-- **Generation:** {g.input_requests} Self-Instruct requests x {g.inputs_per_request} inputs, {g.seeds_per_prompt} seeds per prompt, input temperature {g.input_temperature}
+- **Generation:** {g.input_requests} Self-Instruct requests x {g.inputs_per_request} inputs, {g.seeds_per_prompt} seeds per prompt, input temperature {g.input_temperature}{rounds}
 - **Teacher usage:** {json.dumps(usage)}
 - **Rows:** {stats.generated} generated, {stats.kept} kept{edits}, {stats.dropped} dropped
 

@@ -12,10 +12,11 @@ from typing import Callable
 
 from distill.config import Config
 from distill.filters import FilterContext, not_to_send
-from distill.io import write_jsonl
+from distill.io import read_jsonl, write_jsonl
 from distill.records import Row
 from distill.rundir import RunDir
 from distill.stages.context import RunContext, few_shot_examples, prepare_run, writes
+from distill.stages.round_plan import round_config
 from distill.stages.shards import ShardJob, ShardResult, answer_shard, candidate_row, input_plans, input_shard, worker_id
 from distill.stats import GenerateCounts, GenerateStats, Usage
 from distill.tasks import Task
@@ -32,19 +33,36 @@ def sequential(fn: Callable[..., ShardResult], calls: list[tuple]) -> list[Shard
 
 @writes
 def run(ctx: RunContext, map_shards: MapShards = sequential) -> GenerateStats:
-    """Both phases over generation.shards shards, then one generated.jsonl: the seed rows, then every
-    candidate input in order, answered, failed, or not asked (status "unasked": the filters on inputs
-    drop it). Rows come out the same, with the same ids, whatever the shard count or runner."""
-    cfg, t0 = ctx.cfg, time.perf_counter()
-    spent = spent_so_far(cfg, ctx.dir)
+    """Round 1: both phases over generation.shards shards, then one generated.jsonl: the seed rows, then
+    every candidate input in order, answered, failed, or not asked (status "unasked": the filters on
+    inputs drop it). Rows come out the same, with the same ids, whatever the shard count or runner."""
+    cfg = round_config(ctx.cfg, 1)
     job = ShardJob(cfg, ctx.dir, ctx.teacher(), ctx.seeds, ctx.shots, cfg.generation.shards)
-    candidates, inputs = new_inputs(ctx, job, spent, map_shards)
+    return generate_rows(ctx, job, [Row.from_seed(s) for s in ctx.seeds], map_shards, round_no=1)
+
+
+@writes
+def targeted(ctx: RunContext, round_no: int, examples: list[dict], map_shards: MapShards = sequential) -> GenerateStats:
+    """A later round: inputs like `examples` (rows a student got wrong), made by the task's code
+    (`inputs_like`) or asked of the teacher in Self-Instruct requests that show them instead of seeds.
+    The rows of the earlier rounds stay as they are (dedup and decontamination see them all); this
+    round's are added after them."""
+    cfg = round_config(ctx.cfg, round_no)
+    job = ShardJob(cfg, ctx.dir, ctx.teacher(), examples, ctx.shots, cfg.generation.shards)
+    earlier = [Row.from_dict(d) for d in read_jsonl(ctx.dir.generated)]
+    return generate_rows(ctx, job, [r for r in earlier if round_of(r) < round_no], map_shards, round_no=round_no)
+
+
+def generate_rows(ctx: RunContext, job: ShardJob, earlier: list[Row], map_shards: MapShards, *, round_no: int) -> GenerateStats:
+    """One round's two phases; generated.jsonl rewritten as `earlier` and then this round's rows."""
+    cfg, t0 = job.cfg, time.perf_counter()
+    spent = spent_so_far(cfg, ctx.dir)
+    candidates, inputs = new_inputs(ctx, job, spent, map_shards, earlier if round_no > 1 else None)
     spent = (spent[0] + inputs.usage.requests_sent - inputs.usage.retries,
              spent[1] + input_cost(cfg, inputs.usage, time.perf_counter() - t0))
-    seed_rows = [Row.from_seed(s) for s in ctx.seeds]
     rows = [candidate_row(cfg, ctx.task, c) for c in candidates]
     fctx = FilterContext(task=ctx.task, seeds=ctx.seeds, eval_rows=ctx.all_eval_rows)
-    skip = not_to_send(cfg.filter_specs(), seed_rows + rows, fctx)
+    skip = not_to_send(cfg.filter_specs(), earlier + rows, fctx)
     ask = [(i, c) for i, (c, row) in enumerate(zip(candidates, rows)) if row.id not in skip]
     n = job.shards
     answers = ShardResult.merge(map_shards(answer_shard, [(job, i, spent, ask[i::n]) for i in range(n)]))
@@ -53,19 +71,30 @@ def run(ctx: RunContext, map_shards: MapShards = sequential) -> GenerateStats:
     for row in rows:
         if row.id in skip:
             row.status = "unasked"
+        if round_no > 1:
+            row.meta["round"] = round_no
     stats = write_stats(cfg, ctx.dir, inputs, answers, time.perf_counter() - t0,
-                        counts(ctx, len(candidates), seed_rows, rows, inputs, answers))
+                        counts(ctx, job, len(candidates), earlier, rows, inputs, answers))
     check_usable(cfg, stats, answers)
-    write_jsonl(ctx.dir.generated, [r.to_dict() for r in seed_rows + rows])
+    write_jsonl(ctx.dir.generated, [r.to_dict() for r in earlier + rows])
     return stats
 
 
-def new_inputs(ctx: RunContext, job: ShardJob, spent: tuple[int, float],
-               map_shards: MapShards) -> tuple[list[dict], ShardResult]:
-    """Phase 1: the candidate inputs in plan order (made by the task's code, or asked of the teacher)."""
-    cfg, g = ctx.cfg, ctx.cfg.generation
-    made = ctx.task.programmatic_inputs(cfg.seed, g.input_requests * g.inputs_per_request,
-                                        {r["input"] for r in [*ctx.seeds, *ctx.all_eval_rows]})
+def round_of(row: Row) -> int:
+    return row.meta.get("round", 1)
+
+
+def new_inputs(ctx: RunContext, job: ShardJob, spent: tuple[int, float], map_shards: MapShards,
+               earlier: list[Row] | None = None) -> tuple[list[dict], ShardResult]:
+    """Phase 1: the candidate inputs in plan order, made by the task's code when it can (round 1: its
+    programmatic inputs; a later round, given the `earlier` rows: inputs like its examples) or asked of
+    the teacher."""
+    cfg, g = job.cfg, job.cfg.generation
+    n, exclude = g.input_requests * g.inputs_per_request, {r["input"] for r in [*ctx.seeds, *ctx.all_eval_rows]}
+    if earlier is None:
+        made = ctx.task.programmatic_inputs(cfg.seed, n, exclude)
+    else:
+        made = ctx.task.inputs_like(job.seeds, cfg.seed, n, exclude | {r.input for r in earlier})
     if made is not None:  # inputs made by code, with their answers: no Self-Instruct requests
         result = ShardResult(workers=[worker_id()])
         candidates = [{"id": "p-" + hashlib.sha256(m["input"].encode()).hexdigest()[:16], "text": m["input"],
@@ -83,15 +112,16 @@ def input_cost(cfg: Config, usage: Usage, seconds: float) -> float:
     return teacher_cost(cfg, usage.prompt_tokens, usage.completion_tokens, seconds if sent else 0.0)["usd"]
 
 
-def counts(ctx: RunContext, parsed: int, seed_rows: list[Row], rows: list[Row], inputs: ShardResult,
+def counts(ctx: RunContext, job: ShardJob, parsed: int, earlier: list[Row], rows: list[Row], inputs: ShardResult,
            answers: ShardResult) -> GenerateCounts:
+    """This round's counts (rows and seed_rows: all of generated.jsonl)."""
     cut = inputs.cut_short or answers.cut_short
     return GenerateCounts(
-        input_requests=ctx.cfg.generation.input_requests, failed_input_requests=inputs.failed, parsed_inputs=parsed,
-        rows=len(seed_rows) + len(rows), seed_rows=len(seed_rows),
+        input_requests=job.cfg.generation.input_requests, failed_input_requests=inputs.failed, parsed_inputs=parsed,
+        rows=len(earlier) + len(rows), seed_rows=sum(r.meta.get("source") == "seed" for r in earlier),
         teacher_rows_ok=sum(r.status == "ok" for r in rows), teacher_rows_failed=sum(r.status == "failed" for r in rows),
         teacher_rows_unasked=sum(r.status == "unasked" for r in rows), few_shot_ids=[s["id"] for s in ctx.shots],
-        shards=ctx.cfg.generation.shards, shard_workers=sorted(set(inputs.workers + answers.workers)), cut_short=cut)
+        shards=job.shards, shard_workers=sorted(set(inputs.workers + answers.workers)), cut_short=cut)
 
 
 def check_usable(cfg: Config, stats: GenerateStats, answers: ShardResult) -> None:

@@ -2,7 +2,7 @@
 frontier.png and progression.png from the stats and eval results the earlier stages wrote."""
 from __future__ import annotations
 
-from distill.io import read_json, references, write_json, write_text_atomic
+from distill.io import read_json, read_jsonl, references, write_json, write_text_atomic
 from distill.report import choose_model, frontier_keys, markdown_table, plot_frontier, plot_progression, render_markdown
 from distill.report.ledger import ledger, one_off
 from distill.report.phrases import cost_ratio
@@ -11,7 +11,7 @@ from distill.rundir import RunDir
 from distill.stages.adapt import describe
 from distill.stages.context import RunContext, writes
 from distill.stages.report_page import write_page
-from distill.stats import EvalSummary, FilterStats, GenerateStats, TrainStats
+from distill.stats import EvalSummary, FilterStats, GenerateStats, RoundStats, TrainStats
 from distill.teacher import cost_of
 
 ROLE_ORDER = {"teacher": 0, "prompted teacher": 1, "base student": 2, "prompted base student": 3, "distilled student": 4,
@@ -58,8 +58,7 @@ def build_report(ctx: RunContext) -> dict:
         "progression": progression(rows, student),
         "bill": _bill(ctx, rows, gen, filt, train, adapt, ev),
         "prices": _prices(cfg),
-        "task": ctx.task.name,
-        "frontier": frontier,
+        "task": ctx.task.name, "frontier": frontier,
         "selection": selection,
         "eval": headline_set(ctx, ev),
         "eval_sets": [other_set(ctx, name, rows) for name, rows in ctx.eval_sets.items()],
@@ -80,9 +79,33 @@ def build_report(ctx: RunContext) -> dict:
             "keep_layers", "kept_layers", "lora", "method", "kd_teacher", "steps", "parameters", "first_loss", "last_loss",
             "wall_seconds"})
                                 for k, v in (train.students or {}).items()},
+        "rounds": generation_rounds(ctx, student, metric),
         "wall_seconds": {"generate": gen.totals.wall_seconds if rd.stats("generate").exists() else None,
                          "filter": filt.wall_seconds, "train": train.wall_seconds, "evaluate": ev.wall_seconds},
     }
+
+
+def generation_rounds(ctx: RunContext, student: dict | None, metric: str) -> list[dict]:
+    """Per generation round (generation.rounds > 1): the rows it added to the kept set (round 1's with
+    the seeds), then the student trained after it: the share of the next round's probe rows it got
+    wrong and its quality on the headline set (the last round's: the evaluated student)."""
+    rd, n = ctx.dir, ctx.cfg.generation.rounds
+    if n == 1 or not rd.train.exists():
+        return []
+    kept = [r.get("meta") or {} for r in read_jsonl(rd.train)]
+    out = []
+    for r in range(1, n + 1):
+        nxt = RoundStats.read(rd.stats(f"round{r + 1}")) if r < n else None
+        if nxt is not None:
+            probe = {"rows": nxt.probe_rows, "missed": nxt.missed,
+                     "missed_pct": round(100 * nxt.missed / nxt.probe_rows, 1) if nxt.probe_rows else None}
+            quality = nxt.student_quality
+        else:
+            probe = None
+            quality = {"metric": metric, **student["interval"]} if student and student.get("interval") else None
+        out.append({"round": r, "rows_kept": sum(m.get("round", 1) == r for m in kept), "probe": probe,
+                    "student": quality})
+    return out
 
 
 def progression(rows: list[dict], student: dict | None) -> dict | None:

@@ -43,7 +43,7 @@ def page_data(ctx: RunContext, rep: dict) -> dict:
         "diff": task.spec.kind in ("rewrite", "generation"), "routed": "cascade" in preds,
         "confusion": [shaded_confusion(m["name"], m["role"], m["breakdown"]["confusion"]) for m in rep["models"]
                       if (m.get("breakdown") or {}).get("confusion") and m["role"] != "base student"],
-        "funnel": funnel(ctx, rep["data"]), "losses": losses(ctx), "bill": rep["bill"],
+        "funnel": funnel(ctx, rep["data"]), "rounds": rep.get("rounds") or [], "losses": losses(ctx), "bill": rep["bill"],
     }
 
 

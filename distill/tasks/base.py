@@ -122,6 +122,12 @@ class Task:
         Self-Instruct phase, and their rows carry the answer as the reference a checker compares with."""
         return None
 
+    def inputs_like(self, examples: list[dict], seed: int | str, n: int, exclude: set[str]) -> list[dict] | None:
+        """Optional, for a later generation round: n inputs made by code like the examples (rows the
+        student got wrong: input, output), each with its known answer, none in exclude. Without it the
+        round asks the teacher (Self-Instruct requests showing the examples)."""
+        return None
+
     def check(self, row: Row) -> str | None:
         """Optional programmatic answer check: why the row's output is wrong, or None when it is right."""
         return None

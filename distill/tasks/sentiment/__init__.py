@@ -7,6 +7,7 @@ with the known one, so the student learns from correct, label-only answers.
 from __future__ import annotations
 
 import random
+import re
 
 from distill.tasks import ClassificationTask, register_task
 
@@ -66,6 +67,28 @@ def make_reviews(seed: int | str, n: int, exclude: set[str] = frozenset(), held_
     return out
 
 
+def reviews_like(examples: list[dict], seed: int | str, n: int, exclude: set[str] = frozenset()) -> list[dict]:
+    """n distinct reviews like the examples (input and known label): each example's sentences about another
+    subject of the training bank, filler added or left out, with the example's label; fixed by seed."""
+    r, subjects = random.Random(seed), _bank(False)[2]
+    out, seen = [], set(exclude)
+    for tries in range(100 * n):
+        if len(out) == n or not examples:
+            break
+        ex = examples[tries % len(examples)]
+        text = ex["input"]
+        for s in sorted(SUBJECTS, key=len, reverse=True):
+            text = re.sub(rf"\b{re.escape(s)}\b", r.choice(subjects), text, flags=re.I)
+        parts = [p for p in re.split(r"(?<=[.!?])\s+", text) if p and p not in FILLER]
+        if r.random() < 0.6:
+            parts.insert(r.randint(0, len(parts)), r.choice(FILLER))
+        text = " ".join(_cap(p) for p in parts)
+        if text not in seen:
+            seen.add(text)
+            out.append({"input": text, "output": ex["output"], "kind": ex["output"]})
+    return out
+
+
 @register_task("sentiment")
 class Sentiment(ClassificationTask):
     """task.yaml sets the labels, metrics and data; this makes the inputs, each with its known label."""
@@ -73,5 +96,5 @@ class Sentiment(ClassificationTask):
     def programmatic_inputs(self, seed: int, n: int, exclude: set[str]) -> list[dict]:
         return make_reviews(f"{seed}:inputs", n, exclude)
 
-    def parse_inputs(self, text: str) -> list[str]:
-        return []  # reviews are made by make_reviews, not by the teacher
+    def inputs_like(self, examples: list[dict], seed: int | str, n: int, exclude: set[str]) -> list[dict]:
+        return reviews_like(examples, f"{seed}:like", n, exclude)
