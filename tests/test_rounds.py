@@ -60,6 +60,7 @@ def test_probe_rows_come_from_the_round_before_and_are_never_trained_on():
     assert not {r.id for r in probes} & {r.id for r in rest}
     assert {r.id for r in split_probes(kept[::-1], 2, 6, seed=0)[0]} == {r.id for r in probes}
     assert {r.id for r in split_probes(kept, 2, 6, seed=1)[0]} != {r.id for r in probes}
+    assert len(split_probes(kept[:4], 2, 6, seed=0)[0]) == 1  # one teacher row of round 1: it probes
     probes3, rest3 = split_probes(kept, 3, 8, seed=0)
     assert {p.meta.get("round") for p in probes3} == {2} and len(rest3) == 33 - 5  # at most half of round 2's 10
 
@@ -83,6 +84,8 @@ def test_reviews_like_the_misses_keep_their_label_and_sentences():
         assert "loved" in text or "would not recommend" in text
         assert sum(f in m["input"] for f in FILLER) <= 1  # the example's filler replaced, not added to
     assert reviews_like(examples, 0, 12, exclude) == made and reviews_like(examples, 1, 12, exclude) != made
+    known = reviews_like([{**examples[0], "output": "positive", "reference": "negative"}], 0, 3)
+    assert {m["output"] for m in known} == {"negative"}  # the known label, not a teacher's answer
 
 
 def test_a_fault_point_inside_a_scope_counts_on_its_own(monkeypatch):
@@ -115,7 +118,7 @@ def test_a_second_round_aims_at_the_first_students_misses_and_resumes_after_a_ki
     Breaks caught: a round seeded by rows the student got right (or by seeds), probe or eval rows in a
     prompt, a round 2 that resends round 1 or itself after the kill, and a round whose rows are lost."""
     rd = tmp_path / "run"
-    sets = [*TINY, "generation.input_requests=20", "generation.rounds=2", "generation.probe_rows=8",
+    sets = [*TINY, "generation.input_requests=40", "generation.rounds=2", "generation.probe_rows=8",
             "training.max_steps=2", "training.learning_rate=1e-9", "eval.models=[student]"]
     args = ["run", "--run-dir", str(rd), *[a for s in sets for a in ("--set", s)]]
     asks = round_requests(load_config(None, sets), 2)  # round 2's Self-Instruct requests: then its answers go
@@ -127,7 +130,7 @@ def test_a_second_round_aims_at_the_first_students_misses_and_resumes_after_a_ki
 
     probes = read_jsonl(rd / "rounds" / "2" / "probes.jsonl")
     missed = {p["teacher"] for p in probes if p["student"].strip() != p["reference"].strip()}
-    assert len(probes) >= 2 and missed
+    assert probes and missed  # the tiny teacher keeps few rows: a handful of probes at most
     assert [p["student"] for p in probes] == _answers(rd / "rounds" / "2" / "student", [p["input"] for p in probes])
     stats = read_json(rd / "stats" / "round2.json")
     assert stats["usage"]["cache_hits"] >= asks, "round 2's requests answered before the kill were sent again"

@@ -30,7 +30,7 @@ class Generation(Strict):
     seeds_only_ok: bool = Field(False, description="Go on (train on the seeds alone) when the teacher gave no usable row; false = the run stops there, naming the cause.")
     rounds: int = Field(1, ge=1, le=5, description="Generation rounds. After each round but the last a student is trained on the rows kept so far less probe_rows of them, answers those probe rows, and the next round's Self-Instruct requests show the ones it got wrong (inputs like these); the student of the last round is trained from the base on every round's kept rows. Whether it pays: docs/methods.md.")
     round_share: float = Field(0.3, gt=0, lt=1, description="With rounds > 1: the share of the planned teacher requests kept for the later rounds (split evenly between them); round 1 gets the rest, so the total stays that of one round.")
-    probe_rows: int = Field(64, ge=1, description="With rounds > 1: kept rows of the previous round (at most half of them) held out of the probing student's training, then answered by it to find its misses (never an eval row).")
+    probe_rows: int = Field(64, ge=1, description="With rounds > 1: kept rows of the previous round (at most half of them, one at least) held out of the probing student's training, then answered by it to find its misses (never an eval row).")
     agree_at: float = Field(0.9, ge=0, le=1, description="With rounds > 1, where no checker knows the answer: a student's text answer misses below this sentence chrF / 100 against the teacher's; labels and extracted fields must match exactly.")
 
 

@@ -45,11 +45,11 @@ def round_config(cfg: Config, round_no: int) -> Config:
 
 def split_probes(kept: list[Row], round_no: int, n: int, seed: int) -> tuple[list[Row], list[Row]]:
     """(probe rows, rows to train on): the probes are n teacher rows of round round_no - 1 (at most half
-    of them, so the probing student still learns from that round), chosen by a hash of the run's seed
+    of them, one at least, so the probing student still learns from that round), chosen by a hash of the run's seed
     and the row's id (the same on every re-run); the rest of every kept row before round round_no is
     trained on."""
     before = [r for r in kept if r.meta.get("round", 1) < round_no]
     pool = sorted((r for r in before if r.meta.get("source") != "seed" and r.meta.get("round", 1) == round_no - 1),
                   key=lambda r: hashlib.sha256(f"{seed}:probe:{r.id}".encode()).hexdigest())
-    probe_ids = {r.id for r in pool[: min(n, len(pool) // 2)]}
+    probe_ids = {r.id for r in pool[: min(n, max(1, len(pool) // 2))]}
     return [r for r in before if r.id in probe_ids], [r for r in before if r.id not in probe_ids]

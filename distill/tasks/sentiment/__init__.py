@@ -85,7 +85,8 @@ def reviews_like(examples: list[dict], seed: int | str, n: int, exclude: set[str
         text = " ".join(_cap(p) for p in parts)
         if text not in seen:
             seen.add(text)
-            out.append({"input": text, "output": ex["output"], "kind": ex["output"]})
+            label = ex.get("reference") or ex["output"]  # the known label where the example has one
+            out.append({"input": text, "output": label, "kind": label})
     return out
 
 
