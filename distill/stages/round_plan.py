@@ -30,8 +30,8 @@ def round_requests(cfg: Config, round_no: int) -> int:
     if round_no == 1:
         return max(1, round(g.input_requests * (1 - g.round_share)))
     later = planned_requests(cfg) * g.round_share / (g.rounds - 1)
-    by_code = load_task(cfg.task).inputs_like([], cfg.seed, 0, set()) is not None  # all of it on answers
-    return max(1, int(later // ((0 if by_code else 1) + g.inputs_per_request * g.samples_per_input)))
+    asks = 0 if load_task(cfg.task).makes_inputs_like else 1  # inputs made by code: all of it on answers
+    return max(1, int(later // (asks + g.inputs_per_request * g.samples_per_input)))
 
 
 def round_config(cfg: Config, round_no: int) -> Config:

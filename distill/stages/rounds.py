@@ -51,7 +51,8 @@ def run(ctx: RunContext, round_no: int, map_shards: generate.MapShards = generat
                 for t in found]
     with faults.scope(f"round{round_no}"):
         gen = generate.targeted(ctx, round_no, examples, map_shards) if examples else None
-    added = sum(r.get("meta", {}).get("round") == round_no for r in read_jsonl(rd.generated))
+    c = gen.counts if gen else None
+    added = c.teacher_rows_ok + c.teacher_rows_failed + c.teacher_rows_unasked if c else 0
     stats = RoundStats(round=round_no, probe_rows=len(probes), missed=len(found), missed_ids=[t.id for t in found],
                        by_checker=sum(t.reason.startswith("checker") for t in found), trained_rows=len(rest),
                        student_quality=quality,

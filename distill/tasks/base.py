@@ -144,6 +144,10 @@ class Task:
     def has_injector(self) -> bool:
         return type(self).corrupt is not Task.corrupt
 
+    @property
+    def makes_inputs_like(self) -> bool:
+        return type(self).inputs_like is not Task.inputs_like
+
     def format_problem(self, row: Row) -> str | None:
         """Why a generated row is malformed for this task, or None when it is fine."""
         return None
