@@ -23,9 +23,12 @@ from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from prefect.filesystems import LocalFileSystem
 
 from distill.config import Config, load_config
+from distill.config.multitask import MultiTask, load_multitask
+from distill.io import write_text_atomic
 from distill.report import comparison_rows, filter_rows
-from distill.rundir import RunDir
-from distill.stages import adapt, evaluate, generate, report, rounds, train
+from distill.report import multitask as mreport
+from distill.rundir import MultiRunDir, RunDir
+from distill.stages import adapt, evaluate, generate, multitask, report, rounds, train
 from distill.stages import filter as filtering
 from distill.stages.context import ALL_STAGES, RunContext, current, prepare_run
 from distill.stages.shards import answer_shard, input_shard
@@ -174,16 +177,17 @@ def distill_flow(config_path: str | None = None, run_dir: str | None = None, ove
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; choose from {ALL_STAGES}")
     if run_key is not None:
-        return run_stages(current(run_key), stages)
+        return run_stages(current(run_key), stages).get("report")
     with prepare_run(config_path, run_dir and RunDir(Path(run_dir)), overrides or [], stages=tuple(stages),
                      force=force) as ctx:
-        return run_stages(ctx, stages)
+        return run_stages(ctx, stages).get("report")
 
 
-def run_stages(ctx: RunContext, stages: list[str]) -> dict | None:
-    """The stage tasks in order, each given the run's key and its upstream's result, under the run's lock
-    (the whole flow is one writer: no other process writes between its stages). With generation.rounds > 1
-    each later round follows the filter stage and the filter stage runs again over every round's rows."""
+def run_stages(ctx: RunContext, stages: list[str], upstream: dict | None = None) -> dict[str, dict]:
+    """The stage tasks in order, each given the run's key and its upstream's result (the first one
+    `upstream`), under the run's lock (the whole flow is one writer: no other process writes between its
+    stages); returns each stage's result. With generation.rounds > 1 each later round follows the filter
+    stage and the filter stage runs again over every round's rows."""
     with ctx.dir.lock():
         # results live in the run directory; Prefect wants the storage block saved server-side first
         results_dir = ctx.dir.prefect_results.resolve()
@@ -193,7 +197,6 @@ def run_stages(ctx: RunContext, stages: list[str]) -> dict | None:
         steps = {"generate": generate_task, "filter": filter_task, "train": train_task,
                  "evaluate": evaluate_task, "report": report_task}
         results: dict[str, dict] = {}
-        upstream = None
         for name in ALL_STAGES:
             if name in stages:
                 if name == "generate":  # the teacher adapted first (a no-op for few-shot prompting)
@@ -204,7 +207,65 @@ def run_stages(ctx: RunContext, stages: list[str]) -> dict | None:
                     upstream = round_task.with_options(**opts)(ctx.key, round_no, upstream)  # the rows filtered again
                     upstream = results[name] = fn(ctx.key, upstream)
         publish(ctx.dir, results.get("filter"), results.get("report"))
-    return results.get("report")
+    return results
+
+
+@task(name="merge-adapters", cache_policy=NO_CACHE, log_prints=False)
+def merge_task(mt: MultiTask, runs: list[multitask.TaskRun], root: MultiRunDir) -> dict[str, Path]:
+    return multitask.merged_students(mt, runs, root)
+
+
+@task(name="train-joint", cache_policy=NO_CACHE, log_prints=False)
+def joint_task(mt: MultiTask, runs: list[multitask.TaskRun], root: MultiRunDir) -> tuple[Path, dict]:
+    return multitask.joint_student(mt, runs, root)
+
+
+@task(name="multitask-report", cache_policy=NO_CACHE)
+def multitask_report_task(mt: MultiTask, runs: list[multitask.TaskRun], reps: dict, root: MultiRunDir,
+                          joint: dict | None, students: dict[str, Path]) -> dict:
+    return multitask.report(mt, runs, reps, root, joint, multitask.export_ggufs(students, runs, root))
+
+
+@flow(name="distill-multitask", log_prints=True)
+def multitask_flow(config_path: str, run_dir: str | None = None, overrides: list[str] | None = None) -> dict:
+    """Several tasks into students of one base, three ways, in one report (configs/multitask.yaml).
+
+    Every task's inputs are checked first; then each task runs generate, filter and train in its own run
+    directory under tasks/<task>/ (the separate students); the merged students combine their adapters and
+    the joint one trains on their kept rows; each task's evaluation then asks every way on its eval sets,
+    and the report puts the tasks side by side with what serving each way costs.
+    """
+    source = Path(config_path)
+    mt, files = load_multitask(source, overrides or [])
+    runs = multitask.plan(mt, files, source)
+    root = MultiRunDir(Path(run_dir) if run_dir else RunDir.new().root)
+    with root.lock():  # the tasks' own run directories are locked by their stages
+        write_text_atomic(root.config, multitask.saved(mt, files))
+        for r in runs:
+            r.dir = root.task(r.name)
+        return multitask_stages(mt, runs, root)
+
+
+def multitask_stages(mt: MultiTask, runs: list[multitask.TaskRun], root: MultiRunDir) -> dict:
+    """Each task's data and own student, then the merged and joint students, then each task's evaluation of
+    every way (upstream: its train stage), then the report."""
+    first = ("generate", "filter", "train") if multitask.trains_separate(mt) else ("generate", "filter")
+    upstream = {}
+    for r in runs:
+        with r.open(first) as ctx:
+            upstream[r.name] = run_stages(ctx, list(first))[first[-1]]
+    made = merge_task(mt, runs, root) if "merged" in mt.ways else {}
+    joint = None
+    if multitask.JOINT in mt.ways:
+        made[multitask.JOINT], joint = joint_task(mt, runs, root)
+    reps = {}
+    for r in runs:
+        with r.open(("evaluate", "report"), also_students=made) as ctx:
+            reps[r.name] = run_stages(ctx, ["evaluate", "report"], upstream[r.name])["report"]
+    rep = multitask_report_task(mt, runs, reps, root, joint, made)
+    create_markdown_artifact(key="distill-multitask-report", markdown=mreport.markdown(rep),
+                             description=f"Multi-task report for {root}")
+    return rep
 
 
 def deployment_parameters(config: Path | None, run_dir: Path | None, overrides: list[str], name: str) -> tuple[dict, bool]:

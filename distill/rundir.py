@@ -16,6 +16,7 @@ what earlier stages wrote. Who may write to it at a time is `distill.runlock`.
       checkpoints/[<name>/]   training checkpoints
       rounds/<n>/             a later generation round's probing student (student/, checkpoints/, probes.jsonl)
       student/ | students/<name>/   the distilled student(s)
+      adapter/ | adapters/<name>/   a LoRA student's adapter before it was merged (what model merging combines)
       eval/<eval-file>/       predictions per model + summary.json
       served/[<name>/]        a student's GGUF as evaluated, when not of the export's type (else the export's)
       report.json  report.md  report.html (one self-contained page)  frontier.png  progression.png
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from distill.runlock import RunDirError, RunDirInUse, hold
 
-__all__ = ["RUNS", "RunDir", "RunDirError", "RunDirInUse", "check_name"]
+__all__ = ["RUNS", "MultiRunDir", "RunDir", "RunDirError", "RunDirInUse", "check_name"]
 
 RUNS = Path("runs")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -204,6 +205,10 @@ class RunDir:
         """The distilled student: student/, or students/<name>/ for a candidate of a ladder."""
         return self.root / "student" if name is None else self.root / "students" / name
 
+    def adapter(self, name: str | None = None) -> Path:
+        """A LoRA student's trained adapter, kept beside the merged student for model merging."""
+        return self.root / "adapter" if name is None else self.root / "adapters" / name
+
     def student_stats(self, name: str | None = None) -> Path:
         return self.student_stats_in(self.student(name))
 
@@ -265,3 +270,60 @@ class RunDir:
 
     def served(self, name: str | None = None) -> Path:
         return self.root / "served" / (name or "")
+
+
+@dataclass(frozen=True)
+class MultiRunDir:
+    """A multi-task run (`distill multitask`): a run directory per task, and the students made across them.
+
+        runs/<id>/
+          multitask.yaml          the multi-task config as given, and config.yaml in each task's folder
+          tasks/<task>/           each task's own run directory (its separate student, its evaluation of all)
+          students/<name>/        a merged (merged-<method>) or the joint student
+          adapters/<name>/        a merged student's adapter before it was merged into the base
+          checkpoints/joint/      the joint student's training checkpoints
+          stats/<name>.json       how each merged or joint student was made
+          export/<name>.<type>.gguf   each merged or joint student as one GGUF
+          report.json  report.md  the tasks side by side: every way's quality and what serving it costs
+    """
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def lock(self):
+        return hold(RunDir(self.root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "multitask.yaml"
+
+    def task(self, name: str) -> RunDir:
+        return RunDir(self.root / "tasks" / check_name(name, "task name"))
+
+    def student(self, name: str) -> Path:
+        return self.root / "students" / name
+
+    def adapter(self, name: str) -> Path:
+        return self.root / "adapters" / name
+
+    def checkpoints(self, name: str) -> Path:
+        return self.root / "checkpoints" / name
+
+    def stats(self, name: str) -> Path:
+        return self.root / "stats" / f"{name}.json"
+
+    def gguf(self, name: str, quant: str) -> Path:
+        return self.root / "export" / f"{name}.{quant}.gguf"
+
+    @property
+    def report_json(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"

@@ -149,6 +149,20 @@ class RoundStats(Stats):
     wall_seconds: float | None = None
 
 
+class MergeStats(Stats):
+    """A merged student of a multi-task run (stats/<name>.json): the PEFT combination that made it."""
+
+    name: str | None = None
+    method: str | None = None
+    weights: dict[str, float] = Field(default_factory=dict)  # task -> weight
+    density: float | None = None
+    majority_sign: str | None = None
+    rank: int | None = None  # of the combined adapter (cat: the ranks summed)
+    adapters: dict[str, str] = Field(default_factory=dict)  # task -> adapter folder
+    output_dir: str | None = None
+    wall_seconds: float | None = None
+
+
 class ModelResult(Stats):
     """One model on the eval set, through the one harness."""
 
@@ -177,6 +191,7 @@ class ModelResult(Stats):
     intervals: dict[str, dict] | None = None  # every metric with per-row statistics: name -> {"value", "low", "high"}
     vs_teacher: dict | None = None  # {"difference", "low", "high", "verdict"}: this model minus the teacher
     vs_student: dict[str, dict] | None = None  # a prompt-only step minus each distilled student (by key)
+    vs_separate: dict | None = None  # a multi-task run's merged or joint student minus the task's own student
     breakdown: dict | None = None  # per-class detail, e.g. {"confusion": {reference: {prediction: count}}}
     cascade: dict | None = None  # the cascade row only: threshold, routed share, target, whether it meets it
 

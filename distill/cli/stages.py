@@ -1,6 +1,10 @@
 """The stage commands: generate, filter, train, evaluate, report, and run (all of them as one Prefect flow)."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -99,3 +103,31 @@ def run(config: ConfigOpt = None, run_dir: RunDirOpt = None, set: SetOpt = None,
         except expected as e:
             fail(str(e))
     show_report(report, ctx.dir.report_md)
+
+
+@app.command()
+def multitask(config: Annotated[Path, typer.Option("--config", "-c", help="Multi-task YAML (e.g. configs/multitask.yaml).")],
+              run_dir: RunDirOpt = None, set: SetOpt = None):
+    """Several tasks into one student base three ways (separate, merged, joint), compared in one report."""
+    from distill.cli.prefect_home import quiet_tracebacks, use_local_prefect
+    from distill.config.multitask import load_multitask
+    from distill.flow import multitask_flow
+    from distill.rundir import MultiRunDir, RunDir, RunDirError
+    from distill.stages.multitask import plan
+    from distill.teacher import TeacherError
+
+    expected = (ConfigError, DataError, RunDirError, TeacherError, FileNotFoundError)
+    try:  # every task's inputs checked before a run directory is made
+        mt, files = load_multitask(config, set or [])
+        plan(mt, files, config)
+    except expected as e:
+        fail(str(e))
+    rd = RunDir(run_dir) if run_dir else RunDir.new()
+    use_local_prefect(rd)
+    quiet_tracebacks(expected)
+    try:
+        rep = multitask_flow(config_path=str(config), run_dir=str(rd.root), overrides=set or [])
+    except expected as e:
+        fail(str(e))
+    console.print(rep["verdict"].replace("**", ""), highlight=False, soft_wrap=True)
+    console.print(f"report: {MultiRunDir(rd.root).report_md}", highlight=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typing
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -19,6 +20,7 @@ from distill.io import write_text_atomic, yaml_load
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"  # package data: the wheel ships them
 DEFAULT_CONFIG = CONFIGS_DIR / "default.yaml"
+M = TypeVar("M", bound=BaseModel)
 # Fields holding paths: always anchored to the config's folder / only when the file exists there
 # (the others may also be a model id such as HuggingFaceTB/SmolLM2-135M, or a path relative to the cwd).
 _PATHS = [("seeds_path",), ("eval", "path")]
@@ -130,14 +132,9 @@ def _yaml_line(text: str, keys: list[str]) -> str:
     return f":{found.start_mark.line + 1}" if found is not None else ""
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
-                _chain: tuple[Path, ...] = ()) -> Config:
-    """Load YAML, apply `a.b=c` overrides, validate. Raises ConfigError with a one-line message."""
-    path = find_config(path) if path else DEFAULT_CONFIG
+def read_yaml(path: Path) -> tuple[str, dict]:
+    """A config file's text and its top-level mapping, or a one-line ConfigError naming the file (and line)."""
     source = str(path)
-    if path.resolve() in _chain:
-        cycle = " -> ".join(p.name for p in (*_chain, path.resolve()))
-        raise ConfigError(f"{_chain[-1]}: field 'extends': a cycle ({cycle})")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -154,6 +151,36 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"{source}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: top level must be a mapping")
+    return text, data
+
+
+def validated(model: type[M], data: dict, overrides: list[str] | None, source: str, text: str) -> tuple[M, dict]:
+    """`a.b=c` overrides applied to the file's data, then validated; a failure is one line naming the
+    --set it came from, else the file, the line and the field. Returns the model and the fields --set gave."""
+    given = {}  # the fields --set gave: a mistake in one is the --set's, not the file's
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"--set {ov}: expected key.path=value")
+        k, v = ov.split("=", 1)
+        _set_path(data, k.strip(), v, source="--set")
+        given[tuple(_upgrade_keys(k.strip().split(".")))] = ov
+    try:
+        return model.model_validate(data), given
+    except ValidationError as e:
+        loc = tuple(str(x) for x in e.errors()[0]["loc"])
+        ov = next((o for keys, o in given.items() if loc[:len(keys)] == keys), None)
+        raise ConfigError(_format_error(e, f"--set {ov}", None) if ov else _format_error(e, source, text)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
+                _chain: tuple[Path, ...] = ()) -> Config:
+    """Load YAML, apply `a.b=c` overrides, validate. Raises ConfigError with a one-line message."""
+    path = find_config(path) if path else DEFAULT_CONFIG
+    source = str(path)
+    if path.resolve() in _chain:
+        cycle = " -> ".join(p.name for p in (*_chain, path.resolve()))
+        raise ConfigError(f"{_chain[-1]}: field 'extends': a cycle ({cycle})")
+    text, data = read_yaml(path)
     if isinstance(data.get("teacher"), dict):
         data["teacher"] = TeacherConfig.upgrade(data["teacher"])
     _anchor_paths(data, Path(path).resolve().parent)
@@ -163,19 +190,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         base = load_config(parent_path, _chain=(*_chain, path.resolve())).model_dump(
             mode="json", exclude={"teacher": {"endpoint": {"api_key"}}})
         data = _deep_merge(base, data)
-    given = {}  # the fields --set gave: a mistake in one is the --set's, not the file's
-    for ov in overrides or []:
-        if "=" not in ov:
-            raise ConfigError(f"--set {ov}: expected key.path=value")
-        k, v = ov.split("=", 1)
-        _set_path(data, k.strip(), v, source="--set")
-        given[tuple(_upgrade_keys(k.strip().split(".")))] = ov
-    try:
-        cfg = Config.model_validate(data)
-    except ValidationError as e:
-        loc = tuple(str(x) for x in e.errors()[0]["loc"])
-        ov = next((o for keys, o in given.items() if loc[:len(keys)] == keys), None)
-        raise ConfigError(_format_error(e, f"--set {ov}", None) if ov else _format_error(e, source, text)) from None
+    cfg, given = validated(Config, data, overrides, source, text)
     cfg._source, cfg._text, cfg._given = source, text, given
     return cfg
 

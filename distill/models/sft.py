@@ -240,6 +240,15 @@ def merged_model(trainer, plan: dict, lora: bool, base_dir: Path, *, trust_remot
     return merge(model, plan, lora, base_dir, trust_remote_code=trust_remote_code)
 
 
+def save_adapter(trainer, target: Path) -> None:
+    """The trained LoRA adapter alone (PEFT's adapter_config.json + safetensors), written atomically before
+    it is merged away: what model merging combines across tasks."""
+    from distill.io import atomic_path
+
+    with atomic_path(target, folder=True) as tmp:
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(tmp, safe_serialization=True)
+
+
 def merge(model, plan: dict, lora: bool, base_dir: Path, *, trust_remote_code: bool = False):
     import torch
 

@@ -41,6 +41,9 @@ class RunContext:
     seeds: Examples
     eval_rows: Examples  # the headline eval set
     eval_sets: dict[str, Examples] = field(default_factory=dict)  # the sets beside it (eval.sets)
+    # students made outside this run (a multi-task run's merged and joint ones): name -> folder; evaluated
+    # beside the run's own, each with its paired difference to it
+    also_students: dict[str, Path] = field(default_factory=dict)
     _stack: ExitStack = field(default_factory=ExitStack, repr=False)
     _teacher: Teacher | None = field(default=None, repr=False)
     _token: Token | None = field(default=None, repr=False)
@@ -60,7 +63,8 @@ class RunContext:
         """What a stage's output depends on: the config (secrets left out), the run directory, and the
         fingerprint of the data, the task folder, the plugins and the library code. Prefect caches
         stages on it, and the flow's tasks find this context by it."""
-        blob = json.dumps([self.cfg.redacted(), str(self.dir.root.resolve()), fingerprint(self)], sort_keys=True)
+        also = {k: [str(Path(v).resolve()), _made_at(Path(v))] for k, v in self.also_students.items()}
+        blob = json.dumps([self.cfg.redacted(), str(self.dir.root.resolve()), fingerprint(self), also], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
     @property
@@ -112,6 +116,12 @@ def current(key: str) -> RunContext:
     return ctx
 
 
+def _made_at(student: Path) -> int | None:
+    """When a student made outside the run was written (a remade one is evaluated again)."""
+    f = student / "config.json"
+    return f.stat().st_mtime_ns if f.exists() else None
+
+
 def fingerprint(ctx: RunContext) -> str:
     """Hash of the seed and eval data, every file of the task folder (templates, task.yaml, its Python),
     the plugin modules the config names, and the library's code."""
@@ -138,7 +148,8 @@ def plugin_files(cfg: Config) -> list[Path]:
 
 
 def prepare_run(config: str | Path | None, run_dir: Path | RunDir | None, overrides: list[str], *, save: bool = True,
-                stages: tuple[str, ...] = (), force: bool = False, plan_only: bool = False) -> RunContext:
+                stages: tuple[str, ...] = (), force: bool = False, plan_only: bool = False,
+                also_students: dict[str, Path] | None = None) -> RunContext:
     """Load the config (the run's own saved one when none is given), check every input, then save it.
 
     Inputs are checked before anything is written, so bad input leaves no half-made run directory
@@ -148,7 +159,7 @@ def prepare_run(config: str | Path | None, run_dir: Path | RunDir | None, overri
     from the run's own stops with the changed keys, unless `force` (the stages then start afresh:
     their history in stats/ goes; the request store stays, keyed by request, so nothing is resent).
     plan_only (--dry-run): every input checked, nothing created or written; the context's directory
-    may not exist.
+    may not exist. also_students: students made elsewhere that the evaluation compares with the run's own.
     """
     run = None if run_dir is None else run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
     if run is not None and config is None and run.config.exists():
@@ -174,7 +185,7 @@ def prepare_run(config: str | Path | None, run_dir: Path | RunDir | None, overri
         with run.lock():  # not while another process runs on it
             save_config(cfg, run.config)
     return RunContext(cfg=cfg, dir=run, task=inputs.task, seeds=inputs.seeds, eval_rows=inputs.eval_rows,
-                      eval_sets=inputs.eval_sets)
+                      eval_sets=inputs.eval_sets, also_students=dict(also_students or {}))
 
 
 def writes(stage):

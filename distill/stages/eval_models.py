@@ -112,8 +112,8 @@ def context_limit(ctx: RunContext, tok) -> int:
 
 
 def in_process_models(ctx: RunContext, steps: Progression) -> list[InProcess]:
-    """The configured baselines, then every distilled student (one never trained stops the stage here,
-    before the teacher is asked)."""
+    """The configured baselines, then every distilled student, the run's own and those made elsewhere (one
+    never trained stops the stage here, before the teacher is asked)."""
     cfg, task, wanted = ctx.cfg, ctx.task, ctx.cfg.eval.models
     out = []
     if any(k in wanted for k in BASELINES):
@@ -132,6 +132,11 @@ def in_process_models(ctx: RunContext, steps: Progression) -> list[InProcess]:
                 raise FileNotFoundError(f"{sdir}: no trained student (run `distill train` first)")
             out.append(InProcess(model_key(name), student.name, sdir, "distilled student", student.hardware,
                                  "plain prompt, zero-shot", task.student_messages))
+    for name, sdir in ctx.also_students.items():
+        if not (Path(sdir) / "config.json").exists():
+            raise FileNotFoundError(f"{sdir}: no such student")
+        out.append(InProcess(model_key(name), f"{cfg.student.name} ({name})", Path(sdir), "distilled student",
+                             cfg.student.hardware, "plain prompt, zero-shot", task.student_messages))
     return out
 
 

@@ -105,7 +105,8 @@ PROMPT_ONLY = ("base student", "prompted base student", "teacher", "prompted tea
 def add_intervals(ctx: RunContext, rows: list[dict], results: dict[str, ModelResult],
                   predictions: dict[str, list[str]]) -> None:
     """The primary metric's paired-bootstrap interval for every model, its difference to the teacher,
-    and each prompt-only step's difference to every distilled student (was fine-tuning needed?)."""
+    each prompt-only step's difference to every distilled student (was fine-tuning needed?), and a
+    student made elsewhere (merged, joint) its difference to the run's own."""
     task, n, seed, b = ctx.task, len(rows), ctx.cfg.seed, ctx.cfg.eval.bootstrap_resamples
     metric, refs, srcs = task.primary_metric, [references(r) for r in rows], [r["input"] for r in rows]
     scorers = {k: scorer(task, metric, p, refs, srcs) for k, p in predictions.items()}
@@ -118,6 +119,10 @@ def add_intervals(ctx: RunContext, rows: list[dict], results: dict[str, ModelRes
     for k, r in results.items():
         if r.role in PROMPT_ONLY and students:
             r.vs_student = {s: difference(scorers[k], scorers[s], n, seed=seed, n_resamples=b) for s in students}
+    if "student" in scorers:  # a multi-task run's merged and joint students against the task's own
+        for name in ctx.also_students:
+            results[model_key(name)].vs_separate = difference(scorers[model_key(name)], scorers["student"], n, seed=seed,
+                                                              n_resamples=b)
 
 
 def _add_cascade(ctx: RunContext, rows, first: str, results: dict[str, ModelResult], predictions: dict, answers: dict,

@@ -34,7 +34,7 @@ def build_report(ctx: RunContext) -> dict:
     rows = []
     for key, m in sorted(ev.models.items(), key=lambda kv: ROLE_ORDER.get(kv[1].role, 9)):
         row = {"key": key, **m.model_dump(include={
-            "name", "role", "engine", "parameters", "metrics", "interval", "intervals", "vs_teacher", "vs_student",
+            "name", "role", "engine", "parameters", "metrics", "interval", "intervals", "vs_teacher", "vs_student", "vs_separate",
             "cost_per_1k_usd", "cost_rule", "cost_note", "serving", "quality_pass_cost_per_1k_usd", "latency_p50_s",
             "latency_p95_s", "latency_rule", "throughput_rps", "prompt", "breakdown", "cascade"}),
                "prompt_tokens": round(m.prompt_tokens / m.n) if m.n else None,

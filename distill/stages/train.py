@@ -71,7 +71,7 @@ def run(ctx: RunContext) -> TrainStats:
         kept = student.keep_layers or (per[student.init_from].keep_layers if student.init_from else None)
         base, layers = candidate_base(student, rd, records)
         per[name] = train_one(student, t, records, rd.checkpoints(name), rd.student(name), rd.student_stats(name),
-                              sources[name], base, kept, layers)
+                              sources[name], base, kept, layers, adapter=rd.adapter(name))
     if any(v.rank is not None for v in per.values()):  # not the main process: it writes nothing
         return next(iter(per.values()))
     stats = per[candidates[0][0]].model_copy()
@@ -84,10 +84,11 @@ def run(ctx: RunContext) -> TrainStats:
 
 def train_one(student, t: Training, records: list[dict], ckpt_dir: Path, out: Path, stats_path: Path,
               kd: KDSource | None, base_dir: Path, keep_layers: int | None,
-              layers: list[int] | None = None) -> TrainStats:
+              layers: list[int] | None = None, adapter: Path | None = None) -> TrainStats:
     """Fine-tune one candidate from base_dir by t.method and write it to `out` (skipped when a ladder
-    re-run finds it done); kd is the teacher distribution of the logit-level methods."""
-    from distill.models.sft import merged_model, run_sft
+    re-run finds it done); kd is the teacher distribution of the logit-level methods. A LoRA candidate's
+    adapter is also kept at `adapter` (when given), before it is merged into the student."""
+    from distill.models.sft import merged_model, run_sft, save_adapter
 
     if (out / "config.json").exists() and stats_path.exists():
         return TrainStats.read(stats_path)
@@ -101,6 +102,8 @@ def train_one(student, t: Training, records: list[dict], ckpt_dir: Path, out: Pa
     if not trainer.accelerator.is_main_process:
         trainer.accelerator.wait_for_everyone()
         return TrainStats(output_dir=str(out), rank=trainer.accelerator.process_index)
+    if t.lora and adapter is not None:
+        save_adapter(trainer, adapter)
     merged = merged_model(trainer, plan, t.lora, base_dir, trust_remote_code=student.trust_remote_code)
     save_model_dir(merged, tok, out)
 
