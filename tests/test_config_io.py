@@ -118,8 +118,18 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
 
 @pytest.mark.parametrize("path", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
 def test_every_shipped_config_validates(path):
-    cfg = load_config(ROOT / "configs" / path)
-    assert cfg.teacher.hardware in cfg.pricing.hardware and cfg.student.hardware in cfg.pricing.hardware
+    """A multi-task config (`distill multitask`) is checked with each task's config and --set as it runs them."""
+    from distill.config.multitask import load_multitask
+
+    file = ROOT / "configs" / path
+    if "tasks" in yaml.safe_load(file.read_text()):
+        mt, files = load_multitask(file)
+        cfgs = [load_config(f, t.set) for t, f in zip(mt.tasks, files)]
+        assert len(cfgs) == len(mt.tasks) >= 2
+    else:
+        cfgs = [load_config(file)]
+    for cfg in cfgs:
+        assert cfg.teacher.hardware in cfg.pricing.hardware and cfg.student.hardware in cfg.pricing.hardware
 
 
 def test_gpu_config_trains_bf16_padding_free_and_fans_generation_out_on_dask():

@@ -13,6 +13,7 @@ from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
 from distill.cli import app
+from distill.io import read_json, read_jsonl
 from tests.conftest import ROOT, TINY
 
 SHIPPED = ROOT / "distill" / "configs"
@@ -175,8 +176,11 @@ def test_a_tiny_two_task_run_makes_every_way_and_compares_them(tmp_path):
     student; each evaluated on both tasks' eval rows, the merged one served as a GGUF; the report's
     per-task tables, serving bill and verdict."""
     tiny = json.dumps([*TINY, "eval.models=[teacher, student]", "eval.serving.latency_requests=2"])
+    # sentiment's own end-to-end checks ride on this run: with its prompting baselines in the same harness
+    senti = json.dumps([*TINY, "eval.models=[teacher, base_student, base_zero_shot, base_few_shot, student]",
+                        "eval.serving.latency_requests=2"])
     mt = write(tmp_path / "mt.yaml", f"tasks:\n  - config: default.yaml\n    set: {tiny}\n  - config: sentiment.yaml\n"
-               f"    set: {tiny}\nmerges:\n  - {{method: ties, weights: [1.0, 0.8], density: 0.5}}\n")
+               f"    set: {senti}\nmerges:\n  - {{method: ties, weights: [1.0, 0.8], density: 0.5}}\n")
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     r = subprocess.run([sys.executable, "-m", "distill.cli", "multitask", "-c", str(mt), "-r", str(tmp_path / "run")],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
@@ -191,9 +195,9 @@ def test_a_tiny_two_task_run_makes_every_way_and_compares_them(tmp_path):
     ways = ["separate", "merged-ties-d0.5", "joint"]
     for table, metric in zip(rep["tasks"], ("gleu", "accuracy")):
         assert table["metric"] == metric and [x["way"] for x in table["rows"] if x["way"]] == ways
-        for x in table["rows"][1:]:
+        for x in table["rows"][1:]:  # the teacher, then the base prompts (no way) and the ways
             assert x["low"] <= x["value"] <= x["high"]
-            assert (x["vs_separate"] is None) == (x["way"] == "separate")
+            assert x["way"] is None or (x["vs_separate"] is None) == (x["way"] == "separate")
         summary = json.loads(next((run / "tasks" / table["task"] / "eval").glob("*/summary.json")).read_text())
         assert summary["models"]["student:merged-ties-d0.5"]["engine"].startswith("llama-server")
     bill = {b["way"]: b for b in rep["serving"]}
@@ -205,3 +209,24 @@ def test_a_tiny_two_task_run_makes_every_way_and_compares_them(tmp_path):
                                                                "No way meets every task's bar"))
     import gguf
     assert len(gguf.GGUFReader(rep["gguf"]["merged-ties-d0.5"]).tensors) > 0
+    check_sentiment_path(run / "tasks" / "sentiment")
+
+
+def check_sentiment_path(rd: Path):
+    """Sentiment's own run: reviews from code (no Self-Instruct requests), labels checked against the known
+    ones, a student that learnt from the teacher's answers, and its prompting baselines in the report."""
+    gen = read_jsonl(rd / "data" / "generated.jsonl")
+    teacher_rows = [g for g in gen if g["meta"]["source"] == "teacher"]
+    assert len(teacher_rows) == 12 and all(g["reference"] in ("positive", "negative") for g in teacher_rows)
+    stats = read_json(rd / "stats" / "generate.json")
+    assert stats["counts"]["parsed_inputs"] == 12 and stats["totals"]["requests_sent"] == 12
+    kept = read_jsonl(rd / "data" / "train.jsonl")
+    assert all(k["output"] == k["reference"] for k in kept)
+    # most of the teacher's 12 answers agree with the known label and are kept
+    assert sum(k["meta"]["source"] == "teacher" for k in kept) >= 6, [k["meta"]["source"] for k in kept]
+    rep = read_json(rd / "report.json")
+    assert rep["task"] == "sentiment" and rep["eval"]["primary_metric"] == "accuracy"
+    assert {m["role"] for m in rep["models"]} == {"teacher", "base student", "prompted base student", "distilled student"}
+    by_key = {m["key"]: m for m in rep["models"]}
+    assert by_key["base_few_shot"]["prompt"] == "the teacher's 6-shot prompt" and "base_zero_shot" in by_key
+    assert all(m["interval"] and m["serving"] for m in rep["models"])

@@ -1,14 +1,13 @@
 """The second built-in task: review sentiment with a programmatic check. Reviews made by code know
 their label, the checker keeps only teacher labels that agree, and the whole path runs offline."""
-import subprocess
 
 import pytest
 
 from distill.filters import FilterContext, Row, run_filters
-from distill.io import read_json, read_jsonl
+from distill.io import read_jsonl
 from distill.tasks import get_task
 from distill.tasks.sentiment import make_reviews
-from tests.conftest import ROOT, TINY, distill_cmd
+from tests.conftest import ROOT
 
 
 def test_reviews_are_distinct_reproducible_and_know_their_label():
@@ -64,28 +63,4 @@ def test_checker_filter_keeps_only_answers_that_agree_with_the_known_label():
     assert m == {"accuracy": 33.33, "macro_f1": 33.33, "answered_with_a_label": 66.67}
 
 
-@pytest.mark.slow
-def test_sentiment_runs_end_to_end_offline(tmp_path):
-    rd = tmp_path / "run"
-    # the progression's many-shot and retrieval rows are test_progression's and test_train_eval's business
-    sets = [*TINY, "eval.models=[teacher,base_student,base_zero_shot,base_few_shot,student]"]
-    r = subprocess.run(distill_cmd("run", "--config", "configs/sentiment.yaml", "--run-dir", str(rd),
-                                   *[a for s in sets for a in ("--set", s)]), cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    gen = read_jsonl(rd / "data" / "generated.jsonl")
-    teacher_rows = [g for g in gen if g["meta"]["source"] == "teacher"]
-    assert len(teacher_rows) == 12 and all(g["reference"] in ("positive", "negative") for g in teacher_rows)
-    stats = read_json(rd / "stats" / "generate.json")
-    assert stats["counts"]["parsed_inputs"] == 12 and stats["totals"]["requests_sent"] == 12  # no Self-Instruct requests
-    kept = read_jsonl(rd / "data" / "train.jsonl")
-    assert all(k["output"] == k["reference"] for k in kept)
-    # the student learns from the teacher's answers, not the seeds alone: most of its 12 answers agree
-    # with the known label and are kept
-    assert sum(k["meta"]["source"] == "teacher" for k in kept) >= 6, [k["meta"]["source"] for k in kept]
-    rep = read_json(rd / "report.json")
-    assert rep["task"] == "sentiment" and rep["eval"]["primary_metric"] == "accuracy"
-    assert {m["role"] for m in rep["models"]} == {"teacher", "base student", "prompted base student", "distilled student"}
-    # the prompting baselines, in the same harness: zero-shot with the task's instructions, and the teacher's k-shot prompt
-    by_key = {m["key"]: m for m in rep["models"]}
-    assert by_key["base_few_shot"]["prompt"] == "the teacher's 6-shot prompt" and "base_zero_shot" in by_key
-    assert all(m["interval"] and m["serving"] for m in rep["models"])
+# sentiment's whole path runs in test_multitask's tiny run (check_sentiment_path), as one of its two tasks
