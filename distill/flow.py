@@ -287,19 +287,22 @@ def deployment_parameters(config: Path | None, run_dir: Path | None, overrides: 
 
 
 def create_deployment(name: str, pool: str, cron: str, active: bool, params: dict):
-    """A deployment of the flow on the Prefect API for a process worker (the pool is created if missing)."""
+    """A deployment of the flow on the Prefect API for a process worker (the pool is created if missing),
+    runnable wherever `distill` is installed."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.deployments.runner import EntrypointType
     from prefect.exceptions import ObjectAlreadyExists
     from prefect.schedules import Cron
-
-    from distill.config import PROJECT_ROOT
 
     with get_client(sync_client=True) as client:
         try:
             client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
         except ObjectAlreadyExists:
             pass
-    return distill_flow.from_source(source=str(PROJECT_ROOT), entrypoint="flows/distill_flow.py:distill_flow").deploy(
+    # the entrypoint is this module's path (distill.flow.distill_flow): the worker imports it from the
+    # installed package, so no checkout, image or code storage is needed
+    return distill_flow.deploy(
         name=name, work_pool_name=pool, parameters=params, schedules=[Cron(cron, timezone="UTC", active=active)],
-        build=False, push=False, print_next_steps=False, description="Seeds -> teacher -> filters -> student -> report")
+        entrypoint_type=EntrypointType.MODULE_PATH, build=False, push=False, print_next_steps=False,
+        description="Seeds -> teacher -> filters -> student -> report")

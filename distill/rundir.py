@@ -17,7 +17,7 @@ what earlier stages wrote. Who may write to it at a time is `distill.runlock`.
       rounds/<n>/             a later generation round's probing student (student/, checkpoints/, probes.jsonl)
       student/ | students/<name>/   the distilled student(s)
       adapter/ | adapters/<name>/   a LoRA student's adapter before it was merged (what model merging combines)
-      eval/<eval-file>/       predictions per model + summary.json
+      eval/<eval-file>/       predictions per model + summary.json (+ pairwise-judge.jsonl: eval.judge's verdicts)
       served/[<name>/]        a student's GGUF as evaluated, when not of the export's type (else the export's)
       report.json  report.md  report.html (one self-contained page)  frontier.png  progression.png
       export/[<name>/]        hf/ + model card, <name>.<type>.gguf, Modelfile
@@ -136,8 +136,8 @@ class RunDir:
         return self.data / (f"requests.{writer}.jsonl" if writer else "requests.jsonl")
 
     def generation_requests(self) -> list[Path]:
-        """The request store's files of generation's writers (the filters' judge has its own)."""
-        return sorted(p for p in self.data.glob("requests*.jsonl") if p != self.requests("filters"))
+        """The request store's files of generation's writers (the filters' judge and the evaluation's have their own)."""
+        return sorted(p for p in self.data.glob("requests*.jsonl") if p not in (self.requests("filters"), self.requests("judge")))
 
     def append_logs(self) -> list[Path]:
         """Every append-only log of the run: the request store, the Batch API journal, the sending log."""
@@ -244,6 +244,10 @@ class RunDir:
 
     def predictions(self, eval_path: str | Path, model_key: str) -> Path:
         return self.eval(eval_path) / f"{model_key}.jsonl"
+
+    def judgements(self, eval_path: str | Path) -> Path:
+        """The pairwise judge's verdicts on one eval set: per model and row, both orders and the outcome."""
+        return self.eval(eval_path) / "pairwise-judge.jsonl"
 
     @property
     def report_json(self) -> Path:

@@ -206,6 +206,7 @@ class EvalSummary(Stats):
     primary_metric: str = ""
     baseline: dict[str, float] = Field(default_factory=dict)  # the trivial answer's metrics (Task.baseline)
     baseline_name: str = "copy the input"
+    judge: dict | None = None  # eval.judge on the headline set: the judge, per model win/tie/loss rates, usage, cost
 
     @model_validator(mode="before")
     @classmethod

@@ -21,7 +21,8 @@ def _page(rows):
             "comparison": [{"model": "<i>m</i>"}], "figures": [], "models": [{"key": "teacher", "name": "T", "role": "teacher"}],
             "rows": rows, "student": None, "student_name": "s", "teacher": "teacher", "labels": [], "diff": True,
             "routed": False, "confusion": [], "funnel": {"generated": 1, "kept": 1, "dropped": 0, "stages": []}, "rounds": [],
-            "losses": [], "bill": {"one_off": [], "one_off_usd": 0.0, "serving_per_1k": {}, "break_even": None}}
+            "losses": [], "bill": {"one_off": [], "one_off_usd": 0.0, "serving_per_1k": {}, "break_even": None},
+            "judge": None}
 
 
 def test_the_page_carries_hostile_text_as_data_and_its_markdown_bold_as_markup():
@@ -29,7 +30,12 @@ def test_the_page_carries_hostile_text_as_data_and_its_markdown_bold_as_markup()
     put into the page unescaped, the verdict's markdown shown as asterisks."""
     row = {"id": "r1", "input": HOSTILE, "refs": ["<!-- x"], "answers": {"teacher": "a & b"}, "right": {"teacher": False},
            "routed": False}
-    html = render_html(_page([row]))
+    page = _page([row])
+    iv = {"value": 50.0, "low": 0.0, "high": 100.0}
+    page["judge"] = {"judge": "<b>judge</b>", "against": "teacher", "warning": "the judge is the teacher",
+                     "rows": [{"name": HOSTILE, "win": 1, "tie": 0, "loss": 1, "win_rate": iv, "loss_rate": iv, "net": iv}]}
+    html = render_html(page)
+    assert '<section id="judge">' in html and "&lt;b&gt;judge&lt;/b&gt; compared" in html
     assert html.count("<script") == 2 and "alert(1)</script>" not in html and "<!-- x" not in html
     data = html.split('<script id="data" type="application/json">', 1)[1].split("</script>", 1)[0]
     assert json.loads(data)["rows"][0]["input"] == HOSTILE

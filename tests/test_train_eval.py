@@ -206,7 +206,8 @@ def test_saved_student_loads_with_plain_from_pretrained_and_generates(trained):
 def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tmp_path):
     rd = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [a for s in [*TINY, "eval.serving.rounds=3", "eval.cascade.enabled=true"] for a in ("--set", s)]
+    args = [a for s in [*TINY, "eval.serving.rounds=3", "eval.cascade.enabled=true", "eval.judge.enabled=true"]
+            for a in ("--set", s)]
     r = subprocess.run(distill_cmd("run", "--run-dir", str(rd), *args), cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -254,8 +255,9 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
         assert d["low"] <= d["difference"] <= d["high"] and m["cost_vs_student"]["ratio"] > 0
     assert (rd / "progression.png").stat().st_size > 10_000
     assert [s["stage"] for s in rep["bill"]["one_off"]] == ["teacher generation", "teacher adaptation", "judge",
-                                                           "training", "evaluation"]
-    assert rep["bill"]["one_off"][0]["usd"] > 0 and rep["bill"]["one_off"][3]["usd"] > 0
+                                                           "evaluation's pairwise judge", "training", "evaluation"]
+    usd = {s["stage"]: s["usd"] for s in rep["bill"]["one_off"]}
+    assert usd["teacher generation"] > 0 and usd["training"] > 0 and usd["evaluation's pairwise judge"] > 0
     assert rep["data"]["generated"] == rep["data"]["kept"] + rep["data"]["dropped"]
     assert (rd / "frontier.png").stat().st_size > 10_000
     # the cascade: its routed share, the student's price plus the teacher's on that share, round by round
@@ -277,6 +279,34 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
                  "| step | prompt | prompt tokens |", "## The whole bill", "Break-even",
                  "**Cascade:** the student answers first"):
         assert text in md, text
+    # the pairwise judge (the local teacher): every model but the teacher against the teacher's answers, both
+    # orders asked unless the answers are the same; the rows in report.md under the self-preference warning
+    pj = rep["pairwise_judge"]
+    assert pj["judge"] == "SmolLM2-135M-Instruct" and "is the teacher" in pj["warning"]
+    assert list(pj["models"]) == [m["key"] for m in rep["models"] if m["key"] != "teacher"]
+    verdicts = read_jsonl(rd / "eval" / "eval" / "pairwise-judge.jsonl")
+    asked = sum(v["model_first"] != "same answer" for v in verdicts)
+    assert pj["requests_sent"] + pj["cache_hits"] == 2 * asked > 0 and pj["cost_usd"] > 0
+    for key, res in pj["models"].items():
+        mine = [v for v in verdicts if v["model"] == key]
+        assert res["n"] == 8 == len(mine) and res["win"] + res["tie"] + res["loss"] == 8
+        assert res["win"] == sum(v["model_first"] == "A" and v["model_second"] == "B" for v in mine)
+        assert res["win_rate"]["low"] <= res["win_rate"]["value"] <= res["win_rate"]["high"]
+    assert pj["models"]["base_few_shot"]["same_answer"] == 8  # the teacher's own answers: a tie, never asked
+    assert "## Pairwise judge" in md and "> **Self-preference:** the judge is the teacher" in md
+    assert f"| {rep['models'][6]['name']} | {pj['models']['student']['win']} |" in md
+    page = (rd / "report.html").read_text()
+    assert '<section id="judge">' in page and "Self-preference:" in page
+    # evaluated again: every verdict asked before comes from the request store, none is sent twice
+    ev = subprocess.run(distill_cmd("evaluate", "--run-dir", str(rd), "--set", "eval.models=[teacher,student]", "--set",
+                                    "eval.cascade.enabled=false", "--set", "eval.serving.rounds=1"),
+                        cwd=ROOT, env=env, capture_output=True, text=True)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    again = read_json(rd / "eval" / "eval" / "summary.json")["judge"]
+    assert list(again["models"]) == ["student"] and again["cache_hits"] > 0
+    stored = [x["key"] for x in read_jsonl(rd / "data" / "requests.judge.jsonl") if x.get("error") is None]
+    assert len(stored) == len(set(stored)) == pj["requests_sent"] + again["requests_sent"]
+
     # the model card carries the report's table, cascade row included
     ex = subprocess.run(distill_cmd("export", "--run-dir", str(rd), "--format", "hf"), cwd=ROOT, env=env,
                         capture_output=True, text=True)

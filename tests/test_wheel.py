@@ -5,6 +5,7 @@ Nothing here sets PYTHONPATH or runs code from the checkout."""
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -59,9 +60,10 @@ def test_the_wheel_runs_the_default_and_a_new_task_from_an_empty_directory(tmp_p
     assert "grammar" in plan and "Correct the grammar" in plan, plan[-3000:]
 
     _run(["distill", "init", "tickets", "--kind", "classification"], empty, env)
-    _run(["distill", "run", "--config", "tickets.yaml", "--run-dir", "tickets-run", *sets, "--set", "eval.max_rows=10",
-          "--set", "eval.models=[teacher,student]"],
-         empty, env)
+    # scheduled as a user would from here: `distill deploy` on a real `prefect server`, a process worker
+    # started in another empty directory, `prefect deployment run`; the flow is imported from the wheel
+    deployed(bin_, env, empty, tmp_path, ["--config", "tickets.yaml", "--run-dir", "tickets-run", *sets,
+                                          "--set", "eval.max_rows=10", "--set", "eval.models=[teacher,student]"])
     rep = read_json(empty / "tickets-run" / "report.json")
     assert rep["task"] == "tickets"
     assert all({"accuracy", "macro_f1"} <= set(m["metrics"]) for m in rep["models"])
@@ -70,3 +72,58 @@ def test_the_wheel_runs_the_default_and_a_new_task_from_an_empty_directory(tmp_p
     assert rep["data"]["generated"] > 10 and read_json(empty / "tickets-run" / "stats" / "train.json")["steps"] == 4
     assert "| accuracy | macro_f1 |" in md and "## Confusion by label" in md
     assert sorted(p.name for p in empty.iterdir()) == ["tickets", "tickets-run", "tickets.yaml"]
+
+
+def deployed(bin_: Path, env: dict, cwd: Path, tmp_path: Path, args: list[str]) -> None:
+    """`distill deploy` + a process worker + `prefect deployment run`, every process from the wheel's
+    virtualenv and none in the checkout: the run they make must complete."""
+    import re
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from distill.teacher.gguf_server import free_port
+    from tests.test_prefect_server import _stop, _wait_final
+
+    api = f"http://127.0.0.1:{free_port()}/api"
+    env = {**env, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    port = api.split(":")[2].split("/")[0]
+    procs = []
+
+    def start(cmd, where, log):
+        procs.append(subprocess.Popen([str(c) for c in cmd], cwd=where, env=env, stdout=open(log, "wb"),
+                                      stderr=subprocess.STDOUT, start_new_session=True))
+        return procs[-1]
+
+    try:
+        server = start([bin_ / "prefect", "server", "start", "--host", "127.0.0.1", "--port", port], tmp_path,
+                       tmp_path / "server.log")
+        deadline = time.monotonic() + 180
+        while not _healthy(api):
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+            time.sleep(0.5)
+        out = _run(["distill", "deploy", "--name", "wheel", "--pool", "wheel-pool", *args], cwd, env).stdout
+        assert "deployment distill/wheel" in out, out
+        worker_dir = tmp_path / "worker"
+        worker_dir.mkdir()
+        start([bin_ / "prefect", "worker", "start", "--pool", "wheel-pool"], worker_dir, tmp_path / "worker.log")
+        out = _run([bin_ / "prefect", "deployment", "run", "distill/wheel"], worker_dir, env).stdout
+        flow_run = re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)
+        with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            dep = client.read_deployment_by_name("distill/wheel")
+            assert dep.entrypoint == "distill.flow.distill_flow" and not dep.pull_steps and not dep.path
+            run = _wait_final(client, flow_run, timeout=1200)
+        assert run.state.is_completed(), (tmp_path / "worker.log").read_text()[-5000:]
+    finally:
+        for p in procs:
+            _stop(p)
+
+
+def _healthy(api: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(api + "/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -168,7 +168,8 @@ def validated(model: type[M], data: dict, overrides: list[str] | None, source: s
         return model.model_validate(data), given
     except ValidationError as e:
         loc = tuple(str(x) for x in e.errors()[0]["loc"])
-        ov = next((o for keys, o in given.items() if loc[:len(keys)] == keys), None)
+        # the --set that gave the field, or a field inside it (a model's validator fails at the model)
+        ov = next((o for keys, o in given.items() if loc[:len(keys)] == keys or (loc and keys[:len(loc)] == loc)), None)
         raise ConfigError(_format_error(e, f"--set {ov}", None) if ov else _format_error(e, source, text)) from None
 
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator
 
-from distill.config.teacher import Strict, TeacherConfig
+from distill.config.teacher import Endpoint, Strict, TeacherConfig
 from distill.rundir import check_name
 from distill.text import scrub
 
@@ -119,6 +119,31 @@ class Cascade(Strict):
     quality_target: float | None = Field(None, gt=0, le=2, description="The cascade's bar as a share of the teacher's primary metric; null = quality_target, else 1.0 (match the teacher).")
 
 
+class EvalJudge(Strict):
+    enabled: bool = Field(False, description="Ask a pairwise LLM judge too: for each eval row, is a model's answer or the comparison answer better? Asked twice with the order swapped; a win or loss counts only when both orders agree, anything else is a tie. The report gives win, tie and loss rates with intervals per model.")
+    against: Literal["teacher", "reference"] = Field("teacher", description="What each model's answer is compared with: the teacher's answer to the same row, or the row's (first) reference.")
+    model: str | None = Field(None, description="The judge's model name: on the teacher's endpoint, or on `endpoint`; null = the teacher itself (the report then warns of self-preference).")
+    endpoint: Endpoint | None = Field(None, description="Another OpenAI-protocol endpoint the judge runs on (base_url, api_key_env; never launched); null = the teacher's.")
+    hosted: bool | None = Field(None, description="Price the judge per token from pricing.models (true) or by its busy seconds on `hardware` (false); null = as the teacher is priced.")
+    hardware: str | None = Field(None, description="Key of pricing.hardware a self-hosted judge runs on; null = the teacher's.")
+    models: list[str] | None = Field(None, description="Which evaluated models are judged, by key (teacher, base_few_shot, student, student:<name>, ...); null = every one but the comparison itself.")
+    max_tokens: int = Field(16, ge=1, description="Completion token limit of a verdict (JSON {\"better\": \"A\" | \"B\" | \"tie\"} through structured output).")
+
+    @field_validator("endpoint", mode="before")
+    @classmethod
+    def _never_launched(cls, v: Any) -> Any:
+        """A judge's endpoint is one that already serves: launch_local defaults to false here."""
+        return {"launch_local": False, **v} if isinstance(v, dict) else v
+
+    @field_validator("endpoint")
+    @classmethod
+    def _serves(cls, v: Endpoint | None) -> Endpoint | None:
+        if v is not None and (v.launch_local or not v.base_url):
+            raise ValueError("a judge's endpoint needs base_url and is never launched (launch_local: false); "
+                             "leave it out to judge on the teacher's")
+        return v
+
+
 class EvalSet(Strict):
     path: str | None = Field(None, description="Held-out eval set (JSONL, CSV or parquet); a row's output may be a list of references. Never shown to the teacher during generation.")
     fields: dict[str, str | list[str] | None] | None = Field(None, description="Column names of the eval file when they differ from the task's `fields`, e.g. {input: question, output: answer, id: null}; output may list several columns, one reference each.")
@@ -154,6 +179,7 @@ class Eval(EvalSet):
     progression: Progression = Field(default_factory=Progression, description="The many-shot and retrieval steps of the progression: how many examples, which retriever.")
     serving: Serving = Field(default_factory=Serving, description="The serving-cost measurement: every self-hosted model on one engine, interleaved rounds, after a warm-up.")
     cascade: Cascade = Field(default_factory=Cascade, description="A student-then-teacher cascade as one more evaluated model.")
+    judge: EvalJudge = Field(default_factory=EvalJudge, description="A pairwise LLM judge on the headline eval set, beside the reference metrics (its requests go through the run's request store: cached, budgeted and in the bill).")
     bootstrap_resamples: int = Field(2000, ge=100, description="Resamples of the paired bootstrap behind every quality interval.")
 
 
@@ -291,7 +317,10 @@ class Config(Strict):
     def redacted(self) -> dict[str, Any]:
         """The config as plain data with every secret removed (what the run directory stores)."""
         data = self.model_dump(mode="json")
-        data["teacher"]["endpoint"]["api_key"] = None  # it comes back from api_key_env when the run is resumed
-        if data["teacher"]["endpoint"]["base_url"]:  # user:pass@ too (give it again with --set to resume)
-            data["teacher"]["endpoint"]["base_url"] = scrub(data["teacher"]["endpoint"]["base_url"])
+        for ep in (data["teacher"]["endpoint"], data["eval"]["judge"]["endpoint"]):
+            if ep is None:
+                continue
+            ep["api_key"] = None  # it comes back from api_key_env when the run is resumed
+            if ep["base_url"]:  # user:pass@ too (give it again with --set to resume)
+                ep["base_url"] = scrub(ep["base_url"])
         return data

@@ -189,6 +189,33 @@ def rounds_lines(rounds: list[dict] | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pairwise_lines(rep: dict) -> str:
+    """eval.judge: per judged model, how often the judge preferred its answer to the comparison answer in
+    both orders (win), in neither (loss), or the orders disagreed or it saw no difference (tie)."""
+    j = rep.get("pairwise_judge")
+    if not j:
+        return ""
+    names = {m["key"]: m["name"] for m in rep["models"]}
+    other = "the teacher's answer" if j["against"] == "teacher" else "the reference"
+    lines = ["## Pairwise judge",
+             f"Judge: {j['judge']}, each answer against {other} on every eval row, asked twice with the order swapped; "
+             "a win or a loss counts only when both orders agree, anything else is a tie (identical answers are ties, "
+             f"not asked). {j['requests_sent']} requests sent, {j['cache_hits']} reused from the store, {j['failed']} failed; "
+             f"${j['cost_usd']:.4f} ({j['cost_rule']}).", ""]
+    if j.get("warning"):
+        lines += [f"> **Self-preference:** {j['warning']}.", ""]
+    lines += ["| model | wins | ties | losses | win rate % [95% CI] | loss rate % [95% CI] | win - loss [95% CI] |",
+              "|---|---|---|---|---|---|---|"]
+    for key, r in j["models"].items():
+        if not r["n"]:
+            continue
+        lines.append(f"| {names.get(key, key)} | {r['win']} | {r['tie']} ({r['same_answer']} identical) | {r['loss']} | "
+                     f"{r['win_rate']['value']:g} {interval_text(r['win_rate'])} | "
+                     f"{r['loss_rate']['value']:g} {interval_text(r['loss_rate'])} | "
+                     f"{r['net']['value']:+g} {interval_text(r['net'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def render_markdown(rep: dict, plot: str, progression_plot: str = "") -> str:
     """report.md; `plot` and `progression_plot` are how the figures are shown (the Prefect UI cannot
     load a file of the run directory, so its artifact names the files instead)."""
@@ -214,6 +241,7 @@ Eval set{f" '{rep['eval']['name']}'" if rep.get('eval_sets') else ''}: `{rep['ev
 {cascade_line(rep)}
 {section(rep, progression_plot)}
 {other_sets(rep)}
+{pairwise_lines(rep)}
 {bill_lines(rep.get('bill'))}
 ## How each model was priced and timed
 {rules}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from distill.io import Examples, references, write_jsonl
 from distill.report.intervals import compare, difference, metric_intervals, scorer
-from distill.stages import cascade
+from distill.stages import cascade, judge_eval
 from distill.stages.answer import Answered, answer_all
 from distill.stages.context import RunContext, writes
 from distill.stages.eval_models import TEACHER_STEPS, InProcess, Progression, in_process_models, model_key
@@ -66,9 +66,10 @@ def evaluate_set(ctx: RunContext, name: str, rows: Examples, tokenized: bool, lo
         cascade.price(results["cascade"], results[first], results["teacher"])
     srcs, refs = [r["input"] for r in rows], [references(r) for r in rows]
     trivial, answers = task.baseline(srcs, list(ctx.seeds))
+    judged = judge_eval.judge(ctx, rows, predictions) if headline and cfg.eval.judge.enabled else None
     summary = EvalSummary(name=name, eval_path=str(path), n=len(rows), primary_metric=task.primary_metric,
                           tokenized=tokenized, baseline=task.metrics(answers, refs, srcs), baseline_name=trivial,
-                          models=results,
+                          models=results, judge=judged,
                           wall_seconds=round(time.perf_counter() - t0, 2), cost_usd=round(spent, 6))
     summary.write(ctx.dir.eval_summary(path))
     return summary

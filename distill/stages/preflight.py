@@ -34,6 +34,7 @@ def preflight(cfg: Config, stages: tuple[str, ...]) -> Inputs:
     check_prices(cfg)
     check_ladder(cfg)
     check_cascade(cfg)
+    check_judge(cfg)
     task = load_task(cfg.task)
     seeds_path, eval_path = data_paths(cfg, task)
     columns = task.spec.fields.model_dump()
@@ -91,6 +92,8 @@ def check_templates(cfg: Config, task: Task, seeds: Examples) -> None:
         renders.append(lambda: task.new_inputs_messages([seed], task.topics[0], cfg.generation.inputs_per_request))
     if any(name == "judge" for name, _ in cfg.filter_specs()) or (folder / "judge.j2").exists():
         renders.append(lambda: task.judge_messages(seed["input"], str(seed["output"])))
+    if cfg.eval.judge.enabled or (folder / "pairwise.j2").exists():
+        renders.append(lambda: task.pairwise_messages(seed["input"], str(seed["output"]), seed["input"]))
     for render in renders:
         try:
             render()
@@ -100,7 +103,7 @@ def check_templates(cfg: Config, task: Task, seeds: Examples) -> None:
             raise DataError(f"{folder / (e.name or '?')}:{e.lineno}: template syntax: {e.message}") from None
         except jinja2.UndefinedError as e:
             raise DataError(f"{_template_place(e, folder)}: {e.message} (the variables: input, examples, topic, n, "
-                            "labels, description, schema; judge.j2 also output and part)") from None
+                            "labels, description, schema; judge.j2 also output and part; pairwise.j2 a, b and part)") from None
 
 
 def _template_place(e: Exception, folder: Path) -> str:
@@ -198,6 +201,30 @@ def check_cascade(cfg: Config) -> None:
     if c.student not in names and not (c.student is None and names == [None]):
         raise config_error(cfg, ["eval", "cascade", "student"], f"{c.student!r} is not a student of this config "
                            f"(students: {', '.join(str(n) for n in names)})")
+
+
+def check_judge(cfg: Config) -> None:
+    """eval.judge compares with the teacher's answers only when the teacher is evaluated, and judges only
+    models the evaluation asks."""
+    j = cfg.eval.judge
+    if not j.enabled:
+        return
+    if j.against == "teacher" and "teacher" not in cfg.eval.models:
+        raise config_error(cfg, ["eval", "models"], "no 'teacher', but eval.judge compares with the teacher's answers: "
+                           "evaluate the teacher too, or set eval.judge.against: reference")
+    known = [k for k in cfg.eval.models if k != "student"] + ["student" if n is None else f"student:{n}"
+                                                              for n, _, _ in cfg.student_candidates()]
+    if j.models is not None and (unknown := [k for k in j.models if k not in known]):
+        raise config_error(cfg, ["eval", "judge", "models"], f"{unknown[0]!r} is not evaluated (the models: "
+                           f"{', '.join(known)})")
+    hosted = cfg.teacher.hosted if j.hosted is None else j.hosted
+    model, hardware = j.model or cfg.teacher.model, j.hardware or cfg.teacher.hardware
+    if hosted and model not in cfg.pricing.models:
+        raise config_error(cfg, ["eval", "judge", "model"], f"no price for the hosted judge '{model}' (add it under "
+                           "pricing.models, or set eval.judge.hosted: false)")
+    if not hosted and hardware not in cfg.pricing.hardware:
+        raise config_error(cfg, ["eval", "judge", "hardware"], f"'{hardware}' is not in pricing.hardware "
+                           f"(known: {', '.join(cfg.pricing.hardware)})")
 
 
 def import_plugins(cfg: Config) -> None:

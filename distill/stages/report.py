@@ -73,6 +73,7 @@ def build_report(ctx: RunContext) -> dict:
         "teacher_adaptation": {"description": describe(cfg), **{k: v for k, v in adapt.items()
                                                                   if k in ("steps", "first_loss", "last_loss", "wall_seconds")}},
         "judge_usage": filt.teacher,
+        "pairwise_judge": ev.judge,
         "cut_short": gen.counts.cut_short,
         "training": train.model_dump(include={"rows", "steps", "epochs", "lora", "first_loss", "last_loss", "plan"}),
         "training_by_student": {v.name or k: v.model_dump(include={
@@ -164,6 +165,7 @@ def _bill(ctx: RunContext, rows: list[dict], gen, filt, train, adapt: dict, ev: 
               one_off("teacher adaptation", *hw(adapt.get("wall_seconds"), cfg.teacher.hardware))
               if cfg.teacher.adaptation.method == "lora" else one_off("teacher adaptation", 0.0, "few-shot prompt: none"),
               one_off("judge", judge.get("cost_usd"), judge.get("cost_rule") or "no LLM filter"),
+              *([one_off("evaluation's pairwise judge", ev.judge["cost_usd"], ev.judge["cost_rule"])] if ev.judge else []),
               one_off("training", *hw(train_s, cfg.student.hardware)),
               one_off("evaluation", (ev.cost_usd or 0.0) + sum(EvalSummary.read(ctx.dir.eval_summary(r.path)).cost_usd or 0.0
                                                                for r in ctx.eval_sets.values()),

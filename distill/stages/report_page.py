@@ -44,7 +44,18 @@ def page_data(ctx: RunContext, rep: dict) -> dict:
         "confusion": [shaded_confusion(m["name"], m["role"], m["breakdown"]["confusion"]) for m in rep["models"]
                       if (m.get("breakdown") or {}).get("confusion") and m["role"] != "base student"],
         "funnel": funnel(ctx, rep["data"]), "rounds": rep.get("rounds") or [], "losses": losses(ctx), "bill": rep["bill"],
+        "judge": pairwise_rows(rep),
     }
+
+
+def pairwise_rows(rep: dict) -> dict | None:
+    """eval.judge's table: the judge, its warning, and per judged model its outcomes and rates."""
+    j = rep.get("pairwise_judge")
+    if not j:
+        return None
+    names = {m["key"]: m["name"] for m in rep["models"]}
+    return {"judge": j["judge"], "against": j["against"], "warning": j.get("warning"),
+            "rows": [{"name": names.get(k, k), **r} for k, r in j["models"].items() if r["n"]]}
 
 
 def eval_rows(preds: dict[str, list[dict]]) -> list[dict]:

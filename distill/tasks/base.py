@@ -15,6 +15,8 @@ import jinja2
 from distill.records import Message, Row
 from distill.tasks.spec import TaskError, TaskSpec, read_spec
 
+DEFAULTS = Path(__file__).parent  # the package's default templates: judges/<kind>.j2
+
 
 class Task:
     name = "base"
@@ -44,7 +46,14 @@ class Task:
             mod = sys.modules.get(cls.__module__)
             if mod is not None and getattr(mod, "__file__", None) and cls.__module__.split(".")[0] != "distill":
                 files.append(Path(mod.__file__))
+        if not (self.folder / "pairwise.j2").exists():
+            files.append(DEFAULTS / self.pairwise_template)
         return sorted(set(files))
+
+    @property
+    def pairwise_template(self) -> str:
+        """The pairwise judge's template: the folder's pairwise.j2, else the package's default for the kind."""
+        return "pairwise.j2" if (self.folder / "pairwise.j2").exists() else f"judges/{self.spec.kind}.j2"
 
     def data_path(self, which: str) -> Path | None:
         """The task folder's own seed or eval file (task.yaml `seeds:` / `eval:`), when it has one."""
@@ -54,7 +63,8 @@ class Task:
     @cached_property
     def _env(self) -> jinja2.Environment:
         return jinja2.Environment(
-            loader=jinja2.FileSystemLoader(self.folder),
+            # the task folder's own templates first, then the package's defaults (judges/<kind>.j2)
+            loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(self.folder), jinja2.FileSystemLoader(DEFAULTS)]),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=False,
             trim_blocks=True,
@@ -96,6 +106,11 @@ class Task:
             raise ValueError(f"task '{self.name}' has no judge rubric ({self.folder / 'judge.j2'})")
         return [{"role": "system", "content": self.render("judge.j2", part="system", input=text, output=output)},
                 {"role": "user", "content": self.render("judge.j2", part="user", input=text, output=output)}]
+
+    def pairwise_messages(self, text: str, a: str, b: str) -> list[Message]:
+        """The pairwise judge's prompt: which of answers A and B to the input is better (or a tie)."""
+        parts = {part: self.render(self.pairwise_template, part=part, input=text, a=a, b=b) for part in ("system", "user")}
+        return [{"role": "system", "content": parts["system"]}, {"role": "user", "content": parts["user"]}]
 
     def new_inputs_messages(self, examples: list[dict], topic: str, n: int) -> list[Message]:
         return [{"role": "user", "content": self.render("new_inputs.j2", examples=examples, topic=topic, n=n)}]
