@@ -206,7 +206,8 @@ def test_saved_student_loads_with_plain_from_pretrained_and_generates(trained):
 def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tmp_path):
     rd = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [a for s in [*TINY, "eval.serving.rounds=3", "eval.cascade.enabled=true", "eval.judge.enabled=true"]
+    args = [a for s in [*TINY, "eval.serving.rounds=3", "eval.cascade.enabled=true", "eval.judge.enabled=true",
+                           "eval.judge.models=[base_few_shot, student]"]
             for a in ("--set", s)]
     r = subprocess.run(distill_cmd("run", "--run-dir", str(rd), *args), cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=1200)
@@ -279,11 +280,11 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
                  "| step | prompt | prompt tokens |", "## The whole bill", "Break-even",
                  "**Cascade:** the student answers first"):
         assert text in md, text
-    # the pairwise judge (the local teacher): every model but the teacher against the teacher's answers, both
+    # the pairwise judge (the local teacher): the models named against the teacher's answers, both
     # orders asked unless the answers are the same; the rows in report.md under the self-preference warning
     pj = rep["pairwise_judge"]
     assert pj["judge"] == "SmolLM2-135M-Instruct" and "is the teacher" in pj["warning"]
-    assert list(pj["models"]) == [m["key"] for m in rep["models"] if m["key"] != "teacher"]
+    assert list(pj["models"]) == ["base_few_shot", "student"]  # eval.judge.models, in the evaluation's order
     verdicts = read_jsonl(rd / "eval" / "eval" / "pairwise-judge.jsonl")
     asked = sum(v["model_first"] != "same answer" for v in verdicts)
     assert pj["requests_sent"] + pj["cache_hits"] == 2 * asked > 0 and pj["cost_usd"] > 0
@@ -299,7 +300,8 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     assert '<section id="judge">' in page and "Self-preference:" in page
     # evaluated again: every verdict asked before comes from the request store, none is sent twice
     ev = subprocess.run(distill_cmd("evaluate", "--run-dir", str(rd), "--set", "eval.models=[teacher,student]", "--set",
-                                    "eval.cascade.enabled=false", "--set", "eval.serving.rounds=1"),
+                                    "eval.judge.models=[student]", "--set", "eval.cascade.enabled=false", "--set",
+                                    "eval.serving.rounds=1"),
                         cwd=ROOT, env=env, capture_output=True, text=True)
     assert ev.returncode == 0, ev.stderr[-3000:]
     again = read_json(rd / "eval" / "eval" / "summary.json")["judge"]
@@ -322,7 +324,8 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
     write_jsonl(other, evals)
     student_mtime = (rd / "student" / "model.safetensors").stat().st_mtime
     r = subprocess.run(distill_cmd("evaluate", "--run-dir", str(rd), "--set", f"eval.path={other}", "--set", "eval.max_rows=6",
-                                   "--set", "eval.models=[teacher,base_student,student]", "--set", "eval.engine=transformers"),
+                                   "--set", "eval.models=[teacher,base_student,student]", "--set", "eval.engine=transformers",
+                                   "--set", "eval.judge.models=[student]"),
                        cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = read_json(rd / "eval" / "other" / "summary.json")
@@ -344,7 +347,8 @@ def test_distill_run_end_to_end_then_evaluate_another_file_without_retraining(tm
             "--set", 'eval.published=[{system: Published-System, set: bench, metric: gleu, value: 61.4, '
                      'source: "Some et al. 2023, Table 2"}]']
     r = subprocess.run(distill_cmd("evaluate", "--run-dir", str(rd), "--set", "eval.max_rows=6", "--set",
-                                   "eval.models=[teacher,student]", *sets), cwd=ROOT, env=env, capture_output=True, text=True)
+                                   "eval.models=[teacher,student]", "--set", "eval.judge.models=[student]", *sets),
+                       cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     r = subprocess.run(distill_cmd("report", "--run-dir", str(rd), *sets), cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
