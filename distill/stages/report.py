@@ -23,14 +23,10 @@ def _stats(rd: RunDir, name: str) -> dict:
     return read_json(p) if p.exists() else {}
 
 
-def build_report(ctx: RunContext) -> dict:
-    cfg, rd = ctx.cfg, ctx.dir
-    summary_path = rd.eval_summary(ctx.eval_path)
-    if not summary_path.exists():
-        raise FileNotFoundError(f"{summary_path}: not found (run `distill evaluate` first)")
-    ev = EvalSummary.read(summary_path)
-    metric = ev.primary_metric
-    teacher = ev.models.get("teacher")
+def model_rows(ev: EvalSummary) -> list[dict]:
+    """One report row per evaluated model, in role order: its quality, cost and latency, and beside the
+    teacher its share of the teacher's quality, how much cheaper and how much smaller it is."""
+    metric, teacher = ev.primary_metric, ev.models.get("teacher")
     rows = []
     for key, m in sorted(ev.models.items(), key=lambda kv: ROLE_ORDER.get(kv[1].role, 9)):
         row = {"key": key, **m.model_dump(include={
@@ -46,6 +42,17 @@ def build_report(ctx: RunContext) -> dict:
             row["x_cheaper"] = row["cost_ratio"]["ratio"] if row["cost_ratio"] else None
             row["x_smaller"] = round(teacher.parameters / m.parameters, 2) if teacher.parameters and m.parameters else None
         rows.append(row)
+    return rows
+
+
+def build_report(ctx: RunContext) -> dict:
+    cfg, rd = ctx.cfg, ctx.dir
+    summary_path = rd.eval_summary(ctx.eval_path)
+    if not summary_path.exists():
+        raise FileNotFoundError(f"{summary_path}: not found (run `distill evaluate` first)")
+    ev = EvalSummary.read(summary_path)
+    metric = ev.primary_metric
+    rows = model_rows(ev)
     gen, filt = GenerateStats.read(rd.stats("generate")), FilterStats.read(rd.stats("filter"))
     train, adapt = TrainStats.read(rd.stats("train")), _stats(rd, "adapt")
     frontier = frontier_keys(rows, metric)
